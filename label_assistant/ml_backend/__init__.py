@@ -1,0 +1,1 @@
+"""The Label Studio ML backend: Flask app, protocol, webhook intake, job runner."""

@@ -1,0 +1,1 @@
+"""The model side: architectures (smp), masked losses, tiled training and inference, versions."""

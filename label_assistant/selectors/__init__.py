@@ -1,0 +1,1 @@
+"""Ranking of unlabeled images: uncertainty, diversity, sequence-aware sampling, baselines."""
