@@ -25,7 +25,7 @@ def _command_modules() -> list[str]:
     found = {
         m.name
         for m in pkgutil.iter_modules(__path__)
-        if not m.name.startswith("_") and m.name != "common"
+        if not m.name.startswith("_") and m.name not in ("common",)
     }
     return [n for n in _ORDER if n in found] + sorted(found - set(_ORDER))
 
