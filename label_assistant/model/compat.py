@@ -22,7 +22,7 @@ _library = None  # kept alive: the registration lasts as long as this object
 
 
 def import_torchvision() -> ModuleType:
-    """Import torchvision, registering the missing operator schemas only if that exact error occurs."""
+    """Import torchvision; register the missing operator schemas only on that exact error."""
     global _library
     try:
         import torchvision

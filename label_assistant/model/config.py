@@ -1,0 +1,52 @@
+"""Training settings: everything that decides a training run, stored with its version.
+
+Kept free of torch so that the command line can show defaults without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+class TrainingError(ValueError):
+    """Training can't start: no examples, no labeled pixels, inconsistent channels."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (stored with the version it makes)."""
+
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    dropout: float = 0.1
+    epochs: int = 40
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    tile: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "ce+dice"
+    class_weights: str | None = None  # None, or "auto" (from labeled-pixel frequencies)
+    separate_contours: bool = False  # U-Net paper weight map between close objects
+    w0: float = 10.0
+    sigma: float = 5.0
+    min_labeled_pixels: int = 64
+    max_background_only_share: float = 0.5
+    augment: bool = True
+    val_fraction: float = 0.2
+    patience: int = 10  # epochs without improvement before stopping early
+    seed: int = 0
+    device: str | None = None  # None = CUDA when present, else CPU
+    inference_tile: int = 512
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TrainingError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
