@@ -94,7 +94,7 @@ def load_example(
     from label_assistant.images import normalize_for_model, read_image
 
     image = read_image(image_path)
-    mask = read_image(label_path)
+    mask = read_image(label_path, palette_indices=True)
     if mask.shape[:2] != image.shape[:2]:
         raise DatasetError(
             f"{label_path.name}: label size {mask.shape[1]}x{mask.shape[0]} differs from "
