@@ -1,1 +1,39 @@
-"""The Label Studio format layer: label config, brush RLE codec, annotation <-> label map."""
+"""The Label Studio format layer: label config, brush RLE codec, annotation <-> label map.
+
+- :mod:`.config`: :func:`parse_label_config` -> :class:`LabelConfig` (image, controls,
+  classes 1..K, background label, config hash).
+- :mod:`.rle`: :func:`encode_rle` / :func:`decode_rle`, Label Studio's brush RLE, byte-identical
+  to the SDK and about 20x faster.
+- :mod:`.annotations`: :func:`annotation_to_label_map` (results -> label map, instances,
+  conflicts) and :func:`label_map_to_results` (label map -> ``brushlabels`` results).
+
+Pure functions on arrays and dicts: no HTTP here.
+"""
+
+from label_assistant.labelstudio.annotations import (
+    AnnotationError,
+    DecodedAnnotation,
+    annotation_to_label_map,
+    label_map_to_results,
+)
+from label_assistant.labelstudio.config import (
+    LabelConfig,
+    LabelConfigError,
+    UnknownLabelError,
+    parse_label_config,
+)
+from label_assistant.labelstudio.rle import RLEError, decode_rle, encode_rle
+
+__all__ = [
+    "AnnotationError",
+    "DecodedAnnotation",
+    "LabelConfig",
+    "LabelConfigError",
+    "RLEError",
+    "UnknownLabelError",
+    "annotation_to_label_map",
+    "decode_rle",
+    "encode_rle",
+    "label_map_to_results",
+    "parse_label_config",
+]

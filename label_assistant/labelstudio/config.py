@@ -1,0 +1,232 @@
+"""The project's Label Studio label config: which image, which controls, which classes.
+
+The classes of every label map come from here: background is the label named
+``background_label`` (``"Background"`` by default) and gets index 0; the other labels of the
+``BrushLabels`` / ``PolygonLabels`` controls on the image are classes 1..K in config order
+(first appearance across controls). Other controls (Choices, TextArea, ...) are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from label_assistant.labelmap import BACKGROUND, MAX_CLASSES
+
+__all__ = [
+    "SEGMENTATION_CONTROLS",
+    "Control",
+    "LabelConfig",
+    "LabelConfigError",
+    "UnknownLabelError",
+    "config_hash",
+    "parse_label_config",
+]
+
+#: Control tags this project reads, lower-cased tag name -> Label Studio result type.
+SEGMENTATION_CONTROLS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels"}
+
+
+class LabelConfigError(ValueError):
+    """A label config this project cannot serve (the message names what is missing)."""
+
+
+class UnknownLabelError(LabelConfigError):
+    """A label that is not in the label config."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """A ``BrushLabels`` / ``PolygonLabels`` control: ``name`` is the results' ``from_name``."""
+
+    name: str
+    type: str  # the tag as written in the config, e.g. "BrushLabels"
+    to_name: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def result_type(self) -> str:
+        """The ``type`` of its results: ``brushlabels`` or ``polygonlabels``."""
+        return SEGMENTATION_CONTROLS[self.type.lower()]
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """What this project needs from a label config. Build it with :func:`parse_label_config`."""
+
+    to_name: str  # the Image tag's name: the results' ``to_name``
+    data_key: str  # the task data field holding the image ("$image" -> "image")
+    controls: tuple[Control, ...]  # segmentation controls on that image, config order
+    class_names: tuple[str, ...]  # foreground classes 1..K, background excluded
+    background_label: str
+    config_hash: str
+    xml: str = field(default="", repr=False, compare=False)
+    #: ``(alias, value)`` of labels that have an ``alias``; both name the class.
+    aliases: tuple[tuple[str, str], ...] = ()
+    # label (value or alias) -> class index; built in __post_init__
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {self.background_label: BACKGROUND}
+        index.update({name: i for i, name in enumerate(self.class_names, start=1)})
+        for alias, value in self.aliases:
+            index.setdefault(alias, index[value])
+        object.__setattr__(self, "_index", index)
+
+    @property
+    def n_classes(self) -> int:
+        """K, the number of foreground classes."""
+        return len(self.class_names)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """All labels by index: background first, then classes 1..K."""
+        return (self.background_label, *self.class_names)
+
+    def class_index(self, label: str) -> int:
+        """0 for the background label, 1..K for the classes; :class:`UnknownLabelError` else.
+
+        A label's ``alias`` names the same class as its ``value``.
+        """
+        try:
+            return self._index[label]
+        except (KeyError, TypeError):
+            raise UnknownLabelError(
+                f"label {label!r} is not in the label config (labels: {list(self.labels)})"
+            ) from None
+
+    def class_name(self, index: int) -> str:
+        """The label of class ``index`` (0 = background)."""
+        if not 0 <= index <= self.n_classes:
+            raise UnknownLabelError(f"class index {index} is outside 0..{self.n_classes}")
+        return self.labels[index]
+
+    def control(self, name: str) -> Control | None:
+        """The segmentation control named ``name`` (a result's ``from_name``), or None."""
+        return next((c for c in self.controls if c.name == name), None)
+
+    @property
+    def brush_control(self) -> Control | None:
+        """The control to send brush results from (the first BrushLabels), or None."""
+        return next((c for c in self.controls if c.result_type == "brushlabels"), None)
+
+
+def config_hash(xml: str) -> str:
+    """sha256 hex of the config with whitespace normalized (stable across re-indentation)."""
+    text = re.sub(r">\s+<", "><", xml.strip())
+    text = re.sub(r"\s+", " ", text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _local(tag: object) -> str:
+    # Comments and processing instructions have a non-str tag; namespaces are dropped.
+    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+
+
+def _names(attr: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (attr or "").split(",") if n.strip())
+
+
+def parse_label_config(
+    xml: str, background_label: str = "Background", image_name: str | None = None
+) -> LabelConfig:
+    """Parse a Label Studio label config; :class:`LabelConfigError` if this project can't serve it.
+
+    ``image_name`` picks the ``Image`` tag when the config has several. Controls pointing at
+    another image are ignored; a control pointing at no image of the config is an error.
+    Tag names are matched case-insensitively, as Label Studio does.
+    """
+    if not isinstance(xml, str) or not xml.strip():
+        raise LabelConfigError("the label config is empty")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise LabelConfigError(f"the label config is not XML ({e})") from None
+    elements = list(root.iter())
+
+    images = [el for el in elements if _local(el.tag) == "image"]
+    image_names = [el.get("name", "") for el in images]
+    if not images:
+        raise LabelConfigError("the label config has no <Image> tag")
+    if image_name is not None:
+        if image_name not in image_names:
+            raise LabelConfigError(
+                f"the label config has no <Image name={image_name!r}> (images: {image_names})"
+            )
+        image = images[image_names.index(image_name)]
+    elif len(images) > 1:
+        raise LabelConfigError(
+            f"the label config has {len(images)} <Image> tags {image_names}: "
+            "say which one with image_name"
+        )
+    else:
+        image = images[0]
+    to_name = image.get("name")
+    if not to_name:
+        raise LabelConfigError("the <Image> tag has no name")
+    value = image.get("value", "")
+    if not value.startswith("$") or len(value) < 2:
+        raise LabelConfigError(
+            f"the <Image name={to_name!r}> tag has value {value!r}, not a $field of the task"
+        )
+
+    controls = []
+    aliases: list[tuple[str, str]] = []
+    for el in elements:
+        kind = _local(el.tag)
+        if kind not in SEGMENTATION_CONTROLS:
+            continue
+        name = el.get("name")
+        targets = _names(el.get("toName"))
+        if not name or not targets:
+            raise LabelConfigError(f"a <{el.tag}> control has no name or no toName")
+        unknown = [t for t in targets if t not in image_names]
+        if unknown:
+            raise LabelConfigError(
+                f"control {name!r} points at {unknown}, which is not an <Image> of the config"
+            )
+        if to_name not in targets:
+            continue  # a control for another image
+        labels = []
+        for lab in el.iter():
+            if _local(lab.tag) == "label":
+                label = lab.get("value")
+                if not label:
+                    raise LabelConfigError(f"control {name!r} has a <Label> with no value")
+                if label in labels:
+                    raise LabelConfigError(f"control {name!r} lists label {label!r} twice")
+                labels.append(label)
+                if lab.get("alias"):
+                    aliases.append((lab.get("alias"), label))
+        if not labels:
+            raise LabelConfigError(f"control {name!r} has no <Label>")
+        controls.append(Control(name, el.tag, targets, tuple(labels)))
+
+    if not controls:
+        raise LabelConfigError(
+            f"the label config has no BrushLabels or PolygonLabels control for image {to_name!r}"
+        )
+    all_labels = [lab for c in controls for lab in c.labels]
+    background_label = dict(aliases).get(background_label, background_label)
+    if background_label not in all_labels:
+        raise LabelConfigError(
+            f"no background label {background_label!r} among the labels {all_labels}"
+        )
+    class_names = tuple(dict.fromkeys(lab for lab in all_labels if lab != background_label))
+    if len(class_names) > MAX_CLASSES:
+        raise LabelConfigError(
+            f"the label config has {len(class_names)} classes; a uint8 label map holds "
+            f"at most {MAX_CLASSES}"
+        )
+    return LabelConfig(
+        to_name=to_name,
+        data_key=value[1:],
+        controls=tuple(controls),
+        class_names=class_names,
+        background_label=background_label,
+        config_hash=config_hash(xml),
+        xml=xml,
+        aliases=tuple(dict.fromkeys(a for a in aliases if a[0] not in all_labels)),
+    )
