@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from label_assistant.cli.common import CliError, image_files, write_json
 
@@ -67,11 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from label_assistant.model.train import TrainConfig, TrainingError, train
     from label_assistant.workdir import models_dir
 
-    pairs_paths = pair_files(image_files(args.images), image_files(args.labels, "label folder")) \
-        if Path(args.labels).exists() else None
-    if pairs_paths is None:
-        raise CliError(f"label folder {args.labels!r} does not exist")
     try:
+        pairs_paths = pair_files(image_files(args.images), image_files(args.labels, "label folder"))
         examples = [
             load_example(i, lb, args.mask_type, args.invert)
             for i, lb in progress(pairs_paths, "loading", total=len(pairs_paths))

@@ -69,7 +69,9 @@ def evaluate(
 
     cm = np.zeros((n_classes + 1, n_classes + 1), np.int64)
     for example in examples:
-        probs = predict_proba(model, example.image, tile=tile, device=device).probabilities
+        probs = predict_proba(
+            model, example.image, tile=tile, overlap=tile // 8, device=device
+        ).probabilities
         prediction, _ = probabilities_to_label_map(probs)
         cm += confusion_matrix(example.label_map, prediction, n_classes)
     dice, iou = dice_iou_from_confusion(cm)
