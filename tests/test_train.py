@@ -136,3 +136,23 @@ def test_job_killed_mid_training_leaves_published_version_untouched(tmp_path):
     process.wait(timeout=30)
     assert ModelRegistry(registry_root).current().id == "v0001"
     assert [v.id for v in ModelRegistry(registry_root).list()] == ["v0001"]
+
+
+def test_prelabel_with_a_trained_version(tmp_path, capsys):
+    images, labels = _write_dataset(tmp_path)
+    work = tmp_path / "work"
+    assert main(["train", str(images), str(labels), "--workdir", str(work), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--tile", "64",
+                 "--device", "cpu"]) == 0
+    out = tmp_path / "pre"
+    assert main(["prelabel", str(images), "--out", str(out), "--model", "current",
+                 "--workdir", str(work), "--device", "cpu", "--tile", "64"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] == "model" and summary["version"] == "v0001"
+    label_map = np.asarray(Image.open(out / "s0.png"))
+    assert label_map.shape == (64, 64) and set(np.unique(label_map)) <= {0, 1}
+    capsys.readouterr()
+    assert main(["prelabel", str(images), "--out", str(out), "--model", "v0042",
+                 "--workdir", str(work)]) == 2
+    assert "v0042" in capsys.readouterr().err
+    assert main(["prelabel", str(images), "--out", str(out), "--model", "current"]) == 2

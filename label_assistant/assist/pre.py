@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -326,3 +327,29 @@ def otsu_prelabel(image: np.ndarray, params: OtsuParams | None = None) -> PreLab
     else:
         thresholds = tuple(sorted(work_thresholds))
     return PreLabel(label_map, confidence, instances, thresholds, polarity, version)
+
+
+# --- model pre-labels ------------------------------------------------------------------------
+
+
+def model_prelabel(
+    model: Any,
+    image: np.ndarray,
+    *,
+    version: str,
+    device: Any = "cpu",
+    tile: int = 512,
+) -> PreLabel:
+    """Pre-label from a trained model: argmax of the tiled softmax, confidence = its max.
+
+    ``image`` is read as :func:`label_assistant.images.read_image` returns it (H, W, C);
+    it is normalized exactly as in training. Objects of class 1 are its connected parts.
+    """
+    from label_assistant.model.inference import predict_proba, probabilities_to_label_map
+
+    prediction = predict_proba(
+        model, normalize_for_model(image), tile=tile, overlap=tile // 8, device=device
+    )
+    label_map, confidence = probabilities_to_label_map(prediction.probabilities)
+    instances, _ = ndi.label(label_map == 1)
+    return PreLabel(label_map, confidence, instances.astype(np.int32), (), "model", version)

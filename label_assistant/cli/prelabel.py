@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from label_assistant.cli.common import CliError, image_files, progress, write_json
+from label_assistant.cli.common import CliError, existing_dir, image_files, progress, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also write DIR/confidence/<stem>.png (confidence x 255)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="also print the summary as JSON (to FILE or stdout)")
+    m = p.add_argument_group("trained model instead of Otsu")
+    m.add_argument("--model", default=None, metavar="VERSION",
+                   help="a model version (e.g. v0003) or 'current', from --workdir")
+    m.add_argument("--workdir", default=None, help="work directory holding the model versions")
+    m.add_argument("--project", default=None, help="Label Studio project id (service work dir)")
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    m.add_argument("--tile", type=int, default=512, help="inference tile size (default 512)")
     p.set_defaults(run=run)
 
 
@@ -83,10 +90,12 @@ def otsu_params_from_args(args: argparse.Namespace) -> Any:
 def make_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dict[str, Any]]:
     """(function image -> PreLabel, description for the summary), chosen by the arguments.
 
-    The one place that picks the pre-label source: ``--model VERSION --workdir W`` (a trained
-    model instead of Otsu) is to be added here.
+    The one place that picks the pre-label source: Otsu, or ``--model VERSION --workdir W``.
     """
     from label_assistant.assist.pre import PreLabelError, otsu_prelabel
+
+    if args.model is not None:
+        return _model_prelabeler(args)
 
     try:
         params = otsu_params_from_args(args)
@@ -94,6 +103,26 @@ def make_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dic
         raise CliError(str(error)) from None
     source = {"source": "otsu", "version": params.version_name(), "params": asdict(params)}
     return (lambda image: otsu_prelabel(image, params)), source
+
+
+def _model_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+    from label_assistant.assist.pre import model_prelabel
+    from label_assistant.model.inference import default_device
+    from label_assistant.model.registry import ModelRegistry, RegistryError
+    from label_assistant.workdir import models_dir
+
+    if args.workdir is None:
+        raise CliError("--model needs --workdir (where the model versions are)")
+    registry = ModelRegistry(models_dir(existing_dir(args.workdir, "work directory"),
+                                        args.project))
+    device = args.device or default_device()
+    try:
+        model, info = registry.load_model(args.model, device=device)
+    except RegistryError as error:
+        raise CliError(str(error)) from None
+    source = {"source": "model", "version": info.id, "classes": list(info.class_names)}
+    return (lambda image: model_prelabel(model, image, version=info.id, device=device,
+                                         tile=args.tile)), source
 
 
 def _check_unique_stems(files: list[Path]) -> None:
