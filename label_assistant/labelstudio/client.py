@@ -1,0 +1,499 @@
+"""How our results reach people in Label Studio (1.23.2): inspection status, saved Data
+Manager tabs, and the labeling order. A thin layer over ``label_studio_sdk.LabelStudio``.
+
+Everything we write lives in **task data fields** prefixed ``la_`` (a task update; Label
+Studio keeps the annotations, predictions, ``is_labeled`` and the image fields, including
+tasks synced from local storage, whose re-sync does not overwrite them; proved in
+``tests/test_ls_client.py``). Label Studio turns every data key into a Data Manager column,
+so the project manager sees, sorts and filters on them without any setup:
+
+================= ==========================================================================
+``la_status``     ``admitted`` or ``quarantined`` (the last inspected annotation)
+``la_warnings``   the inspection messages as one line of text ("" when clean)
+``la_annotation`` the annotation id the status refers to
+``la_rank``       labeling order, ``"000001"`` = label first (zero-padded text, see below)
+``la_score``      the selector's score for the task
+``la_reason``     a short reason for the rank
+================= ==========================================================================
+
+Inspection warnings for the annotator
+    Label Studio 1.23.2 (open source) has no comments API (``/api/comments`` is Enterprise),
+    and writing into the annotator's own annotation would fire ``ANNOTATION_UPDATED`` back at
+    the backend. The annotator sees the warnings (a) in the ``la_warnings`` column and the
+    "Quarantined" tab of the Data Manager (open-source Label Studio has no annotator role:
+    annotators use the Data Manager), and (b) on the labeling screen when the label config
+    holds ``<Header value="$la_warnings"/>``: :meth:`LabelStudioClient.ensure_warnings_header`
+    adds it (opt-in, since it edits the user's config; the demo uses it). A ``Header`` has
+    no ``name``, so Label Studio does not require the field in imported tasks
+    (``extract_data_types`` only counts named tags), and the editor renders a missing field
+    as "" (``parseValue`` in ``libs/editor/src/utils/data.js``).
+
+The labeling order
+    :meth:`LabelStudioClient.write_ranking` writes ``la_rank`` and ensures the "Next to label"
+    tab: unlabeled tasks ordered by ``la_rank`` ascending (unranked tasks last). With the
+    project's default ``Sequential sampling``, the annotator receives tasks in that order
+    when labeling from the tab with **"Label Tasks As Displayed"** (the UI then posts the
+    tab's filters and ordering to ``/api/dm/actions?id=next_task``, and Label Studio serves
+    the first unsolved task of that queryset) and through ``/api/projects/{id}/next?view=``.
+    Surprises found in Label Studio's code and proved in ``tests/test_ls_order.py``:
+
+    - The main **"Label All Tasks"** button ignores the tab: the UI drops the tab's filters
+      and ordering, and ``Sequential sampling`` then serves tasks by id. Annotators must use
+      "Label Tasks As Displayed" on the "Next to label" tab.
+    - The UI's request carries the tab's ordering but not the column's display type, so
+      Label Studio orders a data field by ``KeyTextTransform``: on PostgreSQL that is
+      ``data->>'la_rank'``, **text** (rank 10 before rank 2; read from the code, not
+      measured), while SQLite's ``JSON_EXTRACT`` keeps numbers numeric (measured: integer
+      ranks pass the order test on SQLite). Ranks are therefore stored as zero-padded text,
+      which sorts the same on both databases.
+    - The alternative, ``Uncertainty sampling``, orders by the prediction score of the
+      project's current model version (lowest first), picks at random when the project has
+      several annotators, and falls back to random without current predictions: it can
+      follow uncertainty, not a ranking built from diversity or sequences, so the product
+      does not use it.
+
+Writes are read-modify-write of the whole ``data`` dict (Label Studio replaces it on
+update); a lock serialises them within one client, and ``resolve_uri=false`` reads keep
+storage URLs as stored. There is no bulk task update in open-source Label Studio: one
+``PATCH`` per changed task, about 150 ms each on a busy 2-core machine (about 100 ms with
+4 in parallel), so unchanged fields are never rewritten. Two processes writing ``la_``
+fields of the same task at the same moment can still lose one update: the backend should
+write through one client.
+
+Server errors become :class:`LabelStudioError` with one line: method, path, status, body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import requests
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+__all__ = [
+    "ADMITTED",
+    "ANNOTATION_FIELD",
+    "NEXT_VIEW_TITLE",
+    "QUARANTINED",
+    "QUARANTINE_VIEW_TITLE",
+    "RANK_FIELD",
+    "REASON_FIELD",
+    "SCORE_FIELD",
+    "STATUS_FIELD",
+    "WARNINGS_FIELD",
+    "WARNINGS_HEADER",
+    "LabelStudioClient",
+    "LabelStudioError",
+    "LabelStudioSink",
+    "format_rank",
+    "format_warnings",
+    "inspection_fields",
+    "next_to_label_view",
+    "quarantine_view",
+    "ranking_fields",
+    "status_filter",
+]
+
+STATUS_FIELD = "la_status"
+WARNINGS_FIELD = "la_warnings"
+ANNOTATION_FIELD = "la_annotation"
+RANK_FIELD = "la_rank"
+SCORE_FIELD = "la_score"
+REASON_FIELD = "la_reason"
+INSPECTION_FIELDS = (STATUS_FIELD, WARNINGS_FIELD, ANNOTATION_FIELD)
+RANKING_FIELDS = (RANK_FIELD, SCORE_FIELD, REASON_FIELD)
+
+ADMITTED = "admitted"
+QUARANTINED = "quarantined"
+QUARANTINE_VIEW_TITLE = "Quarantined"
+NEXT_VIEW_TITLE = "Next to label"
+DEFAULT_VIEW_TITLE = "Default"
+
+RANK_WIDTH = 6  # "000001": text order = numeric order up to 999999 tasks
+WARNINGS_HEADER = f'<Header value="${WARNINGS_FIELD}" size="5" style="color: #b3261e"/>'
+_SAMPLINGS = ("Sequential sampling", "Uniform sampling", "Uncertainty sampling")
+_BODY_CHARS = 200
+_PAGE_SIZE = 500
+
+Ranking = Sequence[tuple[int, int, float, str]]
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio answered with an error, or could not be reached (one-line message)."""
+
+
+# --- pure helpers: what we write -------------------------------------------------------------
+
+
+def format_rank(rank: int) -> str:
+    """``3`` -> ``"000003"``: zero-padded so that text order is rank order (module doc)."""
+    if not 1 <= rank < 10**RANK_WIDTH:
+        raise ValueError(f"rank must be in 1..{10**RANK_WIDTH - 1}, got {rank}")
+    return f"{rank:0{RANK_WIDTH}d}"
+
+
+def format_warnings(report: Mapping[str, Any]) -> str:
+    """The findings of an ``InspectionReport.to_dict()`` as one line for people."""
+    parts = []
+    for finding in report.get("findings", []):
+        label = "ERROR" if finding.get("severity") == "error" else "Warning"
+        parts.append(f"{label}: {finding.get('message', finding.get('code', '?'))}")
+    omitted = sum(int(n) for n in (report.get("omitted") or {}).values())
+    if omitted:
+        parts.append(f"(+{omitted} more)")
+    return " | ".join(parts)
+
+
+def inspection_fields(report: Mapping[str, Any], annotation_id: int | None = None) -> dict:
+    """The ``la_`` task data fields for one inspection report."""
+    if "admitted" not in report:
+        raise ValueError("inspection report has no 'admitted' key")
+    fields: dict[str, Any] = {
+        STATUS_FIELD: ADMITTED if report["admitted"] else QUARANTINED,
+        WARNINGS_FIELD: format_warnings(report),
+    }
+    if annotation_id is not None:
+        fields[ANNOTATION_FIELD] = int(annotation_id)
+    return fields
+
+
+def ranking_fields(rank: int, score: float, reason: str) -> dict[str, Any]:
+    """The ``la_`` task data fields for one ranked task."""
+    return {RANK_FIELD: format_rank(rank), SCORE_FIELD: round(float(score), 6),
+            REASON_FIELD: str(reason)}
+
+
+def status_filter(status: str) -> dict[str, Any]:
+    """Data Manager filter: tasks whose ``la_status`` equals ``status``."""
+    return {
+        "conjunction": "and",
+        "items": [{"filter": f"filter:tasks:data.{STATUS_FIELD}", "operator": "equal",
+                   "type": "String", "value": status}],
+    }
+
+
+def quarantine_view() -> dict[str, Any]:
+    """Title, filters and ordering of the "Quarantined" tab."""
+    return {"title": QUARANTINE_VIEW_TITLE, "filters": status_filter(QUARANTINED),
+            "ordering": ["-tasks:completed_at"]}
+
+
+def next_to_label_view() -> dict[str, Any]:
+    """Title, filters and ordering of the "Next to label" tab: unlabeled, by rank."""
+    return {
+        "title": NEXT_VIEW_TITLE,
+        "filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:total_annotations", "operator": "equal",
+             "type": "Number", "value": 0},
+        ]},
+        "ordering": [f"tasks:data.{RANK_FIELD}"],
+    }
+
+
+def _merged(data: Mapping[str, Any], fields: Mapping[str, Any], drop: Iterable[str] = ()) -> dict:
+    out = {k: v for k, v in data.items() if k not in set(drop)}
+    out.update(fields)
+    return out
+
+
+def _short(body: Any) -> str:
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= _BODY_CHARS else text[:_BODY_CHARS] + "..."
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class LabelStudioClient:
+    """Label Studio at ``url`` with an API token (legacy token, ``Authorization: Token``)."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = 30.0) -> None:
+        if not url or not api_key:
+            raise LabelStudioError("a Label Studio URL and API key are both required")
+        self.url = url.rstrip("/")
+        # Both always passed: the SDK otherwise reads LABEL_STUDIO_API_KEY and port 8000.
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self.timeout = timeout
+        self._http = requests.Session()
+        self._http.headers["Authorization"] = f"Token {api_key}"
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LabelStudioClient:
+        """From ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``."""
+        env = os.environ if environ is None else environ
+        url, key = env.get("LABEL_STUDIO_URL"), env.get("LABEL_STUDIO_API_KEY")
+        if not url or not key:
+            raise LabelStudioError("set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        return cls(url, key)
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: Mapping | None = None,
+                 json_body: Any = None, missing_ok: bool = False) -> Any:
+        """One HTTP call for endpoints the SDK lacks; JSON back, ``None`` for 404 if allowed."""
+        try:
+            response = self._http.request(method, self.url + path, params=params,
+                                          json=json_body, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise LabelStudioError(f"{method} {path}: {type(error).__name__}: {error}") from None
+        if missing_ok and response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise LabelStudioError(
+                f"{method} {path} -> {response.status_code}: {_short(response.text)}"
+            )
+        return response.json() if response.content else None
+
+    def _sdk(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """An SDK call whose failures become one-line :class:`LabelStudioError`."""
+        try:
+            return call(*args, **kwargs)
+        except ApiError as error:
+            raise LabelStudioError(f"{what} -> {error.status_code}: {_short(error.body)}") from None
+        except httpx.HTTPError as error:
+            raise LabelStudioError(f"{what}: {type(error).__name__}: {error}") from None
+
+    # -- thin helpers -----------------------------------------------------------------------
+
+    def create_project(self, title: str, label_config: str, **settings: Any) -> int:
+        """A new project; ``settings`` go to ``projects.create`` (e.g. ``description``)."""
+        project = self._sdk("POST /api/projects", self.sdk.projects.create,
+                            title=title, label_config=label_config, **settings)
+        return int(project.id)
+
+    def get_project(self, project_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/api/projects/{project_id}")
+
+    def update_project(self, project_id: int, **fields: Any) -> dict[str, Any]:
+        return self._request("PATCH", f"/api/projects/{project_id}", json_body=fields)
+
+    def set_sampling(self, project_id: int, sampling: str) -> None:
+        """``Sequential sampling`` (default; what the ranking needs), ``Uniform sampling`` or
+        ``Uncertainty sampling``."""
+        if sampling not in _SAMPLINGS:
+            raise LabelStudioError(f"unknown sampling {sampling!r}; one of {_SAMPLINGS}")
+        self.update_project(project_id, sampling=sampling)
+
+    def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Import task dicts (``{"image": ...}`` or ``{"data": {...}, ...}``); their ids."""
+        result = self._sdk(f"POST /api/projects/{project_id}/import",
+                           self.sdk.projects.import_tasks, id=project_id,
+                           request=list(tasks), return_task_ids=True)
+        return [int(i) for i in (result.task_ids or [])]
+
+    def connect_backend(self, project_id: int, url: str, *, title: str = "label-assistant",
+                        is_interactive: bool = False) -> int:
+        """Connect an ML backend (idempotent: an existing one with that URL is reused)."""
+        for backend in self._request("GET", "/api/ml", params={"project": project_id}) or []:
+            if backend.get("url", "").rstrip("/") == url.rstrip("/"):
+                return int(backend["id"])
+        backend = self._sdk("POST /api/ml", self.sdk.ml.create, url=url, project=project_id,
+                            title=title, is_interactive=is_interactive)
+        return int(backend.id)
+
+    def list_tasks(self, project_id: int, *, query: Mapping[str, Any] | None = None,
+                   view_id: int | None = None) -> list[dict[str, Any]]:
+        """All tasks (``fields=task_only``, storage URLs as stored), optionally through a
+        Data Manager query (``filters``, ``ordering``, ``selectedItems``) or a view."""
+        params: dict[str, Any] = {"project": project_id, "fields": "task_only",
+                                  "resolve_uri": "false", "page_size": _PAGE_SIZE}
+        if query is not None:
+            params["query"] = json.dumps(query)
+        if view_id is not None:
+            params["view"] = view_id
+        tasks: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self._request("GET", "/api/tasks", params={**params, "page": page},
+                                 missing_ok=True)
+            batch = (body or {}).get("tasks", [])
+            tasks.extend(batch)
+            if not batch or len(tasks) >= int(body.get("total", 0)):
+                return tasks
+            page += 1
+
+    def list_unlabeled_tasks(self, project_id: int) -> list[dict[str, Any]]:
+        """Tasks without any annotation (``total_annotations = 0``), by id."""
+        return self.list_tasks(project_id, query={"filters": next_to_label_view()["filters"],
+                                                  "ordering": ["tasks:id"]})
+
+    def get_task(self, project_id: int, task_id: int) -> dict[str, Any]:
+        """One task of the project, data as stored. The task list is used, not
+        ``GET /api/tasks/{id}``, because the latter asks the ML backend for a prediction."""
+        query = {"selectedItems": {"all": False, "included": [int(task_id)]}}
+        found = self.list_tasks(project_id, query=query)
+        if not found:
+            raise LabelStudioError(f"task {task_id} not found in project {project_id}")
+        return found[0]
+
+    def update_task_data(self, project_id: int, task_id: int, fields: Mapping[str, Any],
+                         drop: Iterable[str] = ()) -> dict[str, Any]:
+        """Merge ``fields`` into the task's data (and remove ``drop`` keys); the new data.
+        Nothing is written when nothing changes."""
+        with self._lock:
+            data = self.get_task(project_id, task_id)["data"]
+            return self._write_data(task_id, data, _merged(data, fields, drop))
+
+    def _write_data(self, task_id: int, old: dict, new: dict) -> dict:
+        if new != old:
+            self._request("PATCH", f"/api/tasks/{task_id}", json_body={"data": new})
+        return new
+
+    # -- inspection status ------------------------------------------------------------------
+
+    def write_inspection(self, project_id: int, task_id: int, report: Mapping[str, Any],
+                         annotation_id: int | None = None) -> dict[str, Any]:
+        """Write ``la_status``/``la_warnings``/``la_annotation`` and ensure the
+        "Quarantined" tab; returns the fields written."""
+        fields = inspection_fields(report, annotation_id)
+        drop = () if annotation_id is not None else (ANNOTATION_FIELD,)
+        self.update_task_data(project_id, task_id, fields, drop=drop)
+        self.ensure_view(project_id, **quarantine_view())
+        return fields
+
+    def clear_inspection(self, project_id: int, task_id: int) -> None:
+        """Remove the inspection fields (the annotation they described was deleted)."""
+        self.update_task_data(project_id, task_id, {}, drop=INSPECTION_FIELDS)
+
+    def ensure_warnings_header(self, project_id: int) -> bool:
+        """Add :data:`WARNINGS_HEADER` at the top of the label config so that the annotator
+        sees the warnings on the labeling screen; ``True`` when the config changed."""
+        config = self.get_project(project_id)["label_config"]
+        if f'"${WARNINGS_FIELD}"' in config:
+            return False
+        start = config.find("<View")
+        end = config.find(">", start)
+        if start < 0 or end < 0 or config[end - 1] == "/":
+            raise LabelStudioError(f"project {project_id}: label config has no <View> to extend")
+        new = config[: end + 1] + "\n  " + WARNINGS_HEADER + config[end + 1:]
+        self.update_project(project_id, label_config=new)
+        return True
+
+    # -- Data Manager tabs ------------------------------------------------------------------
+
+    def list_views(self, project_id: int) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/dm/views", params={"project": project_id}) or []
+
+    def get_view(self, view_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/api/dm/views/{view_id}")
+
+    def ensure_view(self, project_id: int, title: str, filters: Mapping[str, Any] | None = None,
+                    ordering: Sequence[str] = ()) -> int:
+        """The id of the project's tab named ``title``, created or updated to these filters
+        and ordering. The first tab we create is preceded by an empty "Default" tab: the
+        Data Manager only creates its own default tab for a project without any. (Label
+        Studio ignores an empty ordering on update: an existing ordering cannot be cleared.)"""
+        wanted: dict[str, Any] = {"title": title, "ordering": list(ordering)}
+        if filters is not None:
+            wanted["filters"] = dict(filters)
+        with self._lock:
+            views = self.list_views(project_id)
+            if not views and title != DEFAULT_VIEW_TITLE:
+                self._request("POST", "/api/dm/views", json_body={
+                    "project": project_id, "data": {"title": DEFAULT_VIEW_TITLE}})
+            for view in views:
+                data = view.get("data") or {}
+                if data.get("title") != title:
+                    continue
+                if all(data.get(key) == value for key, value in wanted.items()):
+                    return int(view["id"])
+                self._request("PATCH", f"/api/dm/views/{view['id']}",
+                              json_body={"project": project_id, "data": {**data, **wanted}})
+                return int(view["id"])
+            created = self._request("POST", "/api/dm/views",
+                                    json_body={"project": project_id, "data": wanted})
+            return int(created["id"])
+
+    # -- labeling order ---------------------------------------------------------------------
+
+    def write_ranking(self, project_id: int, ranking: Ranking, *, workers: int = 4) -> int:
+        """Write each task's ``la_rank`` (1 = label first), ``la_score`` and ``la_reason``;
+        tasks left out of ``ranking`` lose theirs. Returns the "Next to label" tab's id.
+        ``workers`` task updates run at once."""
+        wanted = {}
+        for task_id, rank, score, reason in ranking:
+            if int(task_id) in wanted:
+                raise LabelStudioError(f"task {task_id} appears twice in the ranking")
+            wanted[int(task_id)] = ranking_fields(int(rank), score, reason)
+        with self._lock:
+            tasks = {int(t["id"]): t["data"] for t in self.list_tasks(project_id)}
+            unknown = sorted(set(wanted) - set(tasks))
+            if unknown:
+                raise LabelStudioError(
+                    f"ranking names tasks not in project {project_id}: {unknown[:5]}"
+                )
+            changes = [
+                (task_id, data, _merged(data, wanted.get(task_id, {}), drop=RANKING_FIELDS))
+                for task_id, data in tasks.items()
+            ]
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                # list(): wait for all, and raise the first failure here.
+                list(pool.map(lambda change: self._write_data(*change), changes))
+            return self.ensure_view(project_id, **next_to_label_view())
+
+    def next_task(self, project_id: int, view_id: int | None = None) -> dict[str, Any] | None:
+        """The task Label Studio gives this user next (``/api/projects/{id}/next``, through
+        the tab ``view_id`` if given); ``None`` when nothing is left."""
+        params = {"view": view_id} if view_id is not None else None
+        return self._request("GET", f"/api/projects/{project_id}/next", params=params,
+                             missing_ok=True)
+
+    def next_task_as_displayed(self, project_id: int, view_id: int) -> dict[str, Any] | None:
+        """What the labeling screen loads after "Label Tasks As Displayed" on tab
+        ``view_id``: the UI posts the tab's filters and ordering to the ``next_task``
+        action. ``None`` when nothing is left."""
+        data = self.get_view(view_id).get("data") or {}
+        body = {"ordering": data.get("ordering", []),
+                "filters": data.get("filters") or {"conjunction": "and", "items": []}}
+        params = {"id": "next_task", "project": project_id, "tabID": view_id}
+        return self._request("POST", "/api/dm/actions", params=params, json_body=body,
+                             missing_ok=True)
+
+    def next_task_label_all(self, project_id: int, view_id: int | None = None
+                            ) -> dict[str, Any] | None:
+        """What "Label All Tasks" loads: the UI sends no filters or ordering (see module)."""
+        params: dict[str, Any] = {"id": "next_task", "project": project_id}
+        if view_id is not None:
+            params["tabID"] = view_id
+        return self._request("POST", "/api/dm/actions", params=params, json_body={},
+                             missing_ok=True)
+
+
+class LabelStudioSink:
+    """What the backend's worker calls when it has news for Label Studio.
+
+    ``rank_tasks(project_id, version_id, unlabeled_tasks)`` returns the ranking
+    (``(task_id, rank, score, reason)`` tuples) for a newly published model version; without
+    it, ``version_published`` does nothing.
+    """
+
+    def __init__(
+        self,
+        client: LabelStudioClient,
+        rank_tasks: Callable[[int, str, list[dict[str, Any]]], Ranking] | None = None,
+    ) -> None:
+        self.client = client
+        self.rank_tasks = rank_tasks
+
+    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
+                             report: Mapping[str, Any]) -> None:
+        self.client.write_inspection(project_id, task_id, report, annotation_id=annotation_id)
+
+    def annotation_deleted(self, project_id: int, task_id: int) -> None:
+        self.client.clear_inspection(project_id, task_id)
+
+    def version_published(self, project_id: int, version_id: str) -> None:
+        if self.rank_tasks is None:
+            return
+        unlabeled = self.client.list_unlabeled_tasks(project_id)
+        ranking = self.rank_tasks(project_id, version_id, unlabeled)
+        self.client.write_ranking(project_id, ranking)

@@ -1,0 +1,108 @@
+"""The labeling order, proved against a real Label Studio 1.23.2: an annotator labeling
+through the "Next to label" tab receives tasks in our ranked order, also after a re-rank;
+and the main "Label All Tasks" button does not follow the tab (documented in client.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from labelstudio_harness import *  # noqa: F403
+from labelstudio_harness import BRUSH_CONFIG
+
+from label_assistant.labelstudio import label_map_to_results, parse_label_config
+from label_assistant.labelstudio.client import (
+    NEXT_VIEW_TITLE,
+    RANK_FIELD,
+    REASON_FIELD,
+    LabelStudioError,
+    format_rank,
+    next_to_label_view,
+)
+
+pytestmark = pytest.mark.labelstudio
+
+# A 1 x 1 PNG: data URLs are accepted as they are, so no files are needed.
+PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNg"
+         "AAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+N_TASKS = 12  # ranks 10..12 exist: a numeric field compared as text would put 10 before 2
+
+
+def _annotate(ls, task_id: int) -> None:
+    """Submit an annotation, as the annotator's "Submit" does."""
+    result = label_map_to_results(np.ones((1, 1), np.uint8), parse_label_config(BRUSH_CONFIG))
+    ls.sdk.annotations.create(id=task_id, result=result)
+
+
+def _ranking(task_ids: list[int]) -> list[tuple[int, int, float, str]]:
+    return [(t, rank, 1.0 / rank, f"test rank {rank}") for rank, t in enumerate(task_ids, 1)]
+
+
+def _label_through(ls, project: int, view: int, path: str, count: int) -> list[int]:
+    """Ask for the next task ``count`` times through the tab and submit each one."""
+    received = []
+    for _ in range(count):
+        if path == "as_displayed":
+            task = ls.client.next_task_as_displayed(project, view)
+        else:
+            task = ls.client.next_task(project, view_id=view)
+        assert task is not None, f"no task after {received}"
+        received.append(task["id"])
+        _annotate(ls, task["id"])
+    return received
+
+
+@pytest.mark.parametrize("path", ["as_displayed", "next_with_view"])
+def test_annotator_receives_tasks_in_ranked_order(labelstudio_module, path):
+    ls = labelstudio_module
+    project = ls.client.create_project(f"order-{path}", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": PIXEL, "n": i} for i in range(N_TASKS)])
+    rng = np.random.default_rng(3)
+    first = [ids[i] for i in rng.permutation(N_TASKS)]
+    assert first != sorted(first)
+
+    view = ls.client.write_ranking(project, _ranking(first))
+
+    tab = ls.client.get_view(view)["data"]
+    assert tab["title"] == NEXT_VIEW_TITLE
+    assert (tab["filters"], tab["ordering"]) == (next_to_label_view()["filters"],
+                                                  next_to_label_view()["ordering"])
+    data = {t["id"]: t["data"] for t in ls.client.list_tasks(project)}
+    assert data[first[9]][RANK_FIELD] == format_rank(10)
+    assert data[first[9]][REASON_FIELD] == "test rank 10"
+    assert [t["id"] for t in ls.client.list_tasks(project, view_id=view)] == first
+
+    received = _label_through(ls, project, view, path, 4)
+    assert received == first[:4]
+
+    # A new model version re-ranks the rest; one task is left out and so comes last.
+    rest = first[4:]
+    second = rest[::-2] + rest[-2::-2]
+    left_out = second.pop(3)
+    assert ls.client.write_ranking(project, _ranking(second)) == view
+    assert RANK_FIELD not in ls.client.get_task(project, left_out)["data"]
+
+    received += _label_through(ls, project, view, path, len(rest))
+    assert received == first[:4] + second + [left_out]
+    assert ls.client.next_task_as_displayed(project, view) is None
+    assert ls.client.next_task(project, view_id=view) is None
+
+
+def test_label_all_tasks_ignores_the_tab(labelstudio_module):
+    """Characterises Label Studio: "Label All Tasks" drops the tab's ordering, and the
+    default Sequential sampling serves by task id. If this fails, Label Studio changed and
+    the advice in client.py ("Label Tasks As Displayed") should be revisited."""
+    ls = labelstudio_module
+    project = ls.client.create_project("order-label-all", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": PIXEL} for _ in range(3)])
+    view = ls.client.write_ranking(project, _ranking(ids[::-1]))
+    # Label All first: the task it locks for this user would be served again by it.
+    assert ls.client.next_task_label_all(project, view)["id"] == ids[0]
+    assert ls.client.next_task_as_displayed(project, view)["id"] == ids[-1]
+
+
+def test_ranking_of_unknown_task_is_refused(labelstudio_module):
+    ls = labelstudio_module
+    project = ls.client.create_project("order-unknown", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": PIXEL}])
+    with pytest.raises(LabelStudioError, match="not in project"):
+        ls.client.write_ranking(project, _ranking([ids[0], 10**6]))
