@@ -170,3 +170,23 @@ def test_greedy_respects_candidates_eligibility_and_tie_break():
     only_odd = greedy_select(x, None, selected=[0], eligible=lambda avail: np.arange(6) % 2 == 1)
     assert [p.index for p in only_odd][:3] == [1, 3, 5]  # then falls back to the rest
     assert sorted(p.index for p in only_odd) == [1, 2, 3, 4, 5]
+
+
+def test_picks_after_exact_picks_use_frozen_distances():
+    # Long rankings freeze the distances after `exact_picks` greedy picks (speed, see the
+    # module docstring): the first picks are the exact ones, the rest ordered by the distance
+    # to the rows chosen up to then, every candidate still ranked once.
+    x = np.random.default_rng(5).standard_normal((80, 6))
+    exact = greedy_select(x, None, selected=[0], exact_picks=None)
+    frozen = greedy_select(x, None, selected=[0], exact_picks=10)
+    assert [p.index for p in frozen[:10]] == [p.index for p in exact[:10]]
+    assert [p.exact for p in frozen] == [True] * 10 + [False] * 69
+    assert sorted(p.index for p in frozen) == list(range(1, 80))
+    chosen = [0] + [p.index for p in exact[:10]]
+    to_chosen = np.linalg.norm(x[:, None] - x[chosen][None], axis=2).min(1)
+    tail = [p.index for p in frozen[10:]]
+    assert tail == sorted(tail, key=lambda i: -to_chosen[i])
+    assert np.allclose([p.distance for p in frozen[10:]], to_chosen[tail], atol=1e-5)
+    assert [p.index for p in exact] == _brute_k_center(x, 80, [0])
+    with pytest.raises(DiversityError, match="exact_picks"):
+        greedy_select(x, 3, exact_picks=0)

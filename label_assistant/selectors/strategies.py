@@ -11,7 +11,9 @@ name orders them ``sequence+<score>+diversity``):
 - a score name from ``scores.SCORES`` (``entropy``, ``margin``, ``least_confidence``,
   ``variance``, ``bald``): highest score first; needs ``pool.scores[name]``;
 - ``diversity``: greedy k-center on ``pool.embeddings``; with a score it becomes ranked batch
-  selection, the score rescaled to [0, 1] over the unlabeled images as the uncertainty;
+  selection, the score rescaled to [0, 1] over the unlabeled images as the uncertainty; picks
+  after the first ``diversity.EXACT_PICKS`` (1000) use the distances frozen at that point, so
+  that a whole pool of 10,000 ranks in 1-3 s instead of 8-12 s (see ``diversity``);
 - ``sequence``: one image per sequence until every sequence has one (sequences that already
   hold labeled images come last), then round-robin; each pick is the best image of the
   eligible sequences by the rest of the strategy; alone, random within and across sequences.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from label_assistant.selectors.diversity import greedy_select
+from label_assistant.selectors.diversity import EXACT_PICKS, greedy_select
 from label_assistant.selectors.scores import SCORES
 from label_assistant.selectors.sequences import is_own_sequence, own_sequence_id
 
@@ -277,6 +279,7 @@ def _run(spec: StrategySpec, pool: Pool, budget: int, rng: np.random.Generator) 
     values = pool.scores[spec.score] if spec.score else None
     sequences = _Sequences(pool, candidates) if spec.sequence else None
     picks: list[tuple[int, float, dict[str, float]]] = []  # index, total, extra components
+    frozen: set[int] = set()  # diversity picks ranked with frozen distances
 
     if spec.baseline == "sequential":
         picks = [(int(i), 0.0, {}) for i in candidates[:budget]]
@@ -297,6 +300,8 @@ def _run(spec: StrategySpec, pool: Pool, budget: int, rng: np.random.Generator) 
             if values is not None:
                 extra["utility"] = p.utility
             picks.append((p.index, p.utility, extra))
+            if not p.exact:
+                frozen.add(p.index)
     else:
         if values is None:
             order = candidates[np.argsort(priority[candidates])]
@@ -307,7 +312,7 @@ def _run(spec: StrategySpec, pool: Pool, budget: int, rng: np.random.Generator) 
             order = order[np.argsort(rounds, kind="stable")]
         picks = [(int(i), 0.0 if values is None else float(values[i]), {}) for i in order[:budget]]
 
-    return _explain(spec, pool, picks, candidates, values, sequences, priority)
+    return _explain(spec, pool, picks, candidates, values, sequences, priority, frozen)
 
 
 def _scaled_uncertainty(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -325,6 +330,7 @@ def _explain(
     values: np.ndarray | None,
     sequences: _Sequences | None,
     priority: np.ndarray,
+    frozen: set[int] | frozenset[int] = frozenset(),
 ) -> list[RankedItem]:
     """RankedItems with components and a one-line reason per pick."""
     score_rank = np.zeros(pool.n, np.int64)
@@ -362,7 +368,9 @@ def _explain(
             )
         if spec.diversity:
             if "distance" in extra:
-                reasons.append(f"distance {extra['distance']:.3g} to nearest labeled/chosen")
+                what = "labeled/chosen" if index not in frozen else (
+                    f"labeled/first {EXACT_PICKS} chosen")
+                reasons.append(f"distance {extra['distance']:.3g} to nearest {what}")
             else:
                 reasons.append("most central image (nothing labeled or chosen yet)")
         components.update(extra)

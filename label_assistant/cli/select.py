@@ -1,0 +1,147 @@
+"""``label-assistant select``: rank a folder of unlabeled images, best to label first.
+
+With ``--workdir`` the current model version there (``W/models``, or the project's with
+``--project``) predicts every image for the uncertainty scores and embeds it for diversity;
+without a model only the model-free strategies run (image descriptors for diversity).
+The Label Studio project form of POOL comes with the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from label_assistant.cli.common import CliError, image_files, progress, write_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "select",
+        help="rank unlabeled images: which to label next",
+        description="Rank the images of POOL by a selection strategy (uncertainty, diversity, "
+        "one per sequence, or the random/sequential baselines; parts joined by '+', e.g. "
+        "sequence+entropy) and print the best BUDGET with their scores and the reason. Uses "
+        "the current model version of --workdir when one exists; without a model only "
+        "strategies without a score part run.",
+    )
+    p.add_argument("pool", help="folder of unlabeled images (PNG, JPEG, TIFF)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="how many images to list (default: the whole pool)")
+    p.add_argument("--strategy", default="sequence",
+                   help="e.g. random, sequential, sequence, entropy, sequence+entropy, "
+                   "entropy+diversity, sequence+bald+diversity (default sequence)")
+    p.add_argument("--workdir", default=None,
+                   help="work directory whose current model version scores the images")
+    p.add_argument("--project", default=None,
+                   help="Label Studio project id: use that project's models in --workdir")
+    p.add_argument("--sequence-regex", default=None, metavar="R",
+                   help="sequence id from file names: named group 'seq', else group 1, else "
+                   "the match (no match: the image is its own sequence)")
+    p.add_argument("--tta", action="store_true",
+                   help="flip test-time augmentation (needed by variance and bald)")
+    p.add_argument("--mc-samples", type=int, default=0, metavar="S",
+                   help="Monte-Carlo dropout passes (needed by variance and bald without --tta)")
+    p.add_argument("--tile", type=int, default=512, help="inference tile (default 512)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--seed", type=int, default=0, help="tie-break and random order seed")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the ranking as JSON (to FILE or stdout) instead of the table")
+    p.set_defaults(run=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from label_assistant.selectors import StrategyError, parse_strategy
+    from label_assistant.selectors.sequences import SequencePatternError, compile_pattern
+
+    if args.budget is not None and args.budget < 1:
+        raise CliError(f"--budget must be >= 1, got {args.budget}")
+    if args.mc_samples < 0:
+        raise CliError(f"--mc-samples must be >= 0, got {args.mc_samples}")
+    if args.project is not None and args.workdir is None:
+        raise CliError("--project needs --workdir (where the project's models are)")
+    try:
+        parse_strategy(args.strategy)
+        if args.sequence_regex is not None:
+            compile_pattern(args.sequence_regex)
+    except (StrategyError, SequencePatternError) as error:
+        raise CliError(str(error)) from None
+
+
+def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str | None]:
+    """The current model version and its id, or (None, None) when there is none."""
+    if args.workdir is None:
+        return None, None
+    from label_assistant.model.registry import ModelRegistry, RegistryError
+    from label_assistant.workdir import models_dir
+
+    registry = ModelRegistry(models_dir(args.workdir, args.project))
+    if registry.current() is None:
+        return None, None
+    try:
+        model, info = registry.load_model("current", device=device)
+    except (RegistryError, ValueError, OSError) as error:
+        raise CliError(f"can't load the current model of {registry.root}: {error}") from None
+    return model, info.id
+
+
+def run(args: argparse.Namespace) -> int:
+    from label_assistant.images import ImageError
+    from label_assistant.model.inference import InferenceError, default_device
+    from label_assistant.selectors import StrategyError, rank
+    from label_assistant.selectors.pool import PoolError, check_strategy, pool_from_folder
+
+    _check_args(args)
+    images = image_files(args.pool, "pool folder")
+    device = args.device or default_device()
+    model, version = _load_model(args, device)
+    source = f"model {version}" if version else "no model, image descriptors"
+    try:
+        check_strategy(args.strategy, has_model=model is not None, tta=args.tta,
+                       mc_samples=args.mc_samples)
+        print(f"scoring {len(images)} images with {source}", file=sys.stderr)
+        pool = pool_from_folder(
+            images, model=model, strategy=args.strategy, sequence_regex=args.sequence_regex,
+            tta=args.tta, mc_samples=args.mc_samples, device=device, tile=args.tile,
+            progress=lambda items: progress(items, "scoring", total=len(images)),
+        )
+        items = rank(pool, args.strategy, args.budget, seed=args.seed)
+    except PoolError as error:
+        hint = "" if version or args.workdir is None else f" (no model version in {args.workdir})"
+        raise CliError(f"{error}{hint}") from None
+    except (StrategyError, ImageError, InferenceError) as error:
+        raise CliError(str(error)) from None
+    rows = [_row(rank_, item) for rank_, item in enumerate(items, start=1)]
+    if args.json:
+        write_json({"strategy": args.strategy, "model_version": version, "pool": pool.n,
+                    "budget": args.budget, "items": rows}, args.json)
+    else:
+        _print_table(rows, f"{len(rows)} of {pool.n} images by {args.strategy} ({source})")
+    return 0
+
+
+def _row(rank_: int, item: Any) -> dict[str, Any]:
+    from label_assistant.selectors.sequences import is_own_sequence
+
+    return {
+        "rank": rank_,
+        "name": item.name,
+        "sequence": None if is_own_sequence(item.sequence) else item.sequence,
+        "score": item.score,
+        "components": item.components,
+        "reason": item.reason,
+    }
+
+
+def _print_table(rows: list[dict[str, Any]], title: str) -> None:
+    print(title)
+    cells = [
+        [str(r["rank"]), r["name"], r["sequence"] or "-", f"{r['score']:.4g}",
+         " ".join(f"{k}={v:.3g}" for k, v in r["components"].items()) or "-", r["reason"]]
+        for r in rows
+    ]
+    header = ["rank", "name", "sequence", "score", "components", "reason"]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(header)]
+    for line in [header, *cells]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())

@@ -1,0 +1,152 @@
+"""``label-assistant simulate``: the oracle active-learning experiment with learning curves.
+
+The loop and what it runs are described in :mod:`label_assistant.simulate`; this module
+only parses, checks and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from label_assistant.cli.common import CliError, image_files, progress, write_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from label_assistant.datasets import MASK_TYPES
+    from label_assistant.model.config import TrainConfig
+
+    d = TrainConfig()
+    p = subparsers.add_parser(
+        "simulate",
+        help="oracle active-learning experiment: learning curves per selection strategy",
+        description="Simulate labeling rounds with ground-truth masks as the oracle: each "
+        "strategy selects images, which are pre-labeled, annotated (the truth, or a sparse "
+        "part of it), cleaned and gated like real annotations; a fresh model is trained each "
+        "round and tested on held-out images. A full-data baseline runs once per seed. "
+        "Interrupt at any time: rerunning with the same --out continues where it stopped.",
+    )
+    p.add_argument("images", help="folder of images")
+    p.add_argument("masks", help="folder of ground-truth masks, same file names")
+    p.add_argument("--strategies", default="random,sequential,sequence,sequence+entropy",
+                   help="comma-separated strategies (default "
+                   "random,sequential,sequence,sequence+entropy)")
+    p.add_argument("--initial", type=int, default=2, metavar="K",
+                   help="images labeled before the first model (default 2)")
+    p.add_argument("--per-round", type=int, default=2, metavar="B",
+                   help="images selected per round (default 2)")
+    p.add_argument("--rounds", type=int, default=3, metavar="R",
+                   help="selection rounds after the initial one (default 3)")
+    p.add_argument("--seeds", default="3", metavar="S",
+                   help="number of seeds (0..S-1), or a comma-separated list (default 3)")
+    p.add_argument("--annotation", choices=["dense", "sparse"], default="dense",
+                   help="oracle annotation: the full mask, or a sparse part (whole objects "
+                   "and context, see --sparse-fraction)")
+    p.add_argument("--sparse-fraction", type=float, default=0.1,
+                   help="sparse annotation: share of pixels labeled (default 0.1)")
+    p.add_argument("--mask-type", choices=MASK_TYPES, default="binary",
+                   help="how to read the masks (default binary: non-zero = class 1)")
+    p.add_argument("--invert", action="store_true",
+                   help="binary masks: zero pixels are the class (ISBI membranes)")
+    seq = p.add_mutually_exclusive_group()
+    seq.add_argument("--sequence-regex", default=None, metavar="R",
+                     help="sequence id from file names (group 'seq', else group 1)")
+    seq.add_argument("--sequence-chunks", type=int, default=None, metavar="N",
+                     help="cut the ordered pool into N contiguous sequences (a single stack)")
+    p.add_argument("--test-split", default="last:10", metavar="SPEC",
+                   help="test images by name order: last:N, first:N, every:N (positions 0, N, "
+                   "2N...), list:a,b,c (default last:10)")
+    p.add_argument("--out", required=True, help="output folder (resumed when it exists)")
+    p.add_argument("--tta", action="store_true", help="flip TTA when scoring (variance, bald)")
+    p.add_argument("--mc-samples", type=int, default=0, help="MC dropout passes when scoring")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch,
+                   help=f"default {d.steps_per_epoch}")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early-stopping patience in epochs (default: --epochs, i.e. off, so "
+                   "that every round trains alike)")
+    p.add_argument("--tile", type=int, default=d.tile, help=f"training tile (default {d.tile})")
+    p.add_argument("--inference-tile", type=int, default=d.inference_tile,
+                   help=f"default {d.inference_tile}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    p.add_argument("--arch", default=d.arch, help=f"default {d.arch}")
+    p.add_argument("--encoder", default=d.encoder, help=f"default {d.encoder}")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="also write the summary as JSON (to FILE or stdout)")
+    p.set_defaults(run=run)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"3"`` -> (0, 1, 2); ``"0,5,7"`` -> (0, 5, 7)."""
+    text = str(text).strip()
+    if re.fullmatch(r"\d+", text):
+        if int(text) < 1:
+            raise CliError("--seeds must be at least 1")
+        return tuple(range(int(text)))
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise CliError(f"--seeds {text!r}: a count, or seeds separated by commas") from None
+    return seeds
+
+
+def _settings(args: argparse.Namespace):  # -> SimulationSettings
+    from label_assistant.simulate import SimulationError, SimulationSettings
+
+    for name in ("epochs", "steps_per_epoch", "batch_size", "tile", "inference_tile"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1")
+    train = {
+        "arch": args.arch, "encoder": args.encoder, "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
+        "tile": args.tile, "inference_tile": args.inference_tile, "lr": args.lr,
+        "patience": args.patience if args.patience is not None else args.epochs,
+    }
+    try:
+        return SimulationSettings(
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+            initial=args.initial, per_round=args.per_round, rounds=args.rounds,
+            seeds=parse_seeds(args.seeds), annotation=args.annotation,
+            sparse_fraction=args.sparse_fraction, mask_type=args.mask_type,
+            invert=args.invert, sequence_regex=args.sequence_regex,
+            sequence_chunks=args.sequence_chunks, test_split=args.test_split,
+            tta=args.tta, mc_samples=args.mc_samples, train=train,
+        )
+    except SimulationError as error:
+        raise CliError(str(error)) from None
+
+
+def _check_model(settings, device: str | None) -> None:
+    """Bad training or model settings fail here, before any image is read."""
+    from label_assistant.model.factory import ModelSpec
+
+    config = settings.train_config(0, device)
+    try:
+        ModelSpec(arch=config.arch, encoder=config.encoder)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from label_assistant.simulate import SimulationError, run_simulation, summarize
+
+    settings = _settings(args)
+    images = image_files(args.images)
+    masks = image_files(args.masks, "mask folder")
+    try:
+        _check_model(settings, args.device)
+        rows = run_simulation(
+            images, masks, settings, Path(args.out), device=args.device,
+            progress=lambda items: progress(items, "loading", total=len(images)),
+        )
+    except SimulationError as error:
+        raise CliError(str(error)) from None
+    print((Path(args.out) / "summary.md").read_text(), end="")
+    print(f"results in {args.out}: results.csv, results.json, summary.md, "
+          "dice_vs_images.png, dice_vs_pixels.png")
+    if args.json:
+        write_json(summarize(rows, settings), args.json)
+    return 0
