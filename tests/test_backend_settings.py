@@ -1,0 +1,54 @@
+"""Backend settings from the environment, and the serve command's checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from label_assistant.cli import main
+from label_assistant.ml_backend.settings import Settings, SettingsError
+
+
+def test_defaults_and_environment():
+    assert Settings.from_env({}).workdir == Path("./work")
+    assert Settings.from_env({}).train_after == 5
+    s = Settings.from_env({
+        "LA_WORKDIR": "/w", "LABEL_STUDIO_URL": "http://ls:8080/", "LABEL_STUDIO_API_KEY": "k",
+        "LA_ALLOWED_ORIGINS": "https://a.org, http://b.org:81/", "LA_TRAIN_AFTER": "0",
+        "LA_MAX_IMAGE_PIXELS": "1000", "LA_PREDICT_BACKGROUND": "true", "LA_DEVICE": "cpu",
+    })
+    assert s.workdir == Path("/w") and s.label_studio_url == "http://ls:8080"
+    assert s.allowed_origins == ("https://a.org", "http://b.org:81")
+    assert (s.train_after, s.max_image_pixels, s.predict_background) == (0, 1000, True)
+    assert Settings.from_env(s.to_env()) == s  # what serve hands to its children
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LA_TRAIN_AFTER": "many"}, "LA_TRAIN_AFTER must be an integer"),
+    ({"LA_MAX_IMAGE_BYTES": "0"}, "LA_MAX_IMAGE_BYTES must be >= 1"),
+    ({"LA_POLL_INTERVAL": "-1"}, "LA_POLL_INTERVAL must be > 0"),
+])
+def test_bad_values_are_one_line_errors(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_config_files(tmp_path):
+    (tmp_path / "inspect.json").write_text(json.dumps({"severity": {"no_background": "off"}}))
+    (tmp_path / "train.json").write_text(json.dumps({"epochs": 3}))
+    s = Settings(inspection_config=tmp_path / "inspect.json", train_config=tmp_path / "train.json",
+                 train_overrides={"tile": 64}, device="cpu")
+    assert s.load_inspection_config().level("no_background") == "off"
+    assert s.training_config() == {"epochs": 3, "tile": 64, "device": "cpu"}
+    with pytest.raises(SettingsError, match="can't read"):
+        Settings(train_config=tmp_path / "missing.json").training_config()
+
+
+def test_serve_refuses_bad_settings_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LA_INSPECTION_CONFIG", str(tmp_path / "missing.json"))
+    assert main(["serve", "--workdir", str(tmp_path), "--port", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("label-assistant serve: error: LA_INSPECTION_CONFIG") and "\n" not in err
+    assert main(["serve", "--port", "70000"]) == 2

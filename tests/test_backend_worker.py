@@ -1,0 +1,371 @@
+"""The worker: intake and the gate, supersede/delete, crash recovery, the training policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_backend_support import (
+    FIXTURES,
+    ImageServer,
+    annotation_event,
+    blob_image,
+    data_url,
+    fixture,
+    labeled,
+    png_bytes,
+)
+
+from label_assistant.ml_backend.settings import Settings
+from label_assistant.ml_backend.store import Store
+from label_assistant.ml_backend.worker import RecordingSink, Worker
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="Label Studio fixtures not found")
+
+
+class FakeJob:
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir, self.pid, self.code = Path(job_dir), os.getpid(), None
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def write(self, **status) -> None:
+        (self.job_dir / "status.json").write_text(json.dumps(status))
+
+
+class FakeStarter:
+    """Starts nothing: the test says when a job finishes or dies."""
+
+    def __init__(self) -> None:
+        self.jobs: list[FakeJob] = []
+
+    def __call__(self, job_dir: Path) -> FakeJob:
+        job = FakeJob(job_dir)
+        job.write(state="running", progress=0.5)
+        self.jobs.append(job)
+        return job
+
+    def finish(self, i: int, version: str) -> None:
+        self.jobs[i].write(state="done", version=version, progress=1.0)
+        self.jobs[i].code = 0
+
+    def die(self, i: int) -> None:
+        self.jobs[i].code = -9  # killed: no final status
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def starter() -> FakeStarter:
+    return FakeStarter()
+
+
+def make_worker(tmp_path, sink, starter, **settings) -> Worker:
+    settings.setdefault("train_after", 0)
+    return Worker(Settings(workdir=tmp_path / "work", fetch_timeout=5, **settings), sink=sink,
+                  job_starter=starter)
+
+
+def post(worker: Worker, body: dict) -> int:
+    from label_assistant.ml_backend.predict import project_key
+
+    return worker.store.record_event(project_key(body["project"]), body["action"],
+                                     json.dumps(body))
+
+
+def image_url(seed: int = 0) -> tuple[str, np.ndarray]:
+    image, mask = blob_image(seed=seed)
+    return data_url(png_bytes(image)), mask
+
+
+def created(annotation_id: int, task_id: int, seed: int = 0, action: str = "ANNOTATION_CREATED",
+            **kwargs) -> dict:
+    url, mask = image_url(seed)
+    return annotation_event(action, annotation_id=annotation_id, task_id=task_id, image=url,
+                            label_map=labeled(mask), **kwargs)
+
+
+def reports(sink: RecordingSink) -> list[tuple]:
+    return [args for name, args in sink.calls if name == "annotation_inspected"]
+
+
+def test_a_good_annotation_is_admitted_and_stored(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    event_id = post(worker, created(11, 3))
+    assert worker.tick() == 1
+    (row,) = worker.store.annotations("1")
+    assert row["state"] == "admitted" and row["task_id"] == 3
+    stored = np.asarray(Image.open(row["label_path"]))
+    _, mask = blob_image(seed=0)
+    assert stored.shape == (64, 80) and set(np.unique(stored)) == {0, 1, 255}
+    assert np.array_equal(stored == 1, mask == 1)
+    assert Path(row["image_path"]).read_bytes() == png_bytes(blob_image(seed=0)[0])
+    assert worker.store.get_event(event_id)["state"] == "done"
+    ((project, task, annotation, report),) = reports(sink)
+    assert (project, task, annotation) == (1, 3, 11)
+    assert report["admitted"] and report["state"] == "admitted" and report["reasons"] == []
+
+
+def test_the_captured_annotation_without_background_is_quarantined(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    body = fixture("015_POST_webhook_ANNOTATION_CREATED.json")  # "Cell" only, 80 x 64
+    body["task"]["data"]["image"] = image_url()[0]
+    post(worker, body)
+    worker.tick()
+    (row,) = worker.store.annotations("1")
+    assert row["state"] == "quarantined"
+    assert [f["code"] for f in row["findings"]["findings"] if f["severity"] == "error"] == \
+        ["no_background"]
+    assert row["label_path"] and Path(row["label_path"]).is_file()  # kept for people to see
+    report = reports(sink)[0][3]
+    assert not report["admitted"] and "background" in report["reasons"][0].lower()
+
+
+def test_an_unknown_label_quarantines_with_the_reason(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    body = fixture("failure_modes/022_POST_webhook_ANNOTATION_CREATED.json")  # "NotALabel"
+    body["task"]["data"]["image"] = image_url()[0]
+    post(worker, body)
+    worker.tick()
+    (row,) = worker.store.annotations("1")
+    assert row["state"] == "quarantined" and row["label_path"] is None
+    assert row["findings"]["findings"][0]["code"] == "unreadable"
+    assert "NotALabel" in row["findings"]["reasons"][0]
+
+
+def test_warnings_on_the_raw_drawing_reach_the_annotator(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    url, mask = image_url()
+    label_map = labeled(mask)
+    label_map[60:62, 2:4] = 1  # a 4-pixel stray stroke: cleanup removes it, the warning stays
+    post(worker, annotation_event("ANNOTATION_CREATED", annotation_id=1, task_id=1, image=url,
+                                  label_map=label_map))
+    worker.tick()
+    report = reports(sink)[0][3]
+    assert report["admitted"]
+    assert "small_fragments" in [f["code"] for f in report["findings"]]
+    assert report["cleanup"]["remove_fragments"] == 4
+
+
+def test_update_supersedes_and_delete_marks_deleted(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    post(worker, created(2, 2, seed=1))
+    body = fixture("015_POST_webhook_ANNOTATION_CREATED.json")  # no background
+    body.update(action="ANNOTATION_UPDATED")
+    body["task"]["data"]["image"] = image_url()[0]
+    post(worker, body)  # annotation 1 again, now breaking a rule
+    post(worker, fixture("018_POST_webhook_ANNOTATIONS_DELETED.json"))  # deletes annotation 2
+    assert worker.tick() == 4
+    states = {(r["annotation_id"], r["event_id"]): r["state"] for r in worker.store.annotations()}
+    assert states == {(1, 1): "superseded", (1, 3): "quarantined", (2, 2): "deleted",
+                      (2, 4): "deleted"}
+    assert worker.store.training_set("1") == []
+
+
+def test_deleting_tells_label_studio_what_the_task_shows_now(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    post(worker, created(5, 1, seed=1))  # a second annotation of task 1
+    post(worker, created(2, 2, seed=2))
+    worker.tick()
+    sink.calls.clear()
+    for annotation_id in (5, 2, 99):  # 99 was never seen: nothing to tell
+        post(worker, {"action": "ANNOTATIONS_DELETED", "project": {"id": 1},
+                      "annotations": [{"id": annotation_id}]})
+    worker.tick()
+    assert [(name, args[:3]) for name, args in sink.calls] == [
+        ("annotation_inspected", (1, 1, 1)),  # task 1 still has annotation 1
+        ("annotation_deleted", (1, 2)),
+    ]
+
+
+def test_a_cancelled_annotation_counts_as_deleted(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    body = created(1, 1, action="ANNOTATION_UPDATED")
+    body["annotation"]["was_cancelled"] = True
+    post(worker, body)
+    worker.tick()
+    assert {r["state"] for r in worker.store.annotations()} == {"deleted"}
+
+
+def test_events_left_processing_by_a_killed_worker_are_processed_after_restart(
+        tmp_path, sink, starter):
+    first = make_worker(tmp_path, sink, starter)
+    ids = [post(first, created(i, i, seed=i)) for i in (1, 2)]
+    assert first.store.claim_event().id == ids[0]  # claimed, then the process "died"
+    restarted = make_worker(tmp_path, sink, starter)
+    assert restarted.recover() == 1
+    assert restarted.tick() == 2
+    assert [restarted.store.get_event(i)["state"] for i in ids] == ["done", "done"]
+    assert [r["state"] for r in restarted.store.annotations()] == ["admitted", "admitted"]
+
+
+def test_image_fetch_failures_retry_then_quarantine(tmp_path, sink, starter):
+    server = ImageServer()
+    try:
+        server.routes["/data/upload/1/busy.png"] = (503, {}, b"busy")
+        worker = make_worker(tmp_path, sink, starter)
+        worker.store.upsert_project("1", hostname=server.origin)
+        busy = created(1, 1)
+        busy["task"]["data"]["image"] = "/data/upload/1/busy.png"
+        missing = created(2, 2)
+        missing["task"]["data"]["image"] = "/data/upload/1/missing.png"
+        busy_id, _ = post(worker, busy), post(worker, missing)
+        worker.tick()
+        event = worker.store.get_event(busy_id)
+        assert event["state"] == "pending" and "HTTP 503" in event["error"]
+        assert event["not_before"] > time.time()  # backed off
+        (row,) = worker.store.annotations("1")  # the 404 is final: quarantined with the reason
+        assert row["annotation_id"] == 2 and row["state"] == "quarantined"
+        assert row["findings"]["findings"][0]["code"] == "image_unavailable"
+        assert "HTTP 404" in row["findings"]["reasons"][0]
+    finally:
+        server.close()
+
+
+def test_notifications_wait_for_label_studio_to_come_back(tmp_path, starter):
+    sink = RecordingSink(fail=True)
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    worker.tick()
+    (row,) = worker.store.annotations()
+    assert row["notified"] == 0 and row["notify_after"] > time.time()
+    sink.fail = False
+    worker.store._conn().execute("UPDATE annotations SET notify_after = 0")
+    worker.tick()
+    assert len(reports(sink)) == 1 and worker.store.annotations()[0]["notified"] == 1
+
+
+def test_training_starts_after_n_admitted_and_requests_coalesce(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter, train_after=2)
+    post(worker, created(1, 1))
+    worker.tick()
+    assert starter.jobs == []  # 1 < 2
+    post(worker, created(2, 2, seed=1))
+    worker.tick()
+    assert len(starter.jobs) == 1
+    request = json.loads((starter.jobs[0].job_dir / "request.json").read_text())
+    assert request["class_names"] == ["Background", "Cell"]
+    assert len(request["images"]) == len(request["labels"]) == 2
+    assert request["registry"].endswith("projects/1/models")
+    # During the job: more admissions and two explicit requests -> one follow-up.
+    for i in (3, 4, 5):
+        post(worker, created(i, i, seed=i))
+    post(worker, fixture("019_POST_webhook_START_TRAINING.json"))
+    post(worker, fixture("019_POST_webhook_START_TRAINING.json"))
+    worker.tick()
+    assert len(starter.jobs) == 1
+    assert worker.store.jobs("1")[0]["followup"] == 1
+    starter.finish(0, "v0001")
+    worker.tick()
+    assert ("version_published", (1, "v0001")) in sink.calls
+    assert len(starter.jobs) == 2  # exactly one follow-up
+    request = json.loads((starter.jobs[1].job_dir / "request.json").read_text())
+    assert len(request["images"]) == 5
+    starter.finish(1, "v0002")
+    worker.tick()
+    worker.tick()
+    assert len(starter.jobs) == 2
+    assert [(j["state"], j["version"]) for j in worker.store.jobs("1")] == \
+        [("done", "v0001"), ("done", "v0002")]
+
+
+def test_start_training_without_annotations_fails_with_the_reason(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    worker.store.upsert_project("1", label_config=created(1, 1)["project"]["label_config"])
+    post(worker, fixture("019_POST_webhook_START_TRAINING.json"))
+    worker.tick()
+    (job,) = worker.store.jobs("1")
+    assert job["state"] == "failed" and "no admitted annotations" in job["error"]
+    assert starter.jobs == []
+
+
+def test_a_job_whose_process_dies_is_rerun_once_then_failed(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    post(worker, fixture("019_POST_webhook_START_TRAINING.json"))
+    worker.tick()
+    starter.die(0)
+    worker.tick()  # noticed dead -> queued again -> started again
+    assert len(starter.jobs) == 2
+    starter.die(1)
+    worker.tick()
+    (job,) = worker.store.jobs("1")
+    assert job["state"] == "failed" and "ended without finishing" in job["error"]
+    assert len(starter.jobs) == 2
+
+
+def test_after_a_restart_a_running_job_with_a_dead_pid_is_rerun(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    post(worker, fixture("019_POST_webhook_START_TRAINING.json"))
+    worker.tick()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    worker.store.set_job_pid(worker.store.jobs("1")[0]["id"], gone.pid)
+    restarted = make_worker(tmp_path, sink, starter)  # no handles: only the pid is known
+    restarted.tick()
+    assert len(starter.jobs) == 2
+    assert restarted.store.jobs("1")[0]["state"] == "running"
+    assert restarted.store.jobs("1")[0]["attempts"] == 2
+
+
+def test_a_job_that_finished_while_the_worker_was_down_is_picked_up(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    post(worker, fixture("019_POST_webhook_START_TRAINING.json"))
+    worker.tick()
+    starter.finish(0, "v0001")
+    restarted = make_worker(tmp_path, sink, starter)
+    restarted.tick()
+    assert restarted.store.jobs("1")[0]["state"] == "done"
+    assert ("version_published", (1, "v0001")) in sink.calls
+
+
+@pytest.mark.slow
+def test_killing_the_worker_process_loses_nothing(tmp_path):
+    workdir = tmp_path / "work"
+    store = Store.for_workdir(workdir)
+    n = 24
+    for i in range(1, n + 1):
+        body = created(i, i, seed=i % 5)
+        store.record_event("1", body["action"], json.dumps(body))
+    env = {**os.environ, "LA_WORKDIR": str(workdir), "LA_TRAIN_AFTER": "0",
+           "LA_POLL_INTERVAL": "0.05"}
+    command = [sys.executable, "-m", "label_assistant.ml_backend.worker"]
+
+    def done() -> int:
+        return store.event_counts()["done"]
+
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while done() < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert 3 <= done() < n, "the kill should land mid-way"
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while done() < n and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert store.event_counts() == {"pending": 0, "processing": 0, "done": n, "failed": 0}
+    live = [r for r in store.annotations("1") if r["state"] in ("admitted", "quarantined")]
+    assert sorted(r["annotation_id"] for r in live) == list(range(1, n + 1))  # one each
