@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from label_assistant.labelmap import UNLABELED, check_label_map, instances_to_label_map
+from label_assistant.labelmap import check_label_map, instances_to_label_map
 
 MASK_TYPES = ("labelmap", "binary", "semantic", "instance")
 
@@ -68,11 +68,8 @@ def mask_to_label_map(
         return instances_to_label_map(instances, 1), instances
     if mask.max(initial=0) > 255 or mask.min(initial=0) < 0:
         raise DatasetError("a label map or semantic mask must hold values 0..255")
-    label_map = mask.astype(np.uint8)
-    if mask_type == "semantic" and (label_map == UNLABELED).any():
-        # 255 in a dense semantic mask is the VOC "void" value: keep it as unlabeled.
-        pass
-    return check_label_map(label_map), None
+    # In a semantic mask too, 255 is the VOC "void" value and stays unlabeled.
+    return check_label_map(mask.astype(np.uint8)), None
 
 
 def pair_files(images: list[Path], labels: list[Path]) -> list[tuple[Path, Path]]:
