@@ -3,7 +3,14 @@
 With ``--workdir`` the current model version there (``W/models``, or the project's with
 ``--project``) predicts every image for the uncertainty scores and embeds it for diversity;
 without a model only the model-free strategies run (image descriptors for diversity).
-The Label Studio project form of POOL comes with the backend.
+
+Label Studio project form (no POOL): ``select --project ID --workdir W`` ranks the project's
+unlabeled tasks with the project's current version in W (the backend's work directory;
+model-free strategies before any model) and writes the ranking back (``la_rank`` and the
+"Next to label" tab) through :func:`label_assistant.ml_backend.ranking.rank_tasks`;
+``--dry-run`` only prints it. Label Studio's address and token: ``--label-studio-url`` /
+``--api-key``, else ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``, else what the project's
+``/setup`` sent to the backend.
 """
 
 from __future__ import annotations
@@ -25,16 +32,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the current model version of --workdir when one exists; without a model only "
         "strategies without a score part run.",
     )
-    p.add_argument("pool", help="folder of unlabeled images (PNG, JPEG, TIFF)")
+    p.add_argument("pool", nargs="?", default=None,
+                   help="folder of unlabeled images (PNG, JPEG, TIFF); leave out with --project "
+                   "to rank a Label Studio project's unlabeled tasks")
     p.add_argument("--budget", type=int, default=None,
                    help="how many images to list (default: the whole pool)")
-    p.add_argument("--strategy", default="sequence",
+    p.add_argument("--strategy", default=None,
                    help="e.g. random, sequential, sequence, entropy, sequence+entropy, "
-                   "entropy+diversity, sequence+bald+diversity (default sequence)")
+                   "entropy+diversity, sequence+bald+diversity (default: sequence for a "
+                   "folder; LA_STRATEGY or sequence+entropy for a project, whose score part "
+                   "is left out before any model)")
     p.add_argument("--workdir", default=None,
                    help="work directory whose current model version scores the images")
     p.add_argument("--project", default=None,
-                   help="Label Studio project id: use that project's models in --workdir")
+                   help="Label Studio project id: use that project's models in --workdir; "
+                   "without POOL, rank that project's unlabeled tasks in Label Studio")
+    p.add_argument("--label-studio-url", default=None,
+                   help="project form: Label Studio's address (default LABEL_STUDIO_URL, else "
+                   "the one the project's /setup sent)")
+    p.add_argument("--api-key", default=None,
+                   help="project form: Label Studio token (default LABEL_STUDIO_API_KEY, else "
+                   "the one the project's /setup sent)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="project form: print the ranking, don't write it to Label Studio")
     p.add_argument("--sequence-regex", default=None, metavar="R",
                    help="sequence id from file names: named group 'seq', else group 1, else "
                    "the match (no match: the image is its own sequence)")
@@ -61,7 +81,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.project is not None and args.workdir is None:
         raise CliError("--project needs --workdir (where the project's models are)")
     try:
-        parse_strategy(args.strategy)
+        parse_strategy(args.strategy or "sequence")
         if args.sequence_regex is not None:
             compile_pattern(args.sequence_regex)
     except (StrategyError, SequencePatternError) as error:
@@ -86,6 +106,12 @@ def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str | None]
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pool is None:
+        from label_assistant.cli._select_project import run_project
+
+        return run_project(args)
+    if args.strategy is None:
+        args.strategy = "sequence"
     from label_assistant.images import ImageError
     from label_assistant.model.inference import InferenceError, default_device
     from label_assistant.selectors import StrategyError, rank

@@ -32,7 +32,14 @@ Variable -> field (default): meaning.
 - ``LA_POLL_INTERVAL`` -> ``poll_interval`` (0.5 s): how often the worker looks for events
   and job progress.
 - ``LA_SINK`` -> ``sink`` (none): ``module:callable`` building the Label Studio sink; it is
-  called with ``(settings, store)``.
+  called with ``(settings, store)``. Unset: :func:`label_assistant.ml_backend.sink.make_sink`
+  (writes to each project's Label Studio, from ``/setup`` or the two variables above, and
+  does nothing for a project whose Label Studio is unknown); ``none``: tell nobody.
+- ``LA_STRATEGY`` -> ``strategy`` (``sequence+entropy``): how unlabeled tasks are ranked
+  after each new version (:mod:`label_assistant.selectors`; without a model its model-free
+  part runs).
+- ``LA_SEQUENCE_FIELD`` -> ``sequence_field`` (``sequence``): the task data field holding
+  an image's sequence id.
 """
 
 from __future__ import annotations
@@ -80,6 +87,18 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
     return raw or None
 
 
+def _strategy(env: Mapping[str, str]) -> str:
+    raw = _str(env, "LA_STRATEGY")
+    if raw is None:
+        return "sequence+entropy"
+    from label_assistant.selectors.strategies import StrategyError, parse_strategy
+
+    try:
+        return parse_strategy(raw).name
+    except StrategyError as error:
+        raise SettingsError(f"LA_STRATEGY: {error}") from None
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -106,6 +125,8 @@ class Settings:
     predict_background: bool = False
     poll_interval: float = 0.5
     sink: str | None = None
+    strategy: str = "sequence+entropy"
+    sequence_field: str = "sequence"
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
@@ -143,6 +164,8 @@ class Settings:
             predict_background=_bool(env, "LA_PREDICT_BACKGROUND"),
             poll_interval=_float(env, "LA_POLL_INTERVAL", cls.poll_interval),
             sink=_str(env, "LA_SINK"),
+            strategy=_strategy(env),
+            sequence_field=_str(env, "LA_SEQUENCE_FIELD") or "sequence",
         )
         return replace(settings, **overrides) if overrides else settings
 
@@ -161,7 +184,7 @@ class Settings:
             "inspection_config": "LA_INSPECTION_CONFIG", "train_config": "LA_TRAIN_CONFIG",
             "device": "LA_DEVICE", "predict_tile": "LA_PREDICT_TILE",
             "predict_background": "LA_PREDICT_BACKGROUND", "poll_interval": "LA_POLL_INTERVAL",
-            "sink": "LA_SINK",
+            "sink": "LA_SINK", "strategy": "LA_STRATEGY", "sequence_field": "LA_SEQUENCE_FIELD",
         }
         env = {}
         for f in fields(self):

@@ -134,9 +134,15 @@ class RecordingSink:
 
 
 def load_sink(settings: Settings, store: Store) -> LabelStudioSink:
-    """The sink named by ``settings.sink`` (``module:callable(settings, store)``), else null."""
-    if not settings.sink:
+    """The sink named by ``settings.sink`` (``module:callable(settings, store)``); unset: each
+    project's Label Studio (:func:`label_assistant.ml_backend.sink.make_sink`); ``none``:
+    :class:`NullSink`."""
+    if settings.sink and settings.sink.strip().lower() in ("none", "null"):
         return NullSink()
+    if not settings.sink:
+        from label_assistant.ml_backend.sink import make_sink
+
+        return make_sink(settings, store)
     module_name, _, name = settings.sink.partition(":")
     factory = getattr(importlib.import_module(module_name), name or "make_sink")
     return factory(settings, store)

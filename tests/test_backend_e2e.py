@@ -1,0 +1,267 @@
+"""End to end with a real Label Studio 1.23.2 and ``label-assistant serve`` (gunicorn and the
+worker process, default sink: no ``LA_SINK``):
+
+connect the backend -> retrieve predictions (stamped with Otsu's version) -> an annotation
+with Background + Cell is admitted, one with only Cell quarantined, both visible in Label
+Studio (``la_status`` / ``la_warnings``) -> ``POST /api/ml/{id}/train`` (``START_TRAINING``)
+trains v0001 in the background while ``/predict`` keeps answering -> predictions stamped
+v0001 -> the worker re-ranks the unlabeled tasks (``sequence+entropy``; the labeled tasks'
+sequences come last) and writes ``la_rank`` -> an annotator labeling through the "Next to
+label" tab receives the tasks in that order. Also: ``select --project`` (project form).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from labelstudio_harness import *  # noqa: F403
+from labelstudio_harness import BRUSH_CONFIG
+from test_backend_support import blob_image, data_url, labeled, png_bytes
+
+from label_assistant.cli import main
+from label_assistant.labelstudio import label_map_to_results, parse_label_config
+from label_assistant.labelstudio.client import (
+    NEXT_VIEW_TITLE,
+    RANK_FIELD,
+    STATUS_FIELD,
+    WARNINGS_FIELD,
+)
+from label_assistant.ml_backend.store import Store
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
+
+TINY = dict(arch="Unet", encoder="resnet18", epochs=1, steps_per_epoch=1, batch_size=2, tile=64,
+            inference_tile=64, min_labeled_pixels=1, device="cpu", val_fraction=0.0)
+#: Task i's sequence: tasks 0 (A) and 1 (B) get annotated, so C and the task without a
+#: sequence must come before the rest of A and B.
+SEQUENCES = ["A", "B", "A", "B", "C", None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _tasks() -> list[dict]:
+    tasks = []
+    for i, seq in enumerate(SEQUENCES):
+        image, _ = blob_image(64, 64, seed=i)
+        task = {"image": data_url(png_bytes(image)), "n": i}
+        if seq is not None:
+            task["sequence"] = seq
+        tasks.append(task)
+    return tasks
+
+
+def _results(i: int, with_background: bool) -> list[dict]:
+    _, mask = blob_image(64, 64, seed=i)
+    label_map = labeled(mask, background_rows=40)
+    if not with_background:
+        label_map[label_map == 0] = 255
+    return label_map_to_results(label_map, parse_label_config(BRUSH_CONFIG),
+                                include_background=True)
+
+
+@pytest.fixture
+def backend(tmp_path, labelstudio_module):
+    """``label-assistant serve`` on a free port; yields (url, workdir, log path)."""
+    ls = labelstudio_module
+    port = _free_port()
+    workdir = tmp_path / "work"
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps(TINY))
+    env = {**os.environ, "LA_TRAIN_AFTER": "100", "LA_POLL_INTERVAL": "0.2",
+           "LA_TRAIN_CONFIG": str(config), "LA_DEVICE": "cpu", "LA_PREDICT_TILE": "64",
+           "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
+           "HF_HUB_OFFLINE": "1"}
+    env.pop("LA_SINK", None)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "label_assistant.cli", "serve", "--port", str(port),
+             "--workdir", str(workdir), "--workers", "1", "--threads", "4"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                return requests.get(f"{url}/health", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        _wait("the backend's /health", up, 90, 0.3)
+        yield url, workdir, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _predictions(ls, task_id: int) -> list:
+    return ls.sdk.predictions.list(task=task_id)
+
+
+def test_backend_end_to_end(labelstudio_module, backend, capsys):
+    ls = labelstudio_module
+    url, workdir, log = backend
+    timings = {}
+    started = time.perf_counter()
+    try:
+        _end_to_end(ls, url, workdir, timings)
+    except BaseException:
+        print("---- serve log (tail) ----\n" + log.read_text()[-6000:])
+        raise
+    timings["total"] = time.perf_counter() - started
+    with capsys.disabled():
+        print("\ne2e timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+
+
+def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
+    t0 = time.perf_counter()
+    project = ls.client.create_project("e2e backend", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, _tasks())
+    ml = ls.client.connect_backend(project, url)
+    store = Store.for_workdir(workdir)
+    assert store.get_project(str(project))["hostname"]  # /setup reached us
+
+    # -- pre-labels from Otsu, read back from Label Studio ---------------------------------
+    ls.sdk.actions.create(id="retrieve_tasks_predictions", project=project,
+                          selected_items={"all": True, "excluded": []})
+    for task_id in ids:
+        (prediction,) = _predictions(ls, task_id)
+        assert prediction.model_version.startswith("otsu-")
+        assert prediction.result and prediction.result[0]["type"] == "brushlabels"
+    otsu_version = prediction.model_version
+    timings["connect+predict"] = time.perf_counter() - t0
+
+    # -- the gate, and its result in Label Studio ------------------------------------------
+    t0 = time.perf_counter()
+    good = ls.sdk.annotations.create(id=ids[0], result=_results(0, with_background=True))
+    bad = ls.sdk.annotations.create(id=ids[1], result=_results(1, with_background=False))
+
+    def status(task_id):
+        return ls.client.get_task(project, task_id)["data"].get(STATUS_FIELD)
+
+    assert _wait("admitted", lambda: status(ids[0]), 60) == "admitted"
+    assert _wait("quarantined", lambda: status(ids[1]), 60) == "quarantined"
+    data = ls.client.get_task(project, ids[1])["data"]
+    assert "No Background is painted" in data[WARNINGS_FIELD]
+    assert data["la_annotation"] == bad.id
+    assert [(r["annotation_id"], r["state"]) for r in store.annotations(str(project))] == \
+        [(good.id, "admitted"), (bad.id, "quarantined")]
+    quarantine = [v for v in ls.client.list_views(project)
+                  if v["data"].get("title") == "Quarantined"]
+    assert [t["id"] for t in ls.client.list_tasks(project, view_id=quarantine[0]["id"])] == \
+        [ids[1]]
+    timings["annotations"] = time.perf_counter() - t0
+
+    # -- START_TRAINING: a new version in the background, /predict keeps answering ---------
+    t0 = time.perf_counter()
+    response = requests.post(f"{ls.url}/api/ml/{ml}/train",
+                             headers={"Authorization": f"Token {ls.token}"}, timeout=30)
+    assert response.status_code < 300, response.text
+    _wait("a running training job",
+          lambda: any(j["state"] in ("running", "done") for j in store.jobs(str(project))), 60)
+    body = {"project": f"{project}.1", "label_config": BRUSH_CONFIG,
+            "tasks": [{"id": ids[2], "data": _tasks()[2]}]}
+    during = requests.post(f"{url}/predict", json=body, timeout=30)
+    assert during.status_code == 200 and during.json()["results"][0]["result"]
+    job = _wait("the training job to end", lambda: [
+        j for j in store.jobs(str(project)) if j["state"] in ("done", "failed")], 240, 1.0)[0]
+    assert job["state"] == "done", job
+    assert job["version"] == "v0001"
+    timings["training"] = time.perf_counter() - t0
+
+    # -- predictions from the new version --------------------------------------------------
+    t0 = time.perf_counter()
+    ls.sdk.actions.create(id="retrieve_tasks_predictions", project=project,
+                          selected_items={"all": True, "excluded": []})
+    for task_id in ids:
+        versions = {p.model_version for p in _predictions(ls, task_id)}
+        assert "v0001" in versions, (task_id, versions)
+        assert otsu_version in versions
+    timings["predict v0001"] = time.perf_counter() - t0
+
+    # -- the ranking, written back by the worker, and followed -----------------------------
+    t0 = time.perf_counter()
+    unlabeled = ids[2:]
+
+    def ranked():
+        tasks = {t["id"]: t["data"] for t in ls.client.list_tasks(project)}
+        if all(RANK_FIELD in tasks[t] for t in unlabeled):
+            return tasks
+        return None
+
+    tasks = _wait("la_rank on every unlabeled task", ranked, 120, 1.0)
+    order = sorted(unlabeled, key=lambda t: tasks[t][RANK_FIELD])
+    assert [tasks[t][RANK_FIELD] for t in order] == ["000001", "000002", "000003", "000004"]
+    assert set(order[:2]) == {ids[4], ids[5]}, order  # sequences with nothing labeled first
+    assert "entropy" in tasks[order[0]]["la_reason"]
+    assert all(RANK_FIELD not in tasks[t] for t in ids[:2])
+    timings["ranking"] = time.perf_counter() - t0
+
+    view = next(v["id"] for v in ls.client.list_views(project)
+                if v["data"].get("title") == NEXT_VIEW_TITLE)
+    received = []
+    for _ in order:
+        task = ls.client.next_task_as_displayed(project, view)
+        assert task is not None, f"nothing after {received}"
+        received.append(task["id"])
+        ls.sdk.annotations.create(id=task["id"], result=_results(0, with_background=True))
+    assert received == order
+    assert ls.client.next_task_as_displayed(project, view) is None
+
+
+def test_select_project_form_writes_a_model_free_ranking(labelstudio_module, tmp_path, capsys,
+                                                         monkeypatch):
+    ls = labelstudio_module
+    project = ls.client.create_project("e2e select", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, _tasks())
+    ls.sdk.annotations.create(id=ids[0], result=_results(0, with_background=True))
+    common = ["select", "--project", str(project), "--workdir", str(tmp_path / "w"),
+              "--label-studio-url", ls.url, "--api-key", ls.token, "--json", "-"]
+
+    assert main([*common, "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["strategy"], out["model_version"], out["written"]) == ("sequence", None, False)
+    assert sorted(r["task"] for r in out["items"]) == ids[1:]
+    assert all(RANK_FIELD not in t["data"] for t in ls.client.list_tasks(project))
+
+    assert main(common) == 0
+    out = json.loads(capsys.readouterr().out)
+    tasks = {t["id"]: t["data"] for t in ls.client.list_tasks(project)}
+    order = sorted(ids[1:], key=lambda t: tasks[t][RANK_FIELD])
+    assert order == [r["task"] for r in out["items"]]
+    # B, C and the sequence-less task (nothing labeled) before the second A and B.
+    assert set(order[:3]) == {ids[1], ids[4], ids[5]}, order
+    assert RANK_FIELD not in tasks[ids[0]]
+
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["select", "--project", str(project), "--workdir", str(tmp_path / "w2"),
+                 "--label-studio-url", ls.url]) == 2
+    assert "no Label Studio address and token" in capsys.readouterr().err
