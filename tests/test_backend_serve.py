@@ -52,8 +52,14 @@ def test_serve_answers_health_processes_events_and_stops_cleanly(tmp_path, capsy
         times = []
         for _ in range(200):
             started = time.perf_counter()
-            response = session.post(f"{base}/webhook", data=body,
-                                    headers={"Content-Type": "application/json"}, timeout=5)
+            try:
+                response = session.post(f"{base}/webhook", data=body,
+                                        headers={"Content-Type": "application/json"}, timeout=5)
+            except requests.ConnectionError as error:
+                # Say why serve went away (its exit status and log) rather than only "refused".
+                proc.send_signal(signal.SIGTERM)
+                raise AssertionError(f"serve stopped answering (exit {proc.wait(timeout=30)}): "
+                                     f"{proc.stderr.read().decode()[-3000:]}") from error
             times.append(time.perf_counter() - started)
             assert response.status_code == 200
         times.sort()
