@@ -313,3 +313,24 @@ def test_setup_and_otsu_predictions_never_import_torch(tmp_path):
     assert result["setup"] == 200 and result["predict"] == 200
     assert not result["torch"]
     assert result["seconds"] < 1.0
+
+
+def test_several_projects_keep_their_own_config(client, server):
+    """Two projects at once: each answers with its own label config's classes and tags."""
+    nuclei = ('<View><Image name="img" value="$image"/><BrushLabels name="paint" toName="img">'
+              '<Label value="Background"/><Label value="Nucleus"/></BrushLabels></View>')
+    first = _setup(client, server)
+    second = {**first, "project": "2.1795273793", "schema": nuclei}
+    assert client.post("/setup", json=second).status_code == 200
+    body = rewrite_hosts(fixture("010_POST_predict.json"), server.origin)
+    answers = {}
+    for project, config in (("1.1795273793", first["schema"]), ("2.1795273793", nuclei)):
+        response = client.post("/predict", json={**body, "project": project,
+                                                 "label_config": config})
+        assert response.status_code == 200
+        answers[project] = response.json["results"]
+    labels_1 = {r["value"]["brushlabels"][0] for x in answers["1.1795273793"] for r in x["result"]}
+    labels_2 = {r["value"]["brushlabels"][0] for x in answers["2.1795273793"] for r in x["result"]}
+    assert labels_1 == {"Cell"} and labels_2 == {"Nucleus"}
+    regions_2 = [r for x in answers["2.1795273793"] for r in x["result"]]
+    assert {(r["from_name"], r["to_name"]) for r in regions_2} == {("paint", "img")}
