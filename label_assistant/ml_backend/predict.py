@@ -35,14 +35,11 @@ import numpy as np
 
 from label_assistant.assist.pre import OtsuParams
 from label_assistant.labelstudio.config import LabelConfig, parse_label_config
+from label_assistant.model.registry import CURRENT_FILE, INFO_FILE
 from label_assistant.workdir import models_dir
 
 log = logging.getLogger(__name__)
 
-# Mirrors label_assistant.model.registry (CURRENT_FILE, INFO_FILE): read here without importing
-# the registry, whose torch import (1-2 s) must stay off the /setup path.
-_CURRENT_FILE = "current"
-_INFO_FILE = "version.json"
 
 
 class PredictError(ValueError):
@@ -75,12 +72,12 @@ def load_label_config(xml: str, background_label: str = "Background") -> LabelCo
 def current_version(project_models: Path) -> tuple[str, list[str]] | None:
     """``(version id, class names)`` of the registry's current version, or None.
 
-    Reads the registry's files directly (no torch import); a version whose record is missing
+    Reads the registry's record files only (no weights, no torch); a version whose record is missing
     counts as none.
     """
     try:
-        version = (project_models / _CURRENT_FILE).read_text().strip()
-        info = json.loads((project_models / version / _INFO_FILE).read_text())
+        version = (project_models / CURRENT_FILE).read_text().strip()
+        info = json.loads((project_models / version / INFO_FILE).read_text())
     except (OSError, ValueError):
         return None
     if not version:
@@ -90,7 +87,7 @@ def current_version(project_models: Path) -> tuple[str, list[str]] | None:
 
 def current_version_id(project_models: Path) -> str | None:
     try:
-        return (project_models / _CURRENT_FILE).read_text().strip() or None
+        return (project_models / CURRENT_FILE).read_text().strip() or None
     except OSError:
         return None
 

@@ -28,9 +28,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where weights are touched: reading records stays light
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ def _replace_file(path: Path, data: bytes) -> None:
 
 
 def _cpu_tensors(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+    import torch
+
     tensors = {}
     for name, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
