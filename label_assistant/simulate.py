@@ -53,6 +53,7 @@ import numpy as np
 from label_assistant.datasets import Example, content_hash, load_example, pair_files
 from label_assistant.labelmap import UNLABELED, labeled_pixel_counts
 from label_assistant.metrics import confusion_matrix, dice_iou_from_confusion
+from label_assistant.model.registry import json_default
 
 FULL_DATA = "full-data"
 ANNOTATIONS = ("dense", "sparse")
@@ -376,10 +377,10 @@ class RunStore:
 
     def append(self, row: dict[str, Any]) -> None:
         with open(self.out / RUNS_FILE, "a") as f:
-            f.write(json.dumps(row, default=_json_default) + "\n")
+            f.write(json.dumps(row, default=json_default) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.rows.append(json.loads(json.dumps(row, default=_json_default)))
+        self.rows.append(json.loads(json.dumps(row, default=json_default)))
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -387,14 +388,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
                   if json.dumps(old.get(k), sort_keys=True, default=str)
                   != json.dumps(new.get(k), sort_keys=True, default=str))
     return ", ".join(keys) or "unknown"
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -726,7 +719,7 @@ def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSet
         {"settings": {**asdict(settings), "data": data.fingerprint()},
          "rows": [{k: v for k, v in r.items() if k != "next"} for r in ordered],
          "curves": curves(rows, [FULL_DATA, *settings.strategies]), "summary": summary},
-        indent=2, default=_json_default) + "\n")
+        indent=2, default=json_default) + "\n")
     plot_curves(out, rows, settings)
     _write_atomic(out / "summary.md", summary_markdown(summary, settings, data))
 

@@ -312,7 +312,7 @@ class ModelRegistry:
                 config=config,
             )
             # Serialise before touching the disk: a record that isn't JSON fails here.
-            record = json.dumps(info.to_dict(), indent=2, default=_json_default).encode()
+            record = json.dumps(info.to_dict(), indent=2, default=json_default).encode()
             tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version_id}-", dir=self.root))
             try:
                 save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"version": version_id})
@@ -388,8 +388,8 @@ class ModelRegistry:
             os.fsync(f.fileno())
 
 
-def _json_default(value: Any) -> Any:
-    """numpy scalars and arrays, paths and tuples in metrics and manifests."""
+def json_default(value: Any) -> Any:
+    """JSON for numpy scalars and arrays, paths and tuples in metrics and manifests."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):
