@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # The stamp is rebuilt when the dependency list or the pins change.
 STAMP := $(VENV)/.installed
 
-.PHONY: install ls-venv test test-fast lint demo bench clean
+.PHONY: install ls-venv test test-fast lint demo walkthrough bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,16 +32,22 @@ ls-venv: $(LS_STAMP)
 export LABEL_STUDIO_TEMPLATE_DIR ?= $(CURDIR)/$(LS_VENV)/test-template-$(LS_VERSION)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check label_assistant tests benchmarks
+	$(VENV)/bin/ruff check label_assistant tests benchmarks scripts
 
 test: $(STAMP) $(LS_STAMP) lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(MAKE) --no-print-directory demo DEMO_CHECK=1
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not labelstudio"
 
-demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m label_assistant.demo
+# Label Studio + the backend on sample images, until Ctrl-C; DEMO_CHECK=1: headless check.
+demo: $(STAMP) $(LS_STAMP)
+	HF_HUB_OFFLINE=1 DEMO_CHECK=$(DEMO_CHECK) $(PY) -m label_assistant.demo
+
+# The workflow with the command line alone (pre-label, partial annotation, cleanup, gate).
+walkthrough: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m label_assistant.walkthrough
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_rle.py

@@ -1,106 +1,568 @@
-"""``make demo``: label-assistant's workflow on sample data, end to end, on this machine.
+"""``make demo``: a real Label Studio 1.23.2 with label-assistant connected, on sample images.
 
-Until the Label Studio backend exists this shows the pure workflow with the real commands:
-1. sample images (synthetic fluorescence nuclei in two time-lapse sequences; the real
-   2018 Data Science Bowl nuclei image too when ../shared/data is beside the repository);
-2. ``label-assistant prelabel``: Otsu pre-labels;
-3. an annotator's partial annotations, simulated from the pre-labels: a few whole objects plus
-   background around them, the rest unlabeled; one annotator forgot the background;
-4. post-assistance cleanup of each annotation, with the pixels each operation changed;
-5. ``label-assistant inspect``: the inspection report and the admit/quarantine gate.
+1. sample images: three time-lapse sequences of fluorescence-like nuclei, drawn here (8-bit
+   PNG, with their true masks kept aside for the check), plus the 2018 Data Science Bowl
+   nucleus image when ``../shared/data`` is beside the repository;
+2. Label Studio: a local server from ``.ls-venv`` with its data in ``demo-data/label-studio``
+   (admin user and token printed), or the one named by ``LABEL_STUDIO_URL`` and
+   ``LABEL_STUDIO_API_KEY``;
+3. the backend: ``label-assistant serve`` (work dir ``demo-data/work``, log
+   ``demo-data/backend.log``);
+4. the project "label-assistant demo": brush labels Background and Nucleus plus the header
+   that shows our warnings; the images uploaded as tasks, each with its ``sequence``;
+5. the backend connected, Otsu pre-labels retrieved for every task, the tasks ranked
+   (``sequence``: one image per time-lapse first) into the Data Manager tab "Next to label";
+6. where to go, then it waits for Ctrl-C, reporting each model version the backend trains.
 
-Everything is written under ``demo-data/`` (ignored by git); running it again starts afresh.
+Each step reuses what an earlier run left (``demo-data/demo.json`` remembers the project),
+so a rerun takes seconds. ``DEMO_CHECK=1`` runs the same path headless in
+``demo-data/check`` (started afresh each time), submits one partial annotation as an
+annotator would, waits for the backend's verdict to show up in Label Studio, then starts
+everything a second time to prove the state is reused; it exits 0, or 1 with the reason.
+
+Settings: ``LA_DEMO_DIR`` (``demo-data``), ``LA_DEMO_LS_PORT`` (8080) and ``LA_DEMO_PORT``
+(9090; another free port when taken), ``LA_DEMO_BACKEND_URL`` (how Label Studio reaches the
+backend; ``http://127.0.0.1:<port>``); the backend's own settings (``LA_TRAIN_AFTER``,
+``LA_STRATEGY``, ...) pass through, with ``LA_TRAIN_AFTER=3`` and a small CPU training
+config (``demo-data/work/train.json``) unless set.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import requests
 from PIL import Image
 
+from label_assistant.labelstudio.client import (
+    NEXT_VIEW_TITLE,
+    RANK_FIELD,
+    STATUS_FIELD,
+    WARNINGS_FIELD,
+    WARNINGS_HEADER,
+    LabelStudioClient,
+    LabelStudioError,
+)
+from label_assistant.labelstudio.server import (
+    DEFAULT_PASSWORD,
+    DEFAULT_TOKEN,
+    DEFAULT_USERNAME,
+    LabelStudioServer,
+    LabelStudioServerError,
+    copy_data_dir,
+    free_port,
+    init_data_dir,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "demo-data"
 SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
+PROJECT_TITLE = "label-assistant demo"
+CLASS_NAME = "Nucleus"
+LABEL_CONFIG = f"""<View>
+  {WARNINGS_HEADER}
+  <Image name="image" value="$image" zoom="true" zoomControl="true"/>
+  <BrushLabels name="tag" toName="image">
+    <Label value="Background" background="#1e88e5"/>
+    <Label value="{CLASS_NAME}" background="#e53935"/>
+  </BrushLabels>
+</View>"""
+#: (sequence, frames, seed): three time-lapses, so sequence-aware ranking has work to do.
+SEQUENCES = [("seqA", 6, 1), ("seqB", 6, 2), ("seqC", 6, 3)]
+#: Training small enough for a laptop CPU (about a minute per round on 2 cores).
+TRAIN_CONFIG = {"arch": "Unet", "encoder": "resnet18", "epochs": 12, "steps_per_epoch": 10,
+                "batch_size": 4, "tile": 128, "inference_tile": 256, "patience": 4}
+STATE_FILE = "demo.json"
 
 
-def synthetic_sequence(
-    name: str, n: int, seed: int, size: int = 256
-) -> list[tuple[str, np.ndarray]]:
-    """``n`` frames of drifting bright nuclei on a dim, uneven background (uint16, as a camera)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(20, size - 20, (14, 2))
-    radii = rng.uniform(6, 11, 14)
-    drift = rng.normal(0, 1.5, (14, 2))
-    yy, xx = np.mgrid[:size, :size]
-    frames = []
-    for t in range(n):
-        image = 300 + 200 * (xx / size)  # illumination gradient
-        for (cy, cx), r, (dy, dx) in zip(centres, radii, drift, strict=True):
-            d2 = (yy - cy - t * dy) ** 2 + (xx - cx - t * dx) ** 2
-            image = image + 1800 * np.exp(-d2 / (2 * (r / 1.4) ** 2))
-        image = rng.poisson(image).astype(np.uint16)
-        frames.append((f"{name}_t{t:02d}", image))
-    return frames
+class DemoError(RuntimeError):
+    """A step of the demo failed (one line: what and why)."""
 
 
-def _step(title: str) -> None:
-    print(f"\n=== {title}")
+def _step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _port(preferred: int | None) -> int:
+    """``preferred`` when nobody listens there, else any free port."""
+    import socket
+
+    if preferred:
+        with socket.socket() as sock:
+            # As servers bind: a port left in TIME_WAIT by the last run counts as free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                print(f"    port {preferred} is taken; using another", flush=True)
+    return free_port()
+
+
+# -- 1. sample images -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleFile:
+    name: str
+    path: Path
+    sequence: str | None
+    frame: int | None
+    truth: Path | None  # .npy of the true instance map, when known
+
+
+def make_samples(folder: Path) -> list[SampleFile]:
+    """Write the sample images (once) and list them."""
+    from label_assistant.samples import nuclei_sequence, to_uint8
+
+    images, truth = folder / "images", folder / "truth"
+    images.mkdir(parents=True, exist_ok=True)
+    truth.mkdir(parents=True, exist_ok=True)
+    files = []
+    for sequence, frames, seed in SEQUENCES:
+        expected = [images / f"{sequence}_t{t:02d}.png" for t in range(frames)]
+        samples = None
+        if not all(p.exists() for p in expected):
+            samples = nuclei_sequence(sequence, frames, seed)
+        for t, path in enumerate(expected):
+            if samples is not None:
+                # Write-then-rename: a crash never leaves a half-written image to upload.
+                tmp = path.with_suffix(".tmp.png")
+                Image.fromarray(to_uint8(samples[t].image)).save(tmp)
+                np.save(truth / f"{path.stem}.npy", samples[t].instances)
+                tmp.replace(path)
+            files.append(SampleFile(path.stem, path, sequence, t, truth / f"{path.stem}.npy"))
+    if SHARED_NUCLEI.is_dir():
+        source = sorted((SHARED_NUCLEI / "images").iterdir())[0]
+        path = images / "dsb2018_nucleus.png"
+        if not path.exists():
+            shutil.copy(source, path)
+        files.append(SampleFile(path.stem, path, None, None, None))
+    return files
+
+
+# -- 2. Label Studio and 3. the backend -------------------------------------------------------
+
+@dataclass
+class LabelStudioHandle:
+    url: str
+    token: str
+    local: bool
+    username: str | None = None
+    password: str | None = None
+
+
+@contextmanager
+def label_studio(folder: Path, port: int | None) -> Iterator[LabelStudioHandle]:
+    """The existing Label Studio from the environment, or a local one (started, then stopped)."""
+    url = os.environ.get("LABEL_STUDIO_URL", "").strip().rstrip("/")
+    if url:
+        key = os.environ.get("LABEL_STUDIO_API_KEY", "").strip()
+        if not key:
+            raise DemoError("LABEL_STUDIO_URL is set but LABEL_STUDIO_API_KEY is not: give the "
+                            "token of that Label Studio (Account & Settings -> Access Token)")
+        try:
+            requests.get(f"{url}/health", timeout=5).raise_for_status()
+        except requests.RequestException as error:
+            raise DemoError(f"Label Studio at {url} does not answer /health: {error}") from None
+        _step(f"Label Studio: using {url} (LABEL_STUDIO_URL)")
+        yield LabelStudioHandle(url, key, local=False)
+        return
+    data_dir = folder / "label-studio"
+    if not (data_dir / "label_studio.sqlite3").exists():
+        template = Path(os.environ.get("LABEL_STUDIO_TEMPLATE_DIR", "/nonexistent"))
+        if (template / "label_studio.sqlite3").exists():
+            shutil.rmtree(data_dir, ignore_errors=True)
+            copy_data_dir(template, data_dir)
+            _step(f"Label Studio: data dir copied from {template}")
+        else:
+            _step("Label Studio: initialising its data dir (once; about a minute)")
+            scratch = data_dir.with_name(data_dir.name + ".init")
+            shutil.rmtree(scratch, ignore_errors=True)
+            seconds = init_data_dir(scratch)
+            scratch.rename(data_dir)
+            print(f"    initialised in {seconds:.0f} s", flush=True)
+    server = LabelStudioServer(token=DEFAULT_TOKEN, port=_port(port),
+                               document_root=folder / "images")
+    with server:
+        server.start(data_dir, timeout=180)
+        _step(f"Label Studio: started at {server.url} in {server.startup_seconds:.1f} s "
+              f"(log {server.log_path})")
+        yield LabelStudioHandle(server.url, DEFAULT_TOKEN, local=True,
+                                username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD)
+
+
+@dataclass
+class BackendHandle:
+    url: str  # where Label Studio reaches it
+    workdir: Path
+    log: Path
+    process: subprocess.Popen = field(repr=False)
+
+
+@contextmanager
+def backend(folder: Path, ls: LabelStudioHandle, port: int | None) -> Iterator[BackendHandle]:
+    """``label-assistant serve`` in its own process group; stopped (SIGTERM) on exit."""
+    workdir = folder / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
+           "HF_HUB_OFFLINE": "1"}
+    env.setdefault("LA_TRAIN_AFTER", "3")
+    if not env.get("LA_TRAIN_CONFIG"):
+        config = workdir / "train.json"
+        config.write_text(json.dumps(TRAIN_CONFIG, indent=1))
+        env["LA_TRAIN_CONFIG"] = str(config)
+    port = _port(port)
+    log = folder / "backend.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "label_assistant.cli", "serve", "--port", str(port),
+             "--workdir", str(workdir), "--workers", "1", "--threads", "4"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    local_url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise DemoError(f"the backend exited with {process.returncode}; see {log}")
+            try:
+                return requests.get(f"{local_url}/health", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        _wait("the backend's /health", healthy, 120, 0.3)
+        url = os.environ.get("LA_DEMO_BACKEND_URL", "").strip().rstrip("/") or local_url
+        _step(f"backend: label-assistant serve at {local_url} (work dir {workdir}, log {log})")
+        yield BackendHandle(url, workdir, log, process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+# -- 4. the project, 5. backend, pre-labels and ranking ----------------------------------------
+
+def _load_state(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(folder: Path, state: dict[str, Any]) -> None:
+    tmp = folder / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(folder / STATE_FILE)
+
+
+def ensure_project(client: LabelStudioClient, folder: Path, key: str) -> tuple[int, bool]:
+    """The demo project remembered for this Label Studio (``key``: "local" or its URL; the
+    local one's port may change between runs), or a new one; (id, reused)."""
+    state = _load_state(folder)
+    remembered = state.get("projects", {}).get(key)
+    if remembered is not None:
+        try:
+            if client.get_project(int(remembered)).get("title") == PROJECT_TITLE:
+                return int(remembered), True
+        except LabelStudioError:
+            pass  # deleted in the meantime: make a new one
+    project = client.create_project(PROJECT_TITLE, LABEL_CONFIG,
+                                    description="Sample nuclei; pre-labels by label-assistant")
+    state.setdefault("projects", {})[key] = project
+    _save_state(folder, state)
+    return project, False
+
+
+def _task_name(task: dict[str, Any]) -> str | None:
+    """The sample a task holds: its ``name`` field, or (a crash between upload and naming)
+    the file name Label Studio stored, ``/data/upload/<n>/<8 hex>-<name>.png``."""
+    data = task.get("data") or {}
+    if data.get("name"):
+        return str(data["name"])
+    stored = str(data.get("image", "")).rsplit("/", 1)[-1]
+    stem = stored.rsplit(".", 1)[0]
+    return stem.split("-", 1)[1] if "-" in stem else None
+
+
+def import_samples(client: LabelStudioClient, project: int,
+                   samples: list[SampleFile]) -> dict[str, int]:
+    """Upload the samples the project lacks and name every task; name -> task id."""
+    tasks = {}
+    for task in client.list_tasks(project):
+        name = _task_name(task)
+        if name is not None:
+            tasks.setdefault(name, task)
+    missing = [s for s in samples if s.name not in tasks]
+    if missing:
+        for sample, task_id in zip(missing, client.upload_files(project, [s.path for s in missing]),
+                                   strict=True):
+            tasks[sample.name] = {"id": task_id, "data": {}}
+    for sample in samples:
+        task = tasks[sample.name]
+        fields: dict[str, Any] = {"name": sample.name}
+        if sample.sequence is not None:
+            fields.update(sequence=sample.sequence, frame=sample.frame)
+        if any((task.get("data") or {}).get(k) != v for k, v in fields.items()):
+            client.update_task_data(project, int(task["id"]), fields)
+    return {name: int(task["id"]) for name, task in tasks.items()}
+
+
+def connect_backend(client: LabelStudioClient, project: int, url: str) -> int:
+    """Connect the backend at ``url``; ones left at other addresses by earlier runs go."""
+    for old in client.ml_backends(project):
+        if str(old.get("url", "")).rstrip("/") != url:
+            client.disconnect_backend(int(old["id"]))
+    return client.connect_backend(project, url)
+
+
+def retrieve_prelabels(client: LabelStudioClient, project: int, task_ids: list[int]) -> int:
+    """Ask for predictions of the tasks that have none; the number of tasks with one."""
+    def predicted() -> set[int]:
+        return {int(p["task"]) for p in client.predictions(project)}
+
+    if set(task_ids) - predicted():
+        client.retrieve_predictions(project)
+    return len(set(task_ids) & predicted())
+
+
+def rank(client: LabelStudioClient, token: str, project: int, workdir: Path) -> int:
+    """Rank the unlabeled tasks (``select --project``); the "Next to label" tab's id."""
+    from label_assistant.cli import main as cli
+
+    out = workdir / "ranking.json"
+    code = cli(["select", "--project", str(project), "--workdir", str(workdir),
+                "--label-studio-url", client.url, "--api-key", token, "--json",
+                str(out)])
+    if code != 0:
+        raise DemoError(f"ranking the tasks failed (select exited {code})")
+    ranking = json.loads(out.read_text())
+    top = ", ".join(f"task {i['task']}" for i in ranking["items"][:5])
+    print(f"    {len(ranking['items'])} tasks ranked by {ranking['strategy']}; first: {top}",
+          flush=True)
+    view = next((v for v in client.list_views(project)
+                 if (v.get("data") or {}).get("title") == NEXT_VIEW_TITLE), None)
+    if view is None:
+        raise DemoError(f"the {NEXT_VIEW_TITLE!r} tab was not created")
+    return int(view["id"])
+
+
+@dataclass
+class DemoProject:
+    client: LabelStudioClient
+    project: int
+    reused: bool
+    task_ids: dict[str, int]
+    view: int
+    predicted: int
+
+
+def set_up(ls: LabelStudioHandle, be: BackendHandle, samples: list[SampleFile],
+           folder: Path) -> DemoProject:
+    """Steps 4-5 against running servers (idempotent)."""
+    client = LabelStudioClient(ls.url, ls.token, timeout=120)
+    project, reused = ensure_project(client, folder, "local" if ls.local else ls.url)
+    _step(f"project {project} {'reused' if reused else 'created'}: {ls.url}/projects/{project}")
+    task_ids = import_samples(client, project, samples)
+    print(f"    {len(task_ids)} tasks ({len(SEQUENCES)} sequences)", flush=True)
+    connect_backend(client, project, be.url)
+    _step(f"backend connected to project {project} at {be.url}; retrieving pre-labels")
+    started = time.monotonic()
+    predicted = retrieve_prelabels(client, project, list(task_ids.values()))
+    print(f"    {predicted}/{len(task_ids)} tasks have pre-labels "
+          f"({time.monotonic() - started:.1f} s)", flush=True)
+    _step("ranking the tasks for labeling")
+    view = rank(client, ls.token, project, be.workdir)
+    return DemoProject(client, project, reused, task_ids, view, predicted)
+
+
+# -- DEMO_CHECK: what a person would look at, checked ------------------------------------------
+
+def check(demo: DemoProject, samples: list[SampleFile], be: BackendHandle) -> None:
+    """Pre-labels on every task, the tab's first task, one annotation's verdict round trip."""
+    from label_assistant.labelmap import instances_to_label_map
+    from label_assistant.labelstudio import label_map_to_results, parse_label_config
+    from label_assistant.ml_backend.store import Store
+    from label_assistant.model.sparsify import sparsify
+
+    client, project = demo.client, demo.project
+    predictions = client.predictions(project)
+    missing = set(demo.task_ids.values()) - {int(p["task"]) for p in predictions}
+    if missing:
+        raise DemoError(f"{len(missing)} tasks have no pre-label (see {be.log})")
+    kinds = {r.get("type") for p in predictions for r in p.get("result") or []}
+    if "brushlabels" not in kinds:
+        raise DemoError(f"pre-labels hold no brush masks (result types {sorted(kinds)})")
+    versions = sorted({str(p.get("model_version")) for p in predictions})
+    print(f"    check: {len(predictions)} pre-labels, versions {versions}", flush=True)
+
+    first = client.next_task_as_displayed(project, demo.view)
+    if not first or (first.get("data") or {}).get(RANK_FIELD) is None:
+        raise DemoError(f"the {NEXT_VIEW_TITLE!r} tab gives no ranked task")
+    name = _task_name(first)
+    sample = next((s for s in samples if s.name == name and s.truth is not None), None)
+    if sample is None:
+        raise DemoError(f"the first task to label ({name}) is not a generated sample")
+    print(f"    check: {NEXT_VIEW_TITLE!r} starts with task {first['id']} ({name}, rank "
+          f"{first['data'][RANK_FIELD]})", flush=True)
+
+    # The annotator: some nuclei drawn fully, background around them, the rest left alone.
+    truth = instances_to_label_map(np.load(sample.truth), separate=True)
+    partial = sparsify(truth, 0.3, band=4, seed=0)
+    results = label_map_to_results(partial, parse_label_config(LABEL_CONFIG),
+                                   include_background=True)
+    annotation = client.sdk.annotations.create(id=int(first["id"]), result=results)
+    started = time.monotonic()
+    status = _wait("the backend's verdict in Label Studio", lambda: client.get_task(
+        project, int(first["id"]))["data"].get(STATUS_FIELD), 90)
+    seconds = time.monotonic() - started
+    rows = [r for r in Store.for_workdir(be.workdir).annotations(str(project))
+            if r["annotation_id"] == annotation.id]
+    if status != "admitted" or not rows or rows[-1]["state"] != "admitted":
+        warnings = client.get_task(project, int(first["id"]))["data"].get(WARNINGS_FIELD)
+        raise DemoError(f"annotation {annotation.id} came back {status!r} (store: "
+                        f"{[r['state'] for r in rows]}); warnings: {warnings}")
+    print(f"    check: annotation {annotation.id} admitted; verdict in Label Studio after "
+          f"{seconds:.1f} s", flush=True)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+def _int_env(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise DemoError(f"{name} must be a port number, got {raw!r}") from None
+
+
+def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject) -> None:
+    login = (f"{ls.username} / {ls.password}  (API token {ls.token})" if ls.local
+             else "your own account")
+    print(f"""
+label-assistant demo is up.
+
+  Label Studio  {ls.url}
+  login         {login}
+  project       {ls.url}/projects/{demo.project}/data?tab={demo.view}
+  backend       {be.url}   (log {be.log})
+
+Open the "{NEXT_VIEW_TITLE}" tab and press "Label Tasks As Displayed": tasks come in the
+order label-assistant ranked them, each with Otsu pre-labels. Partial labels are fine: paint
+some nuclei fully (Nucleus) and background around them (Background); leave the rest. After
+{os.environ.get('LA_TRAIN_AFTER', '3')} admitted annotations a model trains in the background;
+its pre-labels replace Otsu's for tasks without one, and the ranking is redone.
+Watch the rounds: .venv/bin/label-assistant rounds --workdir {be.workdir} --project {demo.project}
+
+Ctrl-C stops Label Studio and the backend; `make demo` again picks up where you left.
+""", flush=True)
+
+
+def _watch(be: BackendHandle, project: int) -> None:
+    """Until Ctrl-C: report new model versions; stop if the backend dies."""
+    from label_assistant.model.registry import ModelRegistry
+    from label_assistant.workdir import models_dir
+
+    registry = ModelRegistry(models_dir(be.workdir, project))
+    seen = registry.current()
+    while be.process.poll() is None:
+        time.sleep(2)
+        current = registry.current()
+        if current is not None and (seen is None or current.id != seen.id):
+            dice = (current.metrics or {}).get("val_mean_dice")
+            print(f"model {current.id} published for project {project}"
+                  + (f" (validation Dice {dice:.3f})" if dice is not None else ""), flush=True)
+            seen = current
+    raise DemoError(f"the backend stopped (exit {be.process.returncode}); see {be.log}")
+
+
+def run(folder: Path, headless: bool) -> None:
+    ls_port = None if headless else _int_env("LA_DEMO_LS_PORT", 8080)
+    be_port = None if headless else _int_env("LA_DEMO_PORT", 9090)
+    _step(f"sample images in {folder / 'images'}")
+    samples = make_samples(folder)
+    with ExitStack() as stack:
+        ls = stack.enter_context(label_studio(folder, ls_port))
+        be = stack.enter_context(backend(folder, ls, be_port))
+        demo = set_up(ls, be, samples, folder)
+        if headless:
+            check(demo, samples, be)
+        else:
+            _print_welcome(ls, be, demo)
+            try:
+                _watch(be, demo.project)
+            except KeyboardInterrupt:
+                print("\nstopping Label Studio and the backend", flush=True)
+    if headless:
+        # Again, from what the first pass left: same project, no second upload.
+        _step("second start: the state must be reused")
+        with ExitStack() as stack:
+            ls = stack.enter_context(label_studio(folder, None))
+            be = stack.enter_context(backend(folder, ls, None))
+            again = set_up(ls, be, samples, folder)
+        if not again.reused or again.project != demo.project:
+            raise DemoError(f"the second start made project {again.project} instead of "
+                            f"reusing {demo.project}")
+        if again.task_ids != demo.task_ids:
+            raise DemoError(f"the second start has {len(again.task_ids)} tasks, the first "
+                            f"{len(demo.task_ids)}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
-    from label_assistant.assist.post import cleanup
-    from label_assistant.cli import main as cli
-    from label_assistant.images import read_image
-    from label_assistant.labelmap import BACKGROUND, UNLABELED
-    from label_assistant.model.sparsify import sparsify
+    import logging
 
-    if DEMO.exists():
-        shutil.rmtree(DEMO)
-    images_dir, prelabels_dir = DEMO / "images", DEMO / "prelabels"
-    annotations_dir, cleaned_dir = DEMO / "annotations", DEMO / "cleaned"
-    for d in (images_dir, annotations_dir, cleaned_dir):
-        d.mkdir(parents=True)
-
-    _step("1. sample images")
-    frames = synthetic_sequence("seqA", 3, seed=1) + synthetic_sequence("seqB", 3, seed=2)
-    for name, image in frames:
-        Image.fromarray(image).save(images_dir / f"{name}.png")
-    if SHARED_NUCLEI.is_dir():
-        shutil.copy(SHARED_NUCLEI / "images" / sorted(p.name for p in (
-            SHARED_NUCLEI / "images").iterdir())[0], images_dir / "dsb2018_nuclei.png")
-    names = sorted(p.stem for p in images_dir.iterdir())
-    print(f"{len(names)} images in {images_dir.relative_to(ROOT)}: {', '.join(names)}")
-
-    _step("2. Otsu pre-labels: label-assistant prelabel demo-data/images --out demo-data/prelabels")
-    if cli(["prelabel", str(images_dir), "--out", str(prelabels_dir)]) != 0:
-        print("demo: pre-labeling failed", file=sys.stderr)
+    # The steps print what matters; library chatter (every HTTP request) stays out.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    headless = os.environ.get("DEMO_CHECK", "").strip() not in ("", "0")
+    # Ctrl-C and a polite kill both end in the cleanup that stops the servers, also when
+    # started from a shell that ignored SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    base = Path(os.environ.get("LA_DEMO_DIR") or ROOT / "demo-data")
+    folder = (base / "check") if headless else base
+    if headless:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        run(folder.resolve(), headless)
+    except (DemoError, LabelStudioError, LabelStudioServerError, OSError) as error:
+        print(f"demo: {'check failed' if headless else 'error'}: {error}", file=sys.stderr)
         return 1
-
-    _step("3. partial annotations (simulated annotator) + 4. cleanup")
-    for i, name in enumerate(names):
-        prelabel = read_image(prelabels_dir / f"{name}.png")[..., 0]
-        annotation = sparsify(prelabel, 0.15, band=4, seed=i)
-        if i == 1:  # this annotator drew objects only, no background: the gate must stop it
-            annotation[annotation == BACKGROUND] = UNLABELED
-        Image.fromarray(annotation).save(annotations_dir / f"{name}.png")
-        result = cleanup(annotation)
-        Image.fromarray(result.label_map).save(cleaned_dir / f"{name}.png")
-        labeled = (annotation != UNLABELED).mean()
-        changes = ", ".join(f"{op} {px}" for op, px in result.changes.items())
-        print(f"{name}: {labeled:.0%} of pixels labeled; cleanup changed: {changes}")
-
-    _step("5. inspection and gate:  label-assistant inspect demo-data/images demo-data/cleaned")
-    code = cli(["inspect", str(images_dir), str(cleaned_dir), "--classes", "Nucleus",
-                "--min-class-pixels", "5000"])
-    if code not in (0, 1):  # 1 = some annotations quarantined, which the demo shows on purpose
-        print("demo: inspection failed", file=sys.stderr)
-        return 1
-
-    print(f"\nDone. Images, pre-labels, annotations and cleaned annotations are in "
-          f"{DEMO.relative_to(ROOT)}/; one annotation without background was quarantined.")
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
+    if headless:
+        print(f"demo check passed in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
 

@@ -70,6 +70,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -238,11 +239,12 @@ class LabelStudioClient:
     # -- transport --------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, params: Mapping | None = None,
-                 json_body: Any = None, missing_ok: bool = False) -> Any:
-        """One HTTP call for endpoints the SDK lacks; JSON back, ``None`` for 404 if allowed."""
+                 json_body: Any = None, files: Any = None, missing_ok: bool = False) -> Any:
+        """One HTTP call for endpoints the SDK lacks; JSON back, ``None`` for 404 if allowed.
+        ``files`` makes it a multipart upload (``requests``' ``files=``)."""
         try:
             response = self._http.request(method, self.url + path, params=params,
-                                          json=json_body, timeout=self.timeout)
+                                          json=json_body, files=files, timeout=self.timeout)
         except requests.RequestException as error:
             raise LabelStudioError(f"{method} {path}: {type(error).__name__}: {error}") from None
         if missing_ok and response.status_code == 404:
@@ -290,10 +292,44 @@ class LabelStudioClient:
                            request=list(tasks), return_task_ids=True)
         return [int(i) for i in (result.task_ids or [])]
 
+    def upload_files(self, project_id: int, paths: Sequence[str | Path]) -> list[int]:
+        """Upload image files as new tasks (the "Import" button: Label Studio stores them and
+        the tasks point at ``/data/upload/...``); the new task ids, in the order given."""
+        ids: list[int] = []
+        for path in paths:
+            path = Path(path)
+            with path.open("rb") as handle:
+                body = self._request("POST", f"/api/projects/{project_id}/import",
+                                     params={"return_task_ids": "true"},
+                                     files={path.name: (path.name, handle)})
+            new = [int(i) for i in (body or {}).get("task_ids") or []]
+            if len(new) != 1:
+                raise LabelStudioError(f"uploading {path.name} made {len(new)} tasks, not 1")
+            ids.extend(new)
+        return ids
+
+    def ml_backends(self, project_id: int) -> list[dict[str, Any]]:
+        """The ML backends connected to the project."""
+        return self._request("GET", "/api/ml", params={"project": project_id}) or []
+
+    def disconnect_backend(self, backend_id: int) -> None:
+        self._request("DELETE", f"/api/ml/{backend_id}", missing_ok=True)
+
+    def retrieve_predictions(self, project_id: int) -> None:
+        """The Data Manager action "Retrieve Predictions" on every task: Label Studio asks
+        the connected ML backend (one ``/predict`` call) and stores what it answers."""
+        self._request("POST", "/api/dm/actions",
+                      params={"id": "retrieve_tasks_predictions", "project": project_id},
+                      json_body={"selectedItems": {"all": True, "excluded": []}})
+
+    def predictions(self, project_id: int) -> list[dict[str, Any]]:
+        """Every prediction stored in the project."""
+        return self._request("GET", "/api/predictions", params={"project": project_id}) or []
+
     def connect_backend(self, project_id: int, url: str, *, title: str = "label-assistant",
                         is_interactive: bool = False) -> int:
         """Connect an ML backend (idempotent: an existing one with that URL is reused)."""
-        for backend in self._request("GET", "/api/ml", params={"project": project_id}) or []:
+        for backend in self.ml_backends(project_id):
             if backend.get("url", "").rstrip("/") == url.rstrip("/"):
                 return int(backend["id"])
         backend = self._sdk("POST /api/ml", self.sdk.ml.create, url=url, project=project_id,

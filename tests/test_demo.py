@@ -1,0 +1,58 @@
+"""The demo's pieces that need no server (the whole demo runs as ``make demo DEMO_CHECK=1``
+inside ``make test``): sample data and how tasks are recognised on a rerun."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from label_assistant import demo
+from label_assistant.labelstudio import parse_label_config
+from label_assistant.samples import nuclei_sequence, to_uint8
+
+
+def test_samples_are_bright_nuclei_with_true_masks():
+    frames = nuclei_sequence("seqA", 3, seed=1, size=96, count=5)
+    assert [f.name for f in frames] == ["seqA_t00", "seqA_t01", "seqA_t02"]
+    for f in frames:
+        assert f.image.dtype == np.uint16 and f.instances.shape == f.image.shape
+        inside, outside = f.image[f.instances > 0], f.image[f.instances == 0]
+        assert inside.mean() > 2 * outside.mean()
+        assert 1 <= len(np.unique(f.instances)) - 1 <= 5
+    # Nuclei drift: consecutive frames differ, but only a little.
+    assert not np.array_equal(frames[0].instances, frames[1].instances)
+    assert (frames[0].instances > 0).sum() > 0.5 * (frames[1].instances > 0).sum()
+
+
+def test_to_uint8_stretches_percentiles():
+    image = np.linspace(100, 4000, 10_000).reshape(100, 100).astype(np.uint16)
+    out = to_uint8(image)
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+
+
+def test_make_samples_writes_once_and_reuses(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "SHARED_NUCLEI", tmp_path / "absent")
+    files = demo.make_samples(tmp_path)
+    expected = sum(n for _, n, _ in demo.SEQUENCES)
+    assert len(files) == expected
+    assert {f.sequence for f in files} == {s for s, _, _ in demo.SEQUENCES}
+    first = files[0]
+    image = np.asarray(Image.open(first.path))
+    assert image.dtype == np.uint8 and image.shape == np.load(first.truth).shape
+    stamp = first.path.stat().st_mtime_ns
+    again = demo.make_samples(tmp_path)
+    assert again == files and first.path.stat().st_mtime_ns == stamp
+    assert not list((tmp_path / "images").glob("*.tmp.png"))
+
+
+def test_task_name_from_field_or_uploaded_file_name():
+    assert demo._task_name({"data": {"name": "seqB_t01", "image": "/x.png"}}) == "seqB_t01"
+    uploaded = {"data": {"image": "/data/upload/3/5f2a9c1e-seqB_t01.png"}}
+    assert demo._task_name(uploaded) == "seqB_t01"
+    assert demo._task_name({"data": {"image": "/data/upload/3/plain.png"}}) is None
+
+
+def test_label_config_has_background_a_class_and_the_warnings_header():
+    config = parse_label_config(demo.LABEL_CONFIG)
+    assert config.labels == ("Background", demo.CLASS_NAME)
+    assert "$la_warnings" in demo.LABEL_CONFIG
