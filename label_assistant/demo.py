@@ -157,7 +157,12 @@ def make_samples(folder: Path) -> list[SampleFile]:
         source = sorted((SHARED_NUCLEI / "images").iterdir())[0]
         path = images / "dsb2018_nucleus.png"
         if not path.exists():
-            shutil.copy(source, path)
+            from label_assistant.images import read_image
+
+            # A 16-bit TIFF: browsers show 8-bit PNG.
+            tmp = path.with_suffix(".tmp.png")
+            Image.fromarray(to_uint8(read_image(source)[..., 0])).save(tmp)
+            tmp.replace(path)
         files.append(SampleFile(path.stem, path, None, None, None))
     return files
 

@@ -313,3 +313,35 @@ def test_connect_backend_is_idempotent(labelstudio_module):
         assert [(b.id, b.url) for b in backends] == [(first, url)]
     finally:
         stub.shutdown()
+
+
+def test_sink_refreshes_prelabels_of_the_head_of_the_ranking_in_batches():
+    asked = []
+
+    class FakeClient:
+        fail_after = None
+
+        def list_unlabeled_tasks(self, project_id):
+            return [{"id": i} for i in range(10, 35)]
+
+        def write_ranking(self, project_id, ranking):
+            pass
+
+        def retrieve_predictions(self, project_id, task_ids):
+            if self.fail_after is not None and len(asked) >= self.fail_after:
+                raise LabelStudioError("POST /api/dm/actions -> 500: boom")
+            asked.append(list(task_ids))
+
+    def rank(project_id, version, tasks):  # rank 1 = the last task
+        return [(t["id"], i, 0.5, "r") for i, t in enumerate(reversed(tasks), 1)]
+
+    client = FakeClient()
+    LabelStudioSink(client, rank_tasks=rank, prelabel_ahead=12,
+                    prelabel_batch=5).version_published(1, "v3")
+    assert asked == [[34, 33, 32, 31, 30], [29, 28, 27, 26, 25], [24, 23]]
+    asked.clear()
+    LabelStudioSink(client, rank_tasks=rank).version_published(1, "v3")  # default: none
+    assert asked == []
+    client.fail_after = 1
+    sink = LabelStudioSink(client, rank_tasks=rank, prelabel_ahead=12, prelabel_batch=5)
+    assert sink.refresh_prelabels(1, "v3", rank(1, "v3", client.list_unlabeled_tasks(1))) == 5

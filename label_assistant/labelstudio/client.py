@@ -66,6 +66,7 @@ Server errors become :class:`LabelStudioError` with one line: method, path, stat
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -119,6 +120,8 @@ DEFAULT_VIEW_TITLE = "Default"
 
 RANK_WIDTH = 6  # "000001": text order = numeric order up to 999999 tasks
 WARNINGS_HEADER = f'<Header value="${WARNINGS_FIELD}" size="5" style="color: #b3261e"/>'
+log = logging.getLogger(__name__)
+
 _SAMPLINGS = ("Sequential sampling", "Uniform sampling", "Uncertainty sampling")
 _BODY_CHARS = 200
 _PAGE_SIZE = 500
@@ -315,12 +318,17 @@ class LabelStudioClient:
     def disconnect_backend(self, backend_id: int) -> None:
         self._request("DELETE", f"/api/ml/{backend_id}", missing_ok=True)
 
-    def retrieve_predictions(self, project_id: int) -> None:
-        """The Data Manager action "Retrieve Predictions" on every task: Label Studio asks
-        the connected ML backend (one ``/predict`` call) and stores what it answers."""
+    def retrieve_predictions(self, project_id: int, task_ids: Sequence[int] | None = None
+                             ) -> None:
+        """The Data Manager action "Retrieve Predictions" on ``task_ids`` (all tasks when
+        ``None``): Label Studio asks the connected ML backend (one ``/predict`` call, which
+        it waits up to 100 s for) and stores what it answers as new predictions; the labeling
+        screen pre-labels a task from its newest one."""
+        selected = ({"all": True, "excluded": []} if task_ids is None
+                    else {"all": False, "included": [int(t) for t in task_ids]})
         self._request("POST", "/api/dm/actions",
                       params={"id": "retrieve_tasks_predictions", "project": project_id},
-                      json_body={"selectedItems": {"all": True, "excluded": []}})
+                      json_body={"selectedItems": selected})
 
     def predictions(self, project_id: int) -> list[dict[str, Any]]:
         """Every prediction stored in the project."""
@@ -516,9 +524,14 @@ class LabelStudioSink:
         self,
         client: LabelStudioClient,
         rank_tasks: Callable[[int, str, list[dict[str, Any]]], Ranking] | None = None,
+        *,
+        prelabel_ahead: int = 0,
+        prelabel_batch: int = 10,
     ) -> None:
         self.client = client
         self.rank_tasks = rank_tasks
+        self.prelabel_ahead = prelabel_ahead
+        self.prelabel_batch = prelabel_batch
 
     def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
                              report: Mapping[str, Any]) -> None:
@@ -533,3 +546,22 @@ class LabelStudioSink:
         unlabeled = self.client.list_unlabeled_tasks(project_id)
         ranking = self.rank_tasks(project_id, version_id, unlabeled)
         self.client.write_ranking(project_id, ranking)
+        self.refresh_prelabels(project_id, version_id, ranking)
+
+    def refresh_prelabels(self, project_id: int, version_id: str, ranking: Ranking) -> int:
+        """New pre-labels, from the new version, for the first ``prelabel_ahead`` tasks of
+        the ranking (the ones annotators get next; the rest keep their older pre-labels, so
+        a large project costs no more than this). In batches, each one ``/predict`` that
+        Label Studio waits 100 s for. A failure is logged, not raised: the ranking is
+        written. Returns the tasks asked for."""
+        ahead = [int(task) for task, *_ in sorted(ranking, key=lambda r: r[1])]
+        ahead = ahead[: max(0, self.prelabel_ahead)]
+        for start in range(0, len(ahead), self.prelabel_batch):
+            batch = ahead[start: start + self.prelabel_batch]
+            try:
+                self.client.retrieve_predictions(project_id, batch)
+            except LabelStudioError as error:
+                log.warning("project %s %s: pre-labels for tasks %s not refreshed: %s",
+                            project_id, version_id, batch, error)
+                return start
+        return len(ahead)

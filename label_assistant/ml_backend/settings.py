@@ -40,6 +40,9 @@ Variable -> field (default): meaning.
   part runs).
 - ``LA_SEQUENCE_FIELD`` -> ``sequence_field`` (``sequence``): the task data field holding
   an image's sequence id.
+- ``LA_PRELABEL_AHEAD`` -> ``prelabel_ahead`` (20): after each new version, Label Studio is
+  asked for new pre-labels (from that version) of this many tasks at the head of the
+  ranking; the others keep their older ones (0: none).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ class Settings:
     sink: str | None = None
     strategy: str = "sequence+entropy"
     sequence_field: str = "sequence"
+    prelabel_ahead: int = 20
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
@@ -166,6 +170,7 @@ class Settings:
             sink=_str(env, "LA_SINK"),
             strategy=_strategy(env),
             sequence_field=_str(env, "LA_SEQUENCE_FIELD") or "sequence",
+            prelabel_ahead=_int(env, "LA_PRELABEL_AHEAD", cls.prelabel_ahead),
         )
         return replace(settings, **overrides) if overrides else settings
 
@@ -185,6 +190,7 @@ class Settings:
             "device": "LA_DEVICE", "predict_tile": "LA_PREDICT_TILE",
             "predict_background": "LA_PREDICT_BACKGROUND", "poll_interval": "LA_POLL_INTERVAL",
             "sink": "LA_SINK", "strategy": "LA_STRATEGY", "sequence_field": "LA_SEQUENCE_FIELD",
+            "prelabel_ahead": "LA_PRELABEL_AHEAD",
         }
         env = {}
         for f in fields(self):

@@ -9,7 +9,8 @@ builds a :class:`ProjectSinks`: per Label Studio project, a
 
 After each new version the sink re-ranks the project's unlabeled tasks with
 :func:`~label_assistant.ml_backend.ranking.rank_tasks` (tasks already labeled count in their
-sequence) and writes the ranking (``la_rank`` and the "Next to label" tab). This runs in the
+sequence), writes the ranking (``la_rank`` and the "Next to label" tab) and asks Label
+Studio to retrieve new pre-labels for the first ``LA_PRELABEL_AHEAD`` tasks of it. This runs in the
 worker; a failure is retried by the worker (the version stays unnotified).
 """
 
@@ -81,7 +82,8 @@ class ProjectSinks:
         def rank_tasks(project: int, version: str, unlabeled: list[dict[str, Any]]) -> Any:
             return self.rank_tasks(client, origin, project, version, unlabeled)
 
-        return LabelStudioSink(client, rank_tasks=rank_tasks)
+        return LabelStudioSink(client, rank_tasks=rank_tasks,
+                               prelabel_ahead=self.settings.prelabel_ahead)
 
     def rank_tasks(self, client: Any, origin: tuple[str, str] | None, project_id: int,
                    version_id: str, unlabeled: list[dict[str, Any]]) -> Any:
