@@ -160,6 +160,9 @@ class FakeClient:
     def write_ranking(self, project, ranking):
         self.calls.append(("ranking", project, list(ranking)))
 
+    def retrieve_predictions(self, project, task_ids):
+        self.calls.append(("predictions", project, list(task_ids)))
+
 
 def test_sink_uses_the_setup_origin_then_the_settings_one(tmp_path):
     store = Store.for_workdir(tmp_path)
@@ -184,7 +187,8 @@ def test_sink_uses_the_setup_origin_then_the_settings_one(tmp_path):
     sink.version_published(1, "v0001")
     client = sink.client(1)
     assert client.calls == [("inspection", 1, 5, 7), ("clear", 1, 5),
-                            ("ranking", 1, [(2, 1, 0.5, "only one")])]
+                            ("ranking", 1, [(2, 1, 0.5, "only one")]),
+                            ("predictions", 1, [2])]  # LA_PRELABEL_AHEAD
     assert seen["version"] == "v0001" and [t["id"] for t in seen["unlabeled"]] == [2]
     assert [t["id"] for t in seen["labeled_tasks"]] == [1]
     assert (seen["hostname"], seen["token"]) == ("http://ls:8080", "tok1")

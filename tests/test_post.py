@@ -287,3 +287,16 @@ def test_cleanup_invariants(values, ids, with_instances):
             of_class = np.where(out == c, result.instances, 0)
             assert np.array_equal(separate_touching(of_class), of_class)
     assert result.changed >= int(changed.sum())
+
+
+def test_separation_line_through_a_filled_hole_goes_back_to_unlabeled():
+    # Found by hypothesis: a one-pixel hole next to where object 2 touches object 1. Filling
+    # makes it class 1, separation carves it; it must not become background.
+    values = np.ones((8, 8), np.uint8)
+    values[2, 1] = U
+    inst = np.ones((8, 8), np.int32)
+    inst[1, 0] = 2
+    inst[values == U] = 0
+    result = cleanup(values, instances=inst)
+    assert result.label_map[2, 1] == U
+    assert result.label_map[1, 0] == 1 and result.instances[1, 0] == 2  # object 2 kept

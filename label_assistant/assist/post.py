@@ -121,7 +121,7 @@ def cleanup(
     if params.min_fragment_size > 1:
         changes["remove_fragments"] = _remove_fragments(out, inst, params.min_fragment_size)
     if params.separate:
-        changes["separate_touching"] = _separate(out, inst)
+        changes["separate_touching"] = _separate(out, inst, label_map == UNLABELED)
     return CleanupResult(label_map=out, instances=inst, changes=changes)
 
 
@@ -213,13 +213,15 @@ def _remove_fragments(out: np.ndarray, inst: np.ndarray | None, min_size: int) -
     return _to_unlabeled(out, inst, small)
 
 
-def _separate(out: np.ndarray, inst: np.ndarray | None) -> int:
+def _separate(out: np.ndarray, inst: np.ndarray | None, was_unlabeled: np.ndarray) -> int:
+    """Carve background between touching objects; where the line crosses a filled hole (a
+    pixel the annotator left unlabeled) it goes back to unlabeled: nobody called it background."""
     if inst is None:
         return 0
     carved = np.zeros(out.shape, dtype=bool)
     for c in _classes(out):
         of_class = np.where(out == c, inst, 0)
         carved |= (of_class > 0) & (separate_touching(of_class) == 0)
-    out[carved] = BACKGROUND
+    out[carved] = np.where(was_unlabeled[carved], UNLABELED, BACKGROUND)
     inst[carved] = 0
     return int(carved.sum())
