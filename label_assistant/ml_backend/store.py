@@ -424,6 +424,21 @@ class Store:
             latest[r["task_id"] if r["task_id"] is not None else f"a{r['annotation_id']}"] = r
         return sorted(latest.values(), key=lambda r: r["id"])
 
+    def annotation_revisions(self, project: str) -> list[dict[str, Any]]:
+        """A project's annotation revisions with ``received_at``, oldest first.
+
+        ``received_at`` is when the revision's event reached the backend (the row's last change
+        if that event is gone): reports use it to tell what the gate had seen by a given time,
+        which ``state`` (the revision's state now) can't.
+        """
+        rows = self._query(
+            "SELECT a.*, COALESCE(e.received_at, a.updated) AS received_at FROM annotations a "
+            "LEFT JOIN events e ON e.id = a.event_id WHERE a.project = ? ORDER BY a.id",
+            (str(project),))
+        for r in rows:
+            r["findings"] = json.loads(r["findings"]) if r["findings"] else None
+        return rows
+
     def annotation_counts(self) -> dict[tuple[str, str], int]:
         """``(project, state) -> revisions``."""
         return {(r["project"], r["state"]): r["n"] for r in self._query(

@@ -351,10 +351,12 @@ class Worker:
                 self.store.finish_event(event.id, "failed", str(retry))
             else:
                 delay = min(60.0, 2.0 ** event.attempts)
-                log.info("event %d: %s; trying again in %.0f s", event.id, retry, delay)
+                log.info("project %s event %d: %s; trying again in %.0f s", event.project,
+                         event.id, retry, delay)
                 self.store.retry_event(event.id, str(retry), delay)
         except Exception as error:
-            log.exception("event %d (%s) failed", event.id, event.action)
+            log.exception("project %s event %d (%s) failed", event.project, event.id,
+                          event.action)
             self.store.finish_event(event.id, "failed", f"{type(error).__name__}: {error}")
         return True
 
@@ -488,19 +490,23 @@ class Worker:
             f"in state {status.get('state')}"
         reason = f"the training process (pid {job['pid']}) ended without finishing, {where}"
         if job["attempts"] < MAX_JOB_ATTEMPTS:
-            log.warning("project %s job %d: %s; running it again", job["project"], job["id"],
-                        reason)
+            log.warning("project %s job %d: %s; running it again (current version %s)",
+                        job["project"], job["id"], reason,
+                        self._current_version(job["project"]) or "none")
             self.store.requeue_job(job["id"], reason)
-        else:
-            log.error("project %s job %d: %s; giving up", job["project"], job["id"], reason)
+        else:  # _finished logs it, with the reason
             self._finished(job, "failed", error=reason)
 
     def _finished(self, job: dict[str, Any], state: str, *, version: str | None = None,
                   error: str | None = None) -> None:
         self._handles.pop(job["id"], None)
         followup = self.store.finish_job(job["id"], state, version=version, error=error)
-        log.info("project %s job %d %s%s%s", job["project"], job["id"], state,
-                 f": version {version}" if version else "", f": {error}" if error else "")
+        if state == "done":
+            log.info("project %s job %d done: published %s", job["project"], job["id"],
+                     version or "no version")
+        else:
+            log.error("project %s job %d failed, current version stays %s: %s", job["project"],
+                      job["id"], self._current_version(job["project"]) or "none", error)
         if followup:
             log.info("project %s: follow-up job %d queued", job["project"], followup)
 
@@ -519,13 +525,21 @@ class Worker:
             handle = self.start_job(job_dir)
         except Exception as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            log.error("project %s job %d can't start: %s", project, job["id"], reason)
+            log.error("project %s job %d can't start, current version stays %s: %s", project,
+                      job["id"], self._current_version(project) or "none", reason)
             self.store.finish_job(job["id"], "failed", error=reason)
             return
         self._handles[job["id"]] = handle
         self.store.set_job_pid(job["id"], handle.pid)
-        log.info("project %s job %d started (pid %d, %d annotations, %s)", project, job["id"],
-                 handle.pid, len(request["images"]), job_dir)
+        log.info("project %s job %d started (pid %d, %d annotations, after %s, %s)", project,
+                 job["id"], handle.pid, len(request["images"]),
+                 self._current_version(project) or "no version", job_dir)
+
+    def _current_version(self, project: str) -> str | None:
+        """The project's current model version id (what predictions use now), for logs."""
+        from label_assistant.model.registry import ModelRegistry
+
+        return ModelRegistry(models_dir(self.settings.workdir, project)).current_id()
 
     def training_request(self, project: str, rows: list[dict[str, Any]], job_id: int
                          ) -> dict[str, Any]:

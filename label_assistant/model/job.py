@@ -48,6 +48,29 @@ def read_status(job_dir: Path) -> dict[str, Any]:
         return {"state": "missing"}
 
 
+def job_label(request: dict[str, Any], job_dir: Path) -> str:
+    """How log lines name the job: ``project 7 job 3`` for the backend's jobs (the manifest
+    extra the worker writes says which), else the job folder's name."""
+    extra = request.get("manifest_extra") or {}
+    name = Path(job_dir).name
+    job = f"job {extra['job']}" if extra.get("job") is not None else \
+        (name if name.startswith("job") else f"job {name}")
+    return f"project {extra['project']} {job}" if extra.get("project") is not None else job
+
+
+class _NamesJob(logging.Filter):
+    """Puts the job's label on the lines of the training process's other loggers (epochs,
+    the registry's publish), whose messages don't know the project; this module's name it."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_label = "" if record.name == __name__ else f"{self.label}: "
+        return True
+
+
 def start(job_dir: Path) -> subprocess.Popen:
     """Start the job in a new process; its output goes to ``train.log`` in the job folder."""
     job_dir = Path(job_dir)
@@ -68,9 +91,14 @@ def run(job_dir: Path) -> dict[str, Any]:
 
     job_dir = Path(job_dir)
     request = json.loads((job_dir / REQUEST_FILE).read_text())
+    label = job_label(request, job_dir)
     status: dict[str, Any] = {"state": "running", "started_at": time.time(), "pid": os.getpid()}
     _write_json_atomic(job_dir / STATUS_FILE, status)
+    registry: ModelRegistry | None = None
     try:
+        registry = ModelRegistry(Path(request["registry"]))
+        log.info("%s: training on %d images after %s", label, len(request["images"]),
+                 registry.current_id() or "no version")
         config = TrainConfig.from_dict(request.get("config", {}))
         examples = [
             load_example(Path(i), Path(lb), request.get("mask_type", "labelmap"),
@@ -84,7 +112,6 @@ def run(job_dir: Path) -> dict[str, Any]:
             _write_json_atomic(job_dir / STATUS_FILE, status)
 
         result = train(examples, request["class_names"], config, on_epoch=on_epoch)
-        registry = ModelRegistry(Path(request["registry"]))
         current = registry.current()
         info = registry.publish(
             result.state_dict,
@@ -98,10 +125,16 @@ def run(job_dir: Path) -> dict[str, Any]:
             parent=current.id if current else None,
         )
         status.update(state="done", version=info.id, finished_at=time.time(), progress=1.0)
+        dice = result.metrics.get("val_mean_dice")
+        log.info("%s: published %s (parent %s, %d epochs, %.0f s%s)", label, info.id,
+                 info.parent or "none", result.metrics["epochs_run"], result.seconds,
+                 f", val Dice {dice:.3f}" if dice is not None else "")
     except Exception as error:  # a failed job must say why, in its status
         status.update(state="failed", error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=5), finished_at=time.time())
-        log.error("training job %s failed: %s", job_dir, error)
+        kept = registry.current_id() if registry is not None else None
+        log.error("%s: training failed, current version stays %s: %s (%s)", label,
+                  kept or "none", error, job_dir)
     _write_json_atomic(job_dir / STATUS_FILE, status)
     return status
 
@@ -111,8 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m label_assistant.model.job JOB_DIR", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return 0 if run(Path(argv[0]))["state"] == "done" else 1
+    job_dir = Path(argv[0])
+    try:
+        request = json.loads((job_dir / REQUEST_FILE).read_text())
+    except (OSError, ValueError):
+        request = {}  # run() reports the unreadable request
+    handler = logging.StreamHandler()
+    handler.addFilter(_NamesJob(job_label(request, job_dir)))
+    logging.basicConfig(level=logging.INFO, handlers=[handler],
+                        format="%(asctime)s %(levelname)s %(job_label)s%(message)s")
+    return 0 if run(job_dir)["state"] == "done" else 1
 
 
 if __name__ == "__main__":
