@@ -4,6 +4,8 @@ inside ``make test``): sample data and how tasks are recognised on a rerun."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from labelstudio_harness import *  # noqa: F403
 from PIL import Image
 
 from label_assistant import demo
@@ -56,3 +58,28 @@ def test_label_config_has_background_a_class_and_the_warnings_header():
     config = parse_label_config(demo.LABEL_CONFIG)
     assert config.labels == ("Background", demo.CLASS_NAME)
     assert "$la_warnings" in demo.LABEL_CONFIG
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_demo_check_against_an_existing_label_studio(labelstudio, tmp_path, monkeypatch, capsys):
+    """``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``: no local server is started, the
+    project is made there, and the whole check (pre-labels, tab, verdict, reuse) passes."""
+    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    monkeypatch.setattr(demo, "SHARED_NUCLEI", tmp_path / "absent")  # 18 generated images
+    demo.run(tmp_path / "demo", headless=True)
+    out = capsys.readouterr().out
+    assert f"Label Studio: using {labelstudio.url}" in out
+    assert "Label Studio: started" not in out and not (tmp_path / "demo" / "label-studio").exists()
+    projects = [p for p in labelstudio.sdk.projects.list() if p.title == demo.PROJECT_TITLE]
+    assert len(projects) == 1  # the second start reused it
+    assert len(labelstudio.client.list_tasks(projects[0].id)) == 18
+
+
+def test_existing_label_studio_without_a_token_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    with pytest.raises(demo.DemoError, match="LABEL_STUDIO_API_KEY is not"):
+        with demo.label_studio(tmp_path, None):
+            pass
