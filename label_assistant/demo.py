@@ -467,6 +467,7 @@ def _int_env(name: str, default: int | None) -> int | None:
 
 
 def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject) -> None:
+    report = be.workdir.parent / "report"
     login = (f"{ls.username} / {ls.password}  (API token {ls.token})" if ls.local
              else "your own account")
     print(f"""
@@ -480,9 +481,11 @@ label-assistant demo is up.
 Open the "{NEXT_VIEW_TITLE}" tab and press "Label Tasks As Displayed": tasks come in the
 order label-assistant ranked them, each with Otsu pre-labels. Partial labels are fine: paint
 some nuclei fully (Nucleus) and background around them (Background); leave the rest. After
-{os.environ.get('LA_TRAIN_AFTER', '3')} admitted annotations a model trains in the background;
-its pre-labels replace Otsu's for tasks without one, and the ranking is redone.
+{os.environ.get('LA_TRAIN_AFTER', '3')} admitted annotations a model trains in the background
+(about a minute); then the tasks are ranked again and the next ones get its pre-labels.
 Watch the rounds: .venv/bin/label-assistant rounds --workdir {be.workdir} --project {demo.project}
+Plots and a page: .venv/bin/label-assistant report --workdir {be.workdir} --project {demo.project}
+                  --out {report}
 
 Ctrl-C stops Label Studio and the backend; `make demo` again picks up where you left.
 """, flush=True)
