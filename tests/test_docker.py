@@ -89,8 +89,15 @@ def test_base_image_is_cpu_by_default_and_installs_use_the_pins():
     assert args["TORCH_INDEX"].endswith("/cpu")
     installs = [a for i, a in instructions() if i == "RUN" and "pip install" in a]
     assert installs and all("-c constraints.txt" in a for a in installs)
-    torch_install = next(a for a in installs if "torch" in a)
-    assert "${TORCH_INDEX}" in torch_install
+    # Only torch and torchvision come from TORCH_INDEX (--no-deps): their dependencies and
+    # numpy's pin come from PyPI, which the pytorch index need not mirror.
+    torch_install = next(a for a in installs if "${TORCH_INDEX}" in a)
+    first, *rest = torch_install.split("&&")
+    assert "--no-deps" in first and first.split()[-2:] == ["torch", "torchvision"], first
+    assert all("TORCH_INDEX" not in a for a in rest), rest
+    # scipy 1.17 (constraints.txt) needs Python >= 3.11.
+    python = re.fullmatch(r"python:(\d+)\.(\d+)\S*", args["BASE_IMAGE"])
+    assert python and tuple(map(int, python.groups())) >= (3, 11), args["BASE_IMAGE"]
     assert _env_of_dockerfile()["HF_HUB_OFFLINE"] == "1"  # never download weights
 
 
@@ -103,14 +110,20 @@ def test_compose_wires_label_studio_and_the_backend():
     assert ls["image"] == f"heartexlabs/label-studio:{ls_version}"
     ls_env = {k: _compose_value(v) for k, v in ls["environment"].items()}
     env = {k: _compose_value(v) for k, v in backend["environment"].items()}
-    # The backend reaches Label Studio by service name and container port.
+    # Label Studio's /setup tells the backend it is at LABEL_STUDIO_HOST, else at
+    # http://localhost:<its port>, and the backend uses that address over LABEL_STUDIO_URL:
+    # it must be right inside the backend, so the backend shares Label Studio's network.
+    assert backend["network_mode"] == "service:label-studio"
+    assert "LABEL_STUDIO_HOST" not in ls_env  # it would make image URLs absolute for browsers
     ls_port = ls["ports"][0].split(":")[-1]
-    assert env["LABEL_STUDIO_URL"] == f"http://label-studio:{ls_port}"
+    assert ls_port == "8080"  # the image's `label-studio` command listens there
+    assert env["LABEL_STUDIO_URL"] == f"http://localhost:{ls_port}"
     # One token: the admin's legacy token is the backend's API key.
     assert ls["environment"]["LABEL_STUDIO_USER_TOKEN"] == \
         backend["environment"]["LABEL_STUDIO_API_KEY"]
     assert ls_env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
-    assert ls_env["ML_BLOCK_LOCAL_IP"] == "false"  # or connecting the backend answers 403
+    # Both, or connecting a backend on localhost answers 403.
+    assert ls_env["ML_BLOCK_LOCAL_IP"] == ls_env["SSRF_PROTECTION_ENABLED"] == "false"
     # Every backend variable is a setting, and its default value is accepted.
     assert set(env) <= _setting_variables()
     settings = Settings.from_env(env)
@@ -120,7 +133,10 @@ def test_compose_wires_label_studio_and_the_backend():
     assert any(v.endswith(":/data") for v in backend["volumes"])
     assert backend["build"]["dockerfile"] == "docker/Dockerfile"
     assert (COMPOSE.parent / backend["build"]["context"]).resolve() == ROOT
-    assert backend["ports"][0].split(":")[-1] == _one("EXPOSE")
+    # The backend's port is published by the service whose network it shares (compose
+    # refuses `ports` next to `network_mode: service:...`).
+    assert "ports" not in backend
+    assert f"{_one('EXPOSE')}:{_one('EXPOSE')}" in ls["ports"]
 
 
 def test_dockerignore_keeps_venvs_and_data_out_of_the_context():
