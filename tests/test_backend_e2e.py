@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from label_assistant.labelstudio.client import (
     STATUS_FIELD,
     WARNINGS_FIELD,
 )
+from label_assistant.labelstudio.server import free_port
 from label_assistant.ml_backend.store import Store
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -44,12 +44,6 @@ TINY = dict(arch="Unet", encoder="resnet18", epochs=1, steps_per_epoch=1, batch_
 #: Task i's sequence: tasks 0 (A) and 1 (B) get annotated, so C and the task without a
 #: sequence must come before the rest of A and B.
 SEQUENCES = ["A", "B", "A", "B", "C", None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(what: str, check, timeout: float, interval: float = 0.5):
@@ -87,7 +81,7 @@ def _results(i: int, with_background: bool) -> list[dict]:
 def backend(tmp_path, labelstudio_module):
     """``label-assistant serve`` on a free port; yields (url, workdir, log path)."""
     ls = labelstudio_module
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path / "work"
     config = tmp_path / "train.json"
     config.write_text(json.dumps(TINY))
