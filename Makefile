@@ -43,11 +43,11 @@ test-fast: $(STAMP)
 
 # Label Studio + the backend on sample images, until Ctrl-C; DEMO_CHECK=1: headless check.
 demo: $(STAMP) $(LS_STAMP)
-	HF_HUB_OFFLINE=1 DEMO_CHECK=$(DEMO_CHECK) $(PY) -m label_assistant.demo
+	HF_HUB_OFFLINE=1 DEMO_CHECK=$(DEMO_CHECK) $(PY) -m label_assistant.devtools.demo
 
 # The workflow with the command line alone (pre-label, partial annotation, cleanup, gate).
 walkthrough: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m label_assistant.walkthrough
+	HF_HUB_OFFLINE=1 $(PY) -m label_assistant.devtools.walkthrough
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_rle.py

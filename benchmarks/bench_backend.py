@@ -56,12 +56,11 @@ def _png_data_url(image: np.ndarray) -> str:
 
 def _publish_model(workdir: Path) -> None:
     from label_assistant.model.factory import ModelSpec, create_model
-    from label_assistant.model.registry import ModelRegistry
-    from label_assistant.workdir import models_dir
+    from label_assistant.workspace import Workspace
 
     spec = ModelSpec(classes=("Background", "Cell"))
     model = create_model(spec)
-    ModelRegistry(models_dir(workdir, "1")).publish(
+    Workspace(workdir).registry("1").publish(
         model.state_dict(), spec=spec.to_dict(), class_names=["Background", "Cell"],
         label_config_hash=None, manifest={}, metrics={}, curve=[],
         config={"inference_tile": 512}, parent=None)
@@ -100,8 +99,7 @@ def main() -> int:
 
     from label_assistant.images import normalize_for_model, read_image
     from label_assistant.model.inference import predict_proba
-    from label_assistant.model.registry import ModelRegistry
-    from label_assistant.workdir import models_dir
+    from label_assistant.workspace import Workspace
 
     tmp = Path(tempfile.mkdtemp(prefix="la-bench-backend-"))
     workdir = tmp / "work"
@@ -138,7 +136,7 @@ def main() -> int:
             return elapsed
 
         predict(1)  # the server loads the model on first use
-        model, _ = ModelRegistry(models_dir(workdir, "1")).load_model("current")
+        model, _ = Workspace(workdir).registry("1").load_model("current")
         torch.set_num_threads(torch.get_num_threads())
         x = normalize_for_model(read_image(base64.b64decode(url.split(",", 1)[1])))
         predict_proba(model, x, tile=512)  # warm

@@ -223,3 +223,24 @@ def to_display_uint8(image: np.ndarray, low: float = 1.0, high: float = 99.8) ->
         return hwc.copy()
     normalized = normalize_for_model(hwc, low, high)
     return np.round(np.moveaxis(normalized, 0, -1) * 255).astype(np.uint8)
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A model input (float ``(C, H, W)``) with ``channels`` channels: the project's channel
+    policy, applied the same way in training, prediction and ranking.
+
+    Grey to colour repeats the grey channel; colour to grey averages the colour channels
+    (after each was normalized on its own); RGBA to RGB drops alpha. Anything else is an
+    :class:`ImageError` naming both counts.
+    """
+    have = image.shape[0]
+    if have == channels:
+        return image
+    if have == 1:
+        return np.repeat(image, channels, axis=0)
+    if channels == 1:
+        colour = image[:3] if have == 4 else image
+        return colour.mean(axis=0, keepdims=True, dtype=np.float32)
+    if have == 4 and channels == 3:
+        return image[:3]
+    raise ImageError(f"an image with {have} channels can't be given to a model of {channels}")

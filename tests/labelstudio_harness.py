@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 from label_studio_sdk import LabelStudio
 
-from label_assistant.labelstudio.client import LabelStudioClient
-from label_assistant.labelstudio.server import (
+from label_assistant.devtools.labelstudio_server import (
     DEFAULT_TOKEN,
     LabelStudioNotFound,
     LabelStudioServer,
@@ -37,6 +36,7 @@ from label_assistant.labelstudio.server import (
     find_label_studio,
     init_data_dir,
 )
+from label_assistant.labelstudio.client import LabelStudioClient
 
 __all__ = [
     "BRUSH_CONFIG", "LabelStudioInstance", "labelstudio", "labelstudio_module", "ls_template",

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_backend_support import (
     FIXTURES,
     TOKEN,
@@ -24,7 +25,7 @@ from label_assistant.assist.pre import OtsuParams
 from label_assistant.labelstudio import decode_rle
 from label_assistant.ml_backend.app import create_app
 from label_assistant.ml_backend.settings import Settings
-from label_assistant.ml_backend.store import db_path
+from label_assistant.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="Label Studio fixtures not found")
 
@@ -67,7 +68,9 @@ def test_versions(client, settings):
     assert client.get("/versions").json == {"versions": [OtsuParams().version_name()]}
     published = settings.workdir / "projects" / "1" / "models" / "v0002"
     published.mkdir(parents=True)
-    (published / "version.json").write_text("{}")
+    (published / "version.json").write_text(
+        '{"id": "v0002", "created_at": 0, "parent": null, "spec": {}, "class_names": []}')
+    (published / "model.safetensors").write_bytes(b"")
     assert client.get("/versions").json["versions"][1:] == ["v0002"]
 
 
@@ -77,7 +80,7 @@ def test_setup_registers_the_project_and_answers_fast(client, server, settings):
     assert time.perf_counter() - started < 1.0
     response = client.post("/setup", json=body)
     assert response.json["model_version"] == OtsuParams().version_name()
-    row = sqlite3.connect(db_path(settings.workdir)).execute(
+    row = sqlite3.connect(Workspace(settings.workdir).store_file).execute(
         "SELECT hostname, token FROM projects WHERE id = '1'").fetchone()
     assert row == (server.origin, TOKEN)
 
@@ -206,7 +209,7 @@ WEBHOOKS = ["015_POST_webhook_ANNOTATION_CREATED.json", "016_POST_webhook_ANNOTA
 
 
 def test_webhook_events_are_durable_before_the_answer(client, settings):
-    db = sqlite3.connect(db_path(settings.workdir))
+    db = sqlite3.connect(Workspace(settings.workdir).store_file)
     for name in WEBHOOKS:
         body = fixture(name)
         response = client.post("/webhook", json=body)
@@ -223,7 +226,7 @@ def test_other_webhook_actions_are_acknowledged_and_ignored(client, settings):
     assert response.status_code == 200 and response.json["status"] == "ignored"
     response = client.post("/webhook", json={"action": "SOMETHING_NEW", "project": {"id": 1}})
     assert response.status_code == 200 and response.json["status"] == "ignored"
-    count = sqlite3.connect(db_path(settings.workdir)).execute(
+    count = sqlite3.connect(Workspace(settings.workdir).store_file).execute(
         "SELECT COUNT(*) FROM events").fetchone()[0]
     assert count == 0
 
@@ -231,7 +234,7 @@ def test_other_webhook_actions_are_acknowledged_and_ignored(client, settings):
 def test_legacy_train_is_a_training_request(client, settings):
     response = client.post("/train", json=fixture("legacy_train/007_POST_train.json"))
     assert response.status_code == 200
-    row = sqlite3.connect(db_path(settings.workdir)).execute(
+    row = sqlite3.connect(Workspace(settings.workdir).store_file).execute(
         "SELECT project, action FROM events").fetchone()
     assert row == ("1", "START_TRAINING")
 
@@ -242,17 +245,18 @@ def test_metrics_page(client, server):
     client.post("/webhook", json=fixture("019_POST_webhook_START_TRAINING.json"))
     response = client.get("/metrics")
     assert response.status_code == 200
-    assert response.content_type.startswith("text/plain; version=0.0.4")
-    text = response.get_data(as_text=True)
-    assert 'la_http_requests_total{route="/webhook",method="POST",status="200"} 2' in text
-    assert 'la_http_request_seconds_count{route="/setup"} 1' in text
-    assert "la_queue_depth 2" in text
-    assert 'la_annotations{project="1",state="admitted"} 0' in text
-    assert 'la_training_running{project="1"} 0' in text
-    assert 'la_model_version_number{project="1"} 0' in text
-    for line in text.splitlines():  # every sample line is "name{labels} number"
-        if line and not line.startswith("#"):
-            float(line.rsplit(" ", 1)[1])
+    assert response.content_type.startswith("text/plain; version=")
+    # Every sample parses (name{labels} number), by Prometheus's own client's parser.
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(response.get_data(as_text=True))
+               for s in family.samples}
+    assert samples[("la_http_requests_total",
+                    (("method", "POST"), ("route", "/webhook"), ("status", "200")))] == 2
+    assert samples[("la_http_request_seconds_count", (("route", "/setup"),))] == 1
+    assert samples[("la_queue_depth", ())] == 2
+    assert samples[("la_annotations", (("project", "1"), ("state", "admitted")))] == 0
+    assert samples[("la_training_running", (("project", "1"),))] == 0
+    assert samples[("la_model_version_number", (("project", "1"),))] == 0
 
 
 def test_webhook_acknowledgement_latency(client, capsys):

@@ -12,6 +12,7 @@ label" tab receives the tasks in that order. Also: ``select --project`` (project
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from labelstudio_harness import *  # noqa: F403
@@ -27,6 +29,7 @@ from labelstudio_harness import BRUSH_CONFIG
 from test_backend_support import blob_image, data_url, labeled, png_bytes
 
 from label_assistant.cli import main
+from label_assistant.devtools.labelstudio_server import free_port
 from label_assistant.labelstudio import label_map_to_results, parse_label_config
 from label_assistant.labelstudio.client import (
     NEXT_VIEW_TITLE,
@@ -34,7 +37,6 @@ from label_assistant.labelstudio.client import (
     STATUS_FIELD,
     WARNINGS_FIELD,
 )
-from label_assistant.labelstudio.server import free_port
 from label_assistant.ml_backend.store import Store
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -77,10 +79,9 @@ def _results(i: int, with_background: bool) -> list[dict]:
                                 include_background=True)
 
 
-@pytest.fixture
-def backend(tmp_path, labelstudio_module):
+@contextlib.contextmanager
+def serve(tmp_path: Path, ls, **extra_env: str):
     """``label-assistant serve`` on a free port; yields (url, workdir, log path)."""
-    ls = labelstudio_module
     port = free_port()
     workdir = tmp_path / "work"
     config = tmp_path / "train.json"
@@ -88,7 +89,7 @@ def backend(tmp_path, labelstudio_module):
     env = {**os.environ, "LA_TRAIN_AFTER": "100", "LA_POLL_INTERVAL": "0.2",
            "LA_TRAIN_CONFIG": str(config), "LA_DEVICE": "cpu", "LA_PREDICT_TILE": "64",
            "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", **extra_env}
     env.pop("LA_SINK", None)
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -114,6 +115,12 @@ def backend(tmp_path, labelstudio_module):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def backend(tmp_path, labelstudio_module):
+    with serve(tmp_path, labelstudio_module) as running:
+        yield running
 
 
 def _predictions(ls, task_id: int) -> list:
@@ -219,8 +226,11 @@ def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
     assert all(RANK_FIELD not in tasks[t] for t in ids[:2])
     timings["ranking"] = time.perf_counter() - t0
 
-    view = next(v["id"] for v in ls.client.list_views(project)
-                if v["data"].get("title") == NEXT_VIEW_TITLE)
+    def next_view():  # written after the ranks: the ranking job may still be at it
+        return next((v["id"] for v in ls.client.list_views(project)
+                     if v["data"].get("title") == NEXT_VIEW_TITLE), None)
+
+    view = _wait("the 'Next to label' tab", next_view, 60)
     received = []
     for _ in order:
         task = ls.client.next_task_as_displayed(project, view)
@@ -259,3 +269,64 @@ def test_select_project_form_writes_a_model_free_ranking(labelstudio_module, tmp
     assert main(["select", "--project", str(project), "--workdir", str(tmp_path / "w2"),
                  "--label-studio-url", ls.url]) == 2
     assert "no Label Studio address and token" in capsys.readouterr().err
+
+
+def _confident_version(registry_root: Path) -> str:
+    """Publish a model that is sure about the blob images' objects (about 30 s on 2 cores)."""
+    from label_assistant.datasets import Example, content_hash
+    from label_assistant.images import normalize_for_model
+    from label_assistant.model.config import TrainConfig
+    from label_assistant.model.registry import ModelRegistry
+    from label_assistant.model.train import train
+
+    examples = []
+    for seed in range(6):
+        image, mask = blob_image(64, 64, seed=100 + seed)
+        examples.append(Example(f"b{seed}", normalize_for_model(image), mask,
+                                content_hash(image, mask)))
+    config = TrainConfig(arch="Unet", encoder="resnet18", epochs=3, steps_per_epoch=10,
+                         batch_size=4, tile=64, inference_tile=64, min_labeled_pixels=1,
+                         device="cpu", val_fraction=0.0, lr=3e-3)
+    result = train(examples, ["Background", "Cell"], config)
+    return ModelRegistry(registry_root).publish(
+        result.state_dict, spec=result.spec, class_names=["Background", "Cell"],
+        label_config_hash=None, manifest=result.manifest, metrics=result.metrics,
+        curve=result.curve, config=result.config, parent=None).id
+
+
+def test_background_over_an_object_the_serving_model_sees_is_reported_in_label_studio(
+        labelstudio_module, tmp_path):
+    """The gate in the real service takes the serving version's probabilities: painting
+    Background over an object the model is sure of comes back as background_over_object."""
+    from label_assistant.workspace import Workspace
+
+    ls = labelstudio_module
+    inspection = tmp_path / "inspection.json"
+    inspection.write_text(json.dumps({"model_min_area": 16,
+                                      "severity": {"background_over_object": "error"}}))
+    project = ls.client.create_project("e2e model rules", BRUSH_CONFIG)
+    image, mask = blob_image(64, 64, seed=7)
+    (task_id,) = ls.client.import_tasks(project, [{"image": data_url(png_bytes(image))}])
+    with serve(tmp_path, ls, LA_INSPECTION_CONFIG=str(inspection)) as (url, workdir, log):
+        assert _confident_version(Workspace(workdir).models_dir(str(project))) == "v0001"
+        ls.client.connect_backend(project, url)
+        # One object labeled, Background painted over everything else, the others included.
+        objects, n = __import__("scipy").ndimage.label(mask)
+        label_map = np.zeros(mask.shape, np.uint8)
+        label_map[objects == 1] = 1
+        results = label_map_to_results(label_map, parse_label_config(BRUSH_CONFIG),
+                                       include_background=True)
+        ls.sdk.annotations.create(id=task_id, result=results)
+
+        def status():
+            data = ls.client.get_task(project, task_id)["data"]
+            return data if data.get(STATUS_FIELD) else None
+
+        try:
+            data = _wait("the verdict in Label Studio", status, 90)
+        except AssertionError:
+            print(log.read_text()[-4000:])
+            raise
+    assert n >= 2
+    assert data[STATUS_FIELD] == "quarantined", data
+    assert "Background may cover an unlabeled Cell" in data[WARNINGS_FIELD], data

@@ -12,8 +12,8 @@ from label_assistant.ml_backend.fetch import (
     FetchTooLarge,
     FetchUnreadable,
     ImageFetcher,
-    origin_of,
 )
+from label_assistant.ml_backend.origin import origin_of
 
 
 @pytest.fixture

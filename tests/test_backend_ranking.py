@@ -1,5 +1,5 @@
-"""Ranking a project's unlabeled tasks (ml_backend.ranking) and the default sink
-(ml_backend.sink), without a Label Studio server: data: URLs, a 1x1-conv model."""
+"""Ranking a project's unlabeled tasks (ml_backend.ranking), the origin resolver and the
+default sink (ml_backend.sinks), without a Label Studio server: data: URLs, a 1x1-conv model."""
 
 from __future__ import annotations
 
@@ -8,18 +8,22 @@ import pytest
 import torch
 from test_backend_support import CONFIG, blob_image, data_url, png_bytes
 
+from label_assistant.labelstudio import parse_label_config
+from label_assistant.ml_backend.fetch import ImageFetcher
+from label_assistant.ml_backend.origin import Origin, project_origin
 from label_assistant.ml_backend.ranking import (
     RankingError,
-    RankingModel,
     effective_strategy,
     merge_pools,
+    rank_project,
     rank_tasks,
     ranking_rows,
+    serving_predictor,
 )
 from label_assistant.ml_backend.settings import Settings, SettingsError
-from label_assistant.ml_backend.sink import ProjectSinks, make_sink, project_origin
+from label_assistant.ml_backend.sinks import NullSink, ProjectSinks, load_sink, make_sink
 from label_assistant.ml_backend.store import Store
-from label_assistant.ml_backend.worker import NullSink, load_sink
+from label_assistant.model.predictor import Predictor, Tiling
 from label_assistant.selectors.strategies import Pool, RankedItem
 
 
@@ -92,12 +96,17 @@ def test_settings_strategy_and_sequence_field():
 # --- rank_tasks ----------------------------------------------------------------------------------
 
 
+def _rank(settings, tasks, **kwargs):
+    return rank_tasks(settings, tasks, config=parse_label_config(CONFIG),
+                      fetcher=ImageFetcher.for_origin(settings, None), **kwargs)
+
+
 def test_without_a_model_one_task_per_sequence_first_and_broken_images_last(settings):
     image, _ = blob_image(64, 64)
     tasks = [_task(1, image, sequence="A"), _task(2, image, sequence="A"),
              _task(3, None, sequence="B"), _task(4, image, sequence="C"),
              _task(5, image, sequence="C")]
-    rows = rank_tasks(settings, 3, None, tasks)
+    rows = _rank(settings, tasks)
     assert [r[1] for r in rows] == [1, 2, 3, 4, 5]
     order = [r[0] for r in rows]
     assert order[-1] == 3 and "ranked last" in rows[-1][3]
@@ -108,9 +117,14 @@ def test_without_a_model_one_task_per_sequence_first_and_broken_images_last(sett
 def test_labeled_tasks_count_in_their_sequence(settings):
     image, _ = blob_image(64, 64)
     tasks = [_task(1, image, sequence="A"), _task(2, image, sequence="B")]
-    rows = rank_tasks(settings, 3, None, tasks, labeled_tasks=[_task(9, None, sequence="A")])
+    rows = _rank(settings, tasks, labeled_tasks=[_task(9, None, sequence="A")])
     assert [r[0] for r in rows] == [2, 1]  # B has nothing labeled yet
     assert "1 already labeled" in rows[1][3]
+
+
+def _tiny_predictor() -> Predictor:
+    return Predictor(Tiny().eval(), version="v0001", class_names=["Background", "Cell"],
+                     tiling=Tiling(64), device="cpu")
 
 
 def test_with_a_model_the_most_uncertain_task_comes_first(settings):
@@ -119,31 +133,51 @@ def test_with_a_model_the_most_uncertain_task_comes_first(settings):
     rng = np.random.default_rng(0)
     unsure = np.clip(unsure + rng.normal(0, 2, unsure.shape), 0, 255).astype(np.uint8)
     sure[:32] = 0
-    model = RankingModel("v0001", Tiny().eval(), tile=64, device="cpu", channels=1)
     tasks = [_task(1, sure), _task(2, unsure), _task(3, None)]
-    rows = rank_tasks(settings, 3, "v0001", tasks, model=model, strategy="entropy")
+    rows = _rank(settings, tasks, predictor=_tiny_predictor(), strategy="entropy")
     assert [r[0] for r in rows] == [2, 1, 3]
     assert rows[0][2] > rows[1][2] and "entropy" in rows[0][3]
+    assert _rank(settings, []) == []
 
 
-def test_rank_tasks_needs_a_label_config(settings):
-    with pytest.raises(RankingError, match="no label config"):
-        rank_tasks(settings, 99, None, [])
-    assert rank_tasks(settings, 3, None, []) == []
+def test_serving_predictor_is_none_before_a_version_and_an_error_for_a_broken_one(settings):
+    config = parse_label_config(CONFIG)
+    assert serving_predictor(settings, 3, config) is None
+    registry = settings.workspace.registry("3")
+    registry.root.mkdir(parents=True)
+    (registry.root / "v0001").mkdir()
+    (registry.root / "v0001" / "version.json").write_text(
+        '{"id": "v0001", "created_at": 0, "parent": null, "spec": {"arch": "Unet"}, '
+        '"class_names": ["Background", "Cell"]}')
+    (registry.root / "v0001" / "model.safetensors").write_bytes(b"not weights")
+    (registry.root / "current").write_text("v0001\n")
+    with pytest.raises(RankingError, match="can't load the current model"):
+        serving_predictor(settings, 3, config)
 
 
-def test_an_unknown_version_is_an_error(settings):
-    with pytest.raises(RankingError, match="can't load model v0042"):
-        rank_tasks(settings, 3, "v0042", [_task(1, blob_image()[0])])
+def test_rank_project_writes_the_order_and_asks_for_prelabels_ahead(settings):
+    client = FakeClient("http://ls:8080", "tok")
+    origin = Origin("http://ls:8080", "tok", "setup")
+    outcome = rank_project(settings, 3, client, origin, prelabel_ahead=20)
+    assert (outcome.strategy, outcome.version, outcome.unlabeled) == ("sequence", None, 1)
+    assert client.calls == [("ranking", 3, [(2, 1, 0.0, outcome.ranking[0][3])]),
+                            ("predictions", 3, [2])]
+    client.calls.clear()
+    dry = rank_project(settings, 3, client, origin, write=False)
+    assert dry.view_id is None and client.calls == []
 
 
-# --- the sink ------------------------------------------------------------------------------------
+# --- the origin and the sink ---------------------------------------------------------------------
 
 
 class FakeClient:
     def __init__(self, url, token):
         self.url, self.token, self.calls = url, token, []
-        self.tasks = [{"id": 1, "data": {"sequence": "A"}}, {"id": 2, "data": {}}]
+        image, _ = blob_image(64, 64)
+        self.tasks = [{"id": 1, "data": {"sequence": "A"}}, _task(2, image)]
+
+    def get_project(self, project):
+        return {"label_config": CONFIG}
 
     def write_inspection(self, project, task, report, annotation_id=None):
         self.calls.append(("inspection", project, task, annotation_id))
@@ -159,39 +193,49 @@ class FakeClient:
 
     def write_ranking(self, project, ranking):
         self.calls.append(("ranking", project, list(ranking)))
+        return 1
 
     def retrieve_predictions(self, project, task_ids):
         self.calls.append(("predictions", project, list(task_ids)))
 
 
-def test_sink_uses_the_setup_origin_then_the_settings_one(tmp_path):
+def test_a_token_only_goes_with_the_origin_it_came_with(tmp_path):
+    bare = Settings(workdir=tmp_path)
+    setup = {"hostname": "http://ls:8080/", "token": "tok1"}
+    assert project_origin(bare, setup) == Origin("http://ls:8080", "tok1", "setup")
+    assert project_origin(bare, {}) is None
+    env = Settings(workdir=tmp_path, label_studio_url="http://env:1/", label_studio_api_key="k")
+    assert project_origin(env, {}) == Origin("http://env:1", "k", "settings")
+    # /setup named another origin without a token: the configured token stays home.
+    assert project_origin(env, {"hostname": "http://other:2", "token": None}) == \
+        Origin("http://other:2", None, "setup")
+    # ... and the same origin as configured gets the configured token.
+    assert project_origin(env, {"hostname": "http://ENV:1", "token": None}).token == "k"
+    # An explicit address takes a token only from a pair of its own origin.
+    assert project_origin(env, setup, url="http://ls:8080").token == "tok1"
+    assert project_origin(env, setup, url="http://third:3").token is None
+    assert project_origin(env, setup, url="http://third:3", token="t3").token == "t3"
+    assert project_origin(env, setup, token="t4") == Origin("http://ls:8080", "t4", "setup")
+
+
+def test_sink_writes_to_the_project_origin_and_queues_a_ranking(tmp_path):
     store = Store.for_workdir(tmp_path)
-    store.upsert_project("1", label_config=CONFIG, hostname="http://ls:8080", token="tok1")
+    store.upsert_project("1", label_config=CONFIG)
+    store.set_origin("1", "http://ls:8080", "tok1")
     store.upsert_project("2", label_config=CONFIG)
     bare = Settings(workdir=tmp_path)
-    assert project_origin(bare, store, 1) == ("http://ls:8080", "tok1")
-    assert project_origin(bare, store, 2) is None
-    env = Settings(workdir=tmp_path, label_studio_url="http://env:1/", label_studio_api_key="k")
-    assert project_origin(env, store, 2) == ("http://env:1", "k")
-
-    seen = {}
-
-    def rank(settings, project, version, unlabeled, **kwargs):
-        seen.update(project=project, version=version, unlabeled=unlabeled, **kwargs)
-        return [(2, 1, 0.5, "only one")]
-
-    sink = ProjectSinks(bare, store, client_factory=FakeClient, rank=rank)
+    sink = ProjectSinks(bare, store, client_factory=FakeClient)
     sink.annotation_inspected(1, 5, 7, {"admitted": True})
     sink.annotation_inspected(2, 5, 7, {"admitted": True})  # no origin: nothing, no error
     sink.annotation_deleted(1, 5)
     sink.version_published(1, "v0001")
+    sink.version_published(2, "v0001")  # nowhere to write a ranking: no job
     client = sink.client(1)
-    assert client.calls == [("inspection", 1, 5, 7), ("clear", 1, 5),
-                            ("ranking", 1, [(2, 1, 0.5, "only one")]),
-                            ("predictions", 1, [2])]  # LA_PRELABEL_AHEAD
-    assert seen["version"] == "v0001" and [t["id"] for t in seen["unlabeled"]] == [2]
-    assert [t["id"] for t in seen["labeled_tasks"]] == [1]
-    assert (seen["hostname"], seen["token"]) == ("http://ls:8080", "tok1")
+    assert (client.url, client.token) == ("http://ls:8080", "tok1")
+    assert client.calls == [("inspection", 1, 5, 7), ("clear", 1, 5)]
+    (job,) = store.jobs()
+    assert (job["project"], job["kind"], job["state"], job["reason"]) == \
+        ("1", "rank", "queued", "after v0001")
     assert sink.client(1) is client  # one client per Label Studio
 
 
@@ -199,6 +243,6 @@ def test_load_sink_defaults_to_the_project_sinks(tmp_path):
     store = Store.for_workdir(tmp_path)
     assert isinstance(load_sink(Settings(workdir=tmp_path), store), ProjectSinks)
     assert isinstance(load_sink(Settings(workdir=tmp_path, sink="none"), store), NullSink)
-    named = Settings(workdir=tmp_path, sink="label_assistant.ml_backend.sink:make_sink")
+    named = Settings(workdir=tmp_path, sink="label_assistant.ml_backend.sinks:make_sink")
     assert isinstance(load_sink(named, store), ProjectSinks)
     assert isinstance(make_sink(named, store), ProjectSinks)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from label_assistant.cli import main
-from label_assistant.ml_backend.settings import Settings, SettingsError
+from label_assistant.ml_backend.settings import VARIABLES, Settings, SettingsError
 
 
 def test_defaults_and_environment():
@@ -25,10 +25,45 @@ def test_defaults_and_environment():
     assert Settings.from_env(s.to_env()) == s  # what serve hands to its children
 
 
+def test_to_env_round_trips_settings_that_are_not_the_defaults():
+    s = Settings(workdir=Path("/w"), label_studio_url="http://ls:8080",
+                 label_studio_api_key="k", train_after=0, train_config=Path("t.json"),
+                 strategy="random", sequence_field="movie", prelabel_ahead=3,
+                 background_label="bg", inspection_config=Path("i.json"),
+                 predict_background=True, predict_tile=256, device="cuda",
+                 allowed_origins=("https://a.org", "http://b.org:81"), max_image_bytes=10,
+                 max_image_pixels=20, max_request_bytes=30, fetch_timeout=1.5,
+                 image_cache_ttl=2.0, poll_interval=0.25, sink="none")
+    changed = [v.env for v in VARIABLES if getattr(s, v.attr) == v.default]
+    assert changed == []  # every variable is exercised
+    assert Settings.from_env(s.to_env()) == s
+
+
+@pytest.mark.parametrize("variable", VARIABLES, ids=lambda v: v.env)
+def test_every_declaration_is_documented_and_its_default_parses(variable):
+    assert variable.doc.strip() and variable.shown.strip()
+    assert "|" not in variable.doc + variable.shown and "\n" not in variable.doc  # one row
+    assert [v.env for v in VARIABLES].count(variable.env) == 1
+    assert variable.env.startswith(("LA_", "LABEL_STUDIO_"))
+    assert getattr(Settings(), variable.attr) == variable.default
+    text = variable.text(variable.default)
+    assert variable.read({variable.env: text}) == variable.default
+    if text:  # a default with a text form (not None or empty) comes back through the parser
+        assert variable.parse(text) == variable.default
+
+
+def test_every_field_but_train_overrides_is_a_variable():
+    assert len(VARIABLES) >= 20
+    assert {f.attr for f in VARIABLES} | {"train_overrides"} == set(Settings.__dataclass_fields__)
+
+
 @pytest.mark.parametrize("env, message", [
     ({"LA_TRAIN_AFTER": "many"}, "LA_TRAIN_AFTER must be an integer"),
     ({"LA_MAX_IMAGE_BYTES": "0"}, "LA_MAX_IMAGE_BYTES must be >= 1"),
     ({"LA_POLL_INTERVAL": "-1"}, "LA_POLL_INTERVAL must be > 0"),
+    ({"LA_FETCH_TIMEOUT": "soon"}, "LA_FETCH_TIMEOUT must be a number"),
+    ({"LA_PREDICT_TILE": "16"}, "LA_PREDICT_TILE must be >= 32"),
+    ({"LA_STRATEGY": "entropy+nope"}, "LA_STRATEGY must be a ranking strategy"),
 ])
 def test_bad_values_are_one_line_errors(env, message):
     with pytest.raises(SettingsError, match=message):

@@ -18,9 +18,9 @@ from test_backend_support import (
 
 from label_assistant.ml_backend.app import create_app
 from label_assistant.ml_backend.settings import Settings
-from label_assistant.ml_backend.worker import RecordingSink, Worker
-from label_assistant.model.registry import ModelRegistry
-from label_assistant.workdir import models_dir
+from label_assistant.ml_backend.sinks import RecordingSink
+from label_assistant.ml_backend.worker import Worker
+from label_assistant.workspace import Workspace
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not FIXTURES.is_dir(), reason="fixtures not found")]
@@ -67,7 +67,7 @@ def test_start_training_publishes_a_version_that_predict_then_uses(tmp_path):
     assert job["state"] == "done", (job, (tmp_path / "work").glob("**/train.log"))
     assert job["version"] == "v0001"
     assert ("version_published", (1, "v0001")) in sink.calls
-    info = ModelRegistry(models_dir(settings.workdir, "1")).current()
+    info = Workspace(settings.workdir).registry("1").current()
     assert info.id == "v0001" and info.class_names == ["Background", "Cell"]
     assert len(info.manifest["annotations"]) == 3
 

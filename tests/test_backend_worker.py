@@ -25,8 +25,9 @@ from test_backend_support import (
 )
 
 from label_assistant.ml_backend.settings import Settings
+from label_assistant.ml_backend.sinks import RecordingSink
 from label_assistant.ml_backend.store import Store
-from label_assistant.ml_backend.worker import RecordingSink, Worker
+from label_assistant.ml_backend.worker import Worker
 
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="Label Studio fixtures not found")
 
@@ -79,7 +80,7 @@ def make_worker(tmp_path, sink, starter, **settings) -> Worker:
 
 
 def post(worker: Worker, body: dict) -> int:
-    from label_assistant.ml_backend.predict import project_key
+    from label_assistant.ml_backend.protocol import project_key
 
     return worker.store.record_event(project_key(body["project"]), body["action"],
                                      json.dumps(body))
@@ -172,7 +173,7 @@ def test_update_supersedes_and_delete_marks_deleted(tmp_path, sink, starter):
     states = {(r["annotation_id"], r["event_id"]): r["state"] for r in worker.store.annotations()}
     assert states == {(1, 1): "superseded", (1, 3): "quarantined", (2, 2): "deleted",
                       (2, 4): "deleted"}
-    assert worker.store.training_set("1") == []
+    assert worker.store.training_set("1", "h") == []
 
 
 def test_deleting_tells_label_studio_what_the_task_shows_now(tmp_path, sink, starter):
@@ -219,7 +220,7 @@ def test_image_fetch_failures_retry_then_quarantine(tmp_path, sink, starter):
     try:
         server.routes["/data/upload/1/busy.png"] = (503, {}, b"busy")
         worker = make_worker(tmp_path, sink, starter)
-        worker.store.upsert_project("1", hostname=server.origin)
+        worker.store.set_origin("1", server.origin, None)
         busy = created(1, 1)
         busy["task"]["data"]["image"] = "/data/upload/1/busy.png"
         missing = created(2, 2)

@@ -8,9 +8,9 @@ import pytest
 from labelstudio_harness import *  # noqa: F403
 from PIL import Image
 
-from label_assistant import demo
+from label_assistant.devtools import demo
+from label_assistant.devtools.samples import nuclei_sequence, to_uint8
 from label_assistant.labelstudio import parse_label_config
-from label_assistant.samples import nuclei_sequence, to_uint8
 
 
 def test_samples_are_bright_nuclei_with_true_masks():
@@ -83,3 +83,11 @@ def test_existing_label_studio_without_a_token_is_a_clear_error(monkeypatch, tmp
     with pytest.raises(demo.DemoError, match="LABEL_STUDIO_API_KEY is not"):
         with demo.label_studio(tmp_path, None):
             pass
+
+
+def test_the_demo_and_walkthrough_find_the_repository_and_the_shared_data():
+    from label_assistant.devtools import walkthrough
+
+    for module in (demo, walkthrough):
+        assert (module.ROOT / "pyproject.toml").is_file(), module.ROOT
+        assert module.SHARED_NUCLEI.parent == module.ROOT.parent / "shared" / "data"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from label_assistant.cli import build_parser
-from label_assistant.ml_backend.settings import Settings
+from label_assistant.ml_backend.settings import VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -51,10 +51,7 @@ def _env_of_dockerfile() -> dict[str, str]:
 
 
 def _setting_variables() -> set[str]:
-    # Every optional field given a value, so that to_env names every variable.
-    return set(Settings(label_studio_url="http://x", label_studio_api_key="k",
-                        allowed_origins=("http://y",), inspection_config="i.json",
-                        train_config="t.json", device="cpu", sink="none").to_env())
+    return {variable.env for variable in VARIABLES}
 
 
 def _compose_value(value: object) -> str:

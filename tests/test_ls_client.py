@@ -15,6 +15,16 @@ from labelstudio_harness import *  # noqa: F403
 from labelstudio_harness import BRUSH_CONFIG
 from PIL import Image
 
+from label_assistant.devtools.labelstudio_server import (
+    DEFAULT_TOKEN,
+    DEFAULT_USERNAME,
+    LabelStudioNotFound,
+    LabelStudioServer,
+    LabelStudioServerError,
+    copy_data_dir,
+    find_label_studio,
+    server_env,
+)
 from label_assistant.labelstudio import label_map_to_results, parse_label_config
 from label_assistant.labelstudio.client import (
     ANNOTATION_FIELD,
@@ -25,21 +35,13 @@ from label_assistant.labelstudio.client import (
     WARNINGS_HEADER,
     LabelStudioClient,
     LabelStudioError,
-    LabelStudioSink,
     format_rank,
     inspection_fields,
+    quarantine_view,
     status_filter,
 )
-from label_assistant.labelstudio.server import (
-    DEFAULT_TOKEN,
-    DEFAULT_USERNAME,
-    LabelStudioNotFound,
-    LabelStudioServer,
-    LabelStudioServerError,
-    copy_data_dir,
-    find_label_studio,
-    server_env,
-)
+from label_assistant.ml_backend.ranking import refresh_prelabels
+from label_assistant.ml_backend.sinks import LabelStudioSink
 
 QUARANTINE_REPORT = {
     "admitted": False,
@@ -194,6 +196,28 @@ def test_quarantined_tab_lists_only_quarantined_tasks(labelstudio_module):
 
 
 @pytest.mark.labelstudio
+def test_reads_return_the_servers_json(labelstudio_module):
+    """The SDK's models come back as exactly the JSON Label Studio sent: no added keys,
+    datetimes as the server's text (what the callers had before the client used the SDK)."""
+    ls = labelstudio_module
+    project = ls.client.create_project("plain-json", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": "/data/local-files/?d=p.png", "n": 1}])
+    view = ls.client.ensure_view(project, **quarantine_view())
+    ls.sdk.predictions.create(task=ids[0], result=[], score=0.5, model_version="v1")
+
+    def raw(path: str, **params) -> object:
+        return requests.get(f"{ls.url}{path}", params=params, timeout=10,
+                            headers={"Authorization": f"Token {ls.token}"}).json()
+
+    assert ls.client.get_project(project) == raw(f"/api/projects/{project}")
+    tasks = raw("/api/tasks", project=project, fields="task_only", resolve_uri="false")
+    assert ls.client.list_tasks(project) == tasks["tasks"]
+    assert ls.client.get_view(view) == raw(f"/api/dm/views/{view}")
+    assert ls.client.list_views(project) == raw("/api/dm/views", project=project)
+    assert ls.client.predictions(project) == raw("/api/predictions", project=project)
+
+
+@pytest.mark.labelstudio
 def test_warnings_header_shows_the_field_without_requiring_it(labelstudio_module):
     ls = labelstudio_module
     project = ls.client.create_project("warnings-header", BRUSH_CONFIG)
@@ -219,7 +243,7 @@ def test_errors_are_one_line(labelstudio):
         ls.client.create_project("bad-config", "<View><Image name='i' value='$i'/>")
     with pytest.raises(LabelStudioError, match="-> 401"):
         LabelStudioClient(url, "wrong-token").get_project(1)
-    with pytest.raises(LabelStudioError, match="ConnectionError"):
+    with pytest.raises(LabelStudioError, match=r"^GET /api/projects/1: ConnectError: "):
         LabelStudioClient("http://127.0.0.1:9", ls.token).get_project(1)
 
 
@@ -230,22 +254,15 @@ def test_sink_forwards_to_the_client():
         def write_inspection(self, *args, **kwargs):
             calls.append(("inspection", args, kwargs))
 
-        def list_unlabeled_tasks(self, project_id):
-            return [{"id": 5}, {"id": 6}]
+        def clear_inspection(self, *args):
+            calls.append(("clear", args))
 
-        def write_ranking(self, project_id, ranking):
-            calls.append(("ranking", project_id, list(ranking)))
-
-    def rank(project_id, version, tasks):
-        return [(t["id"], i, 0.5, version) for i, t in enumerate(reversed(tasks), 1)]
-
-    LabelStudioSink(FakeClient()).version_published(1, "v1")  # no ranker: nothing
-    assert calls == []
-    sink = LabelStudioSink(FakeClient(), rank_tasks=rank)
+    sink = LabelStudioSink(FakeClient())
+    sink.version_published(1, "v1")  # the ranking is a job of its own: nothing here
     sink.annotation_inspected(1, 5, 9, ADMIT_REPORT)
-    sink.version_published(1, "v2")
+    sink.annotation_deleted(1, 5)
     assert calls == [("inspection", (1, 5, ADMIT_REPORT), {"annotation_id": 9}),
-                     ("ranking", 1, [(6, 1, 0.5, "v2"), (5, 2, 0.5, "v2")])]
+                     ("clear", (1, 5))]
 
 
 def test_server_failure_names_the_reason(tmp_path):
@@ -315,33 +332,22 @@ def test_connect_backend_is_idempotent(labelstudio_module):
         stub.shutdown()
 
 
-def test_sink_refreshes_prelabels_of_the_head_of_the_ranking_in_batches():
+def test_prelabels_are_refreshed_for_the_head_of_the_ranking_in_batches():
     asked = []
 
     class FakeClient:
         fail_after = None
-
-        def list_unlabeled_tasks(self, project_id):
-            return [{"id": i} for i in range(10, 35)]
-
-        def write_ranking(self, project_id, ranking):
-            pass
 
         def retrieve_predictions(self, project_id, task_ids):
             if self.fail_after is not None and len(asked) >= self.fail_after:
                 raise LabelStudioError("POST /api/dm/actions -> 500: boom")
             asked.append(list(task_ids))
 
-    def rank(project_id, version, tasks):  # rank 1 = the last task
-        return [(t["id"], i, 0.5, "r") for i, t in enumerate(reversed(tasks), 1)]
-
+    ranking = [(t, i, 0.5, "r") for i, t in enumerate(range(34, 9, -1), 1)]  # rank 1 = task 34
     client = FakeClient()
-    LabelStudioSink(client, rank_tasks=rank, prelabel_ahead=12,
-                    prelabel_batch=5).version_published(1, "v3")
+    assert refresh_prelabels(client, 1, ranking, 12, batch=5) == 12
     assert asked == [[34, 33, 32, 31, 30], [29, 28, 27, 26, 25], [24, 23]]
     asked.clear()
-    LabelStudioSink(client, rank_tasks=rank).version_published(1, "v3")  # default: none
-    assert asked == []
+    assert refresh_prelabels(client, 1, ranking, 0) == 0 and asked == []
     client.fail_after = 1
-    sink = LabelStudioSink(client, rank_tasks=rank, prelabel_ahead=12, prelabel_batch=5)
-    assert sink.refresh_prelabels(1, "v3", rank(1, "v3", client.list_unlabeled_tasks(1))) == 5
+    assert refresh_prelabels(client, 1, ranking, 12, batch=5) == 5

@@ -12,10 +12,10 @@ from test_registry import tiny_model
 
 from label_assistant.cli import main
 from label_assistant.ml_backend.store import Store
-from label_assistant.model.job import _NamesJob, job_label
+from label_assistant.model.job import NamesJob, job_label
 from label_assistant.model.registry import ModelRegistry
-from label_assistant.rounds import LINE_WIDTH, quarantined_by
-from label_assistant.workdir import models_dir
+from label_assistant.reporting.rounds import LINE_WIDTH, quarantined_by
+from label_assistant.workspace import Workspace
 
 PROJECT = "7"
 CLASSES = ["Background", "Cell"]
@@ -63,7 +63,7 @@ def workdir(tmp_path: Path) -> Path:
     """Project 7: v0001 (annotations 1, 2; 3 quarantined), then 3 fixed and 4, 5 quarantined,
     v0002 (1, 2, 3), then a job that failed."""
     work = tmp_path / "work"
-    registry = ModelRegistry(models_dir(work, PROJECT))
+    registry = Workspace(work).registry(PROJECT)
     store = Store.for_workdir(work)
     store.upsert_project(PROJECT, label_config="<View/>")
     for a, state in ((1, "admitted"), (2, "admitted"), (3, "quarantined")):
@@ -106,7 +106,7 @@ def test_rounds_without_store_and_edge_cases(workdir, tmp_path, capsys):
     # The same versions copied to a work dir without the store: quarantined is unknown.
     plain = tmp_path / "plain"
     (plain / "models").parent.mkdir()
-    models_dir(workdir, PROJECT).rename(plain / "models")
+    Workspace(workdir).models_dir(PROJECT).rename(plain / "models")
     listing = _rounds_json(capsys, "--workdir", str(plain))
     assert [v["quarantined"] for v in listing["versions"]] == [None, None]
     assert [v["admitted"] for v in listing["versions"]] == [2, 3]  # the manifest's annotations
@@ -168,9 +168,8 @@ def test_report_without_versions_writes_the_page_only(tmp_path, capsys):
 
 def test_quarantined_counts_the_verdict_at_the_time():
     def rev(annotation, event, state, at, recorded=None):
-        findings = {"state": recorded} if recorded else None
         return {"annotation_id": annotation, "event_id": event, "state": state,
-                "received_at": at, "findings": findings}
+                "received_at": at, "verdict": recorded}
 
     revisions = [
         rev(1, 1, "superseded", 1.0, "quarantined"), rev(1, 3, "admitted", 3.0),  # fixed at 3
@@ -187,4 +186,4 @@ def test_job_logs_name_the_project():
     assert job_label({}, Path("/tmp/retrain")) == "job retrain"
     record = logging.LogRecord("label_assistant.model.train", logging.INFO, __file__, 1,
                                "epoch %d/%d", (1, 5), None)
-    assert _NamesJob("project 7 job 3").filter(record) and record.job_label == "project 7 job 3: "
+    assert NamesJob("project 7 job 3").filter(record) and record.job_label == "project 7 job 3: "

@@ -1,4 +1,5 @@
-"""Building pools from images (selectors.pool) and ``label-assistant select`` on a folder."""
+"""Building pools from images with a model's callables (selectors.pool) and ``label-assistant
+select`` on a folder."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from label_assistant.selectors.pool import (
     PoolError,
     check_strategy,
     model_free_strategies,
-    pool_from_folder,
     pool_from_images,
     pool_from_predictions,
 )
@@ -61,6 +61,13 @@ class Tiny(torch.nn.Module):
         return self.conv(x * 4 - 2)
 
 
+def _predictor(model: torch.nn.Module, **kwargs):
+    from label_assistant.model.predictor import Predictor, Tiling
+
+    return Predictor(model, version="t", class_names=["Background", "Cell"], tiling=Tiling(64),
+                     device="cpu", **kwargs)
+
+
 def _images(n: int, channels: int = 1) -> list[tuple[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     return [(f"im{i}", rng.random((channels, 64, 64), dtype=np.float32)) for i in range(n)]
@@ -83,9 +90,11 @@ def test_model_scores_equal_score_prediction_and_skip_labeled_images():
     from label_assistant.model.inference import predict_proba
 
     model, images = Tiny(), _images(3)
-    pool = pool_from_images(iter(images), model=model, strategy="entropy", labeled=[1])
+    predictor = _predictor(model)
+    pool = pool_from_images(iter(images), predict=predictor.predict, strategy="entropy",
+                            labeled=[1])
     assert model.calls == 2  # the labeled image is not predicted
-    expected = score_prediction(predict_proba(model, images[2][1]))
+    expected = score_prediction(predict_proba(model, images[2][1], tile=64, overlap=16))
     assert set(pool.scores) == set(expected) and "bald" not in pool.scores
     assert pool.scores["entropy"][2] == pytest.approx(expected["entropy"])
     assert pool.scores["entropy"][1] == 0.0 and pool.labeled.tolist() == [False, True, False]
@@ -95,7 +104,10 @@ def test_model_scores_equal_score_prediction_and_skip_labeled_images():
 
 
 def test_epistemic_scores_with_tta():
-    pool = pool_from_images(iter(_images(2)), model=Tiny(), strategy="bald", tta=True)
+    from functools import partial
+
+    predict = partial(_predictor(Tiny()).predict, tta=True)
+    pool = pool_from_images(iter(_images(2)), predict=predict, strategy="bald", tta=True)
     assert set(pool.scores) >= {"bald", "variance", "entropy"}
     assert (pool.scores["bald"] >= 0).all()
 
@@ -108,19 +120,17 @@ def test_strategy_checks_name_what_is_missing():
     assert check_strategy("bald", has_model=True, mc_samples=3).score == "bald"
     assert set(model_free_strategies()) == {
         "random", "sequential", "sequence", "diversity", "sequence+diversity"}
-    with pytest.raises(PoolError, match="3 channel.*expects 1"):
-        pool_from_images(iter(_images(1, channels=3)), model=Tiny(), strategy="entropy")
-
-
-def test_pool_from_folder_reads_sequences_from_names(pool_dir):
-    files = sorted(pool_dir.iterdir())
-    seen = []
-    pool = pool_from_folder(files, strategy="sequence", sequence_regex=r"seq(\w)_",
-                            progress=lambda items: (seen.append(p) or p for p in items))
-    assert pool.names == [f.name for f in files] and len(seen) == 6
-    assert pool.sequences == ["A", "A", "B", "B", "C", "C"]
     with pytest.raises(PoolError, match="needs a trained model"):
-        pool_from_folder(files, strategy="margin")
+        pool_from_images(iter(_images(1)), strategy="margin")
+
+
+def test_the_channel_policy_gives_a_grey_model_colour_images_and_back():
+    grey, colour = _predictor(Tiny(1)), _predictor(Tiny(3))
+    rgb = _images(1, channels=3)[0][1]
+    assert grey.predict(rgb).probabilities.shape == (2, 64, 64)
+    assert colour.predict(rgb[:1]).probabilities.shape == (2, 64, 64)
+    np.testing.assert_allclose(grey.match(rgb)[0], rgb.mean(axis=0), rtol=1e-6)
+    assert (colour.match(rgb[:1]) == rgb[:1]).all()
 
 
 def test_pool_from_predictions():
@@ -212,13 +222,13 @@ def _publish(result, models: Path) -> str:
 
 @pytest.mark.slow
 def test_select_with_the_current_model(pool_dir, tmp_path, capsys):
-    from label_assistant.workdir import models_dir
+    from label_assistant.workspace import Workspace
 
     workdir = tmp_path / "work"
     result = _tiny_training()
-    version = _publish(result, models_dir(workdir))
+    version = _publish(result, Workspace(workdir).models_dir())
     code = main(["select", str(pool_dir), "--workdir", str(workdir), "--strategy", "entropy",
-                 "--tile", "128", "--device", "cpu", "--json"])
+                 "--device", "cpu", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model_version"] == version and len(out["items"]) == 6
@@ -229,7 +239,7 @@ def test_select_with_the_current_model(pool_dir, tmp_path, capsys):
     # the model's embeddings for diversity, ranked batch with sequences
     assert main(["select", str(pool_dir), "--workdir", str(workdir), "--budget", "3",
                  "--strategy", "sequence+entropy+diversity", "--sequence-regex", r"seq(\w)_",
-                 "--tile", "128", "--device", "cpu", "--json"]) == 0
+                 "--device", "cpu", "--json"]) == 0
     items = json.loads(capsys.readouterr().out)["items"]
     assert sorted(i["sequence"] for i in items) == ["A", "B", "C"]
     assert all({"entropy", "round"} <= set(i["components"]) for i in items)
@@ -238,8 +248,8 @@ def test_select_with_the_current_model(pool_dir, tmp_path, capsys):
     assert main(["select", str(pool_dir), "--workdir", str(workdir), "--project", "7",
                  "--strategy", "entropy"]) == 2
     assert "no model version" in capsys.readouterr().err
-    _publish(result, models_dir(workdir, "7"))
+    _publish(result, Workspace(workdir).models_dir("7"))
     assert main(["select", str(pool_dir), "--workdir", str(workdir), "--project", "7",
-                 "--strategy", "bald", "--tta", "--tile", "128", "--budget", "2"]) == 0
+                 "--strategy", "bald", "--tta", "--budget", "2"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0] == "2 of 6 images by bald (model v0001)" and "bald" in table[2]

@@ -108,6 +108,7 @@ def test_cli_train_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_job_killed_mid_training_leaves_published_version_untouched(tmp_path):
+    from label_assistant.ml_backend.jobs import LOG_FILE, start_process
     from label_assistant.model import job
     from label_assistant.model.registry import ModelRegistry
 
@@ -121,16 +122,16 @@ def test_job_killed_mid_training_leaves_published_version_untouched(tmp_path):
         "config": {**TINY, "epochs": 1},
     }
     first = job.write_request(tmp_path / "job1", request)
-    assert job.start(first).wait(timeout=300) == 0
-    assert job.read_status(first)["state"] == "done"
+    assert start_process(first).wait(timeout=300) == 0
+    assert job.read_status(first).state == "done"
     registry = ModelRegistry(registry_root)
     assert registry.current().id == "v0001"
 
     second = job.write_request(tmp_path / "job2", {**request, "config": {**TINY, "epochs": 500}})
-    process = job.start(second)
+    process = start_process(second)
     deadline = time.time() + 240
-    while job.read_status(second).get("epoch", 0) < 1 and time.time() < deadline:
-        assert process.poll() is None, (second / job.LOG_FILE).read_text()
+    while (job.read_status(second).epoch or 0) < 1 and time.time() < deadline:
+        assert process.poll() is None, (second / LOG_FILE).read_text()
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
@@ -146,7 +147,7 @@ def test_prelabel_with_a_trained_version(tmp_path, capsys):
                  "--device", "cpu"]) == 0
     out = tmp_path / "pre"
     assert main(["prelabel", str(images), "--out", str(out), "--model", "current",
-                 "--workdir", str(work), "--device", "cpu", "--tile", "64"]) == 0
+                 "--workdir", str(work), "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"] == "model" and summary["version"] == "v0001"
     label_map = np.asarray(Image.open(out / "s0.png"))

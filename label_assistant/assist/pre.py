@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -111,6 +110,8 @@ class PreLabel:
     thresholds: tuple[float, ...]  # K values; see otsu_prelabel
     polarity: str  # the one applied: "bright" or "dark"
     version: str  # what produced it, e.g. OtsuParams.version_name()
+    #: float32 (K+1, H, W) class probabilities when a model made it (None for Otsu).
+    probabilities: np.ndarray | None = None
 
     @property
     def threshold(self) -> float:
@@ -329,27 +330,14 @@ def otsu_prelabel(image: np.ndarray, params: OtsuParams | None = None) -> PreLab
     return PreLabel(label_map, confidence, instances, thresholds, polarity, version)
 
 
-# --- model pre-labels ------------------------------------------------------------------------
+class OtsuPrelabeler:
+    """Otsu as a pre-labeler, the version that exists before any model: ``version`` names
+    it (``otsu-<hash>``), :meth:`prelabel` pre-labels an image. It has no class
+    probabilities, so the inspection's model-aware rules do not run against it."""
 
+    def __init__(self, params: OtsuParams | None = None) -> None:
+        self.params = params or OtsuParams()
+        self.version = self.params.version_name()
 
-def model_prelabel(
-    model: Any,
-    image: np.ndarray,
-    *,
-    version: str,
-    device: Any = "cpu",
-    tile: int = 512,
-) -> PreLabel:
-    """Pre-label from a trained model: argmax of the tiled softmax, confidence = its max.
-
-    ``image`` is read as :func:`label_assistant.images.read_image` returns it (H, W, C);
-    it is normalized exactly as in training. Objects of class 1 are its connected parts.
-    """
-    from label_assistant.model.inference import predict_proba, probabilities_to_label_map
-
-    prediction = predict_proba(
-        model, normalize_for_model(image), tile=tile, overlap=tile // 8, device=device
-    )
-    label_map, confidence = probabilities_to_label_map(prediction.probabilities)
-    instances, _ = ndi.label(label_map == 1)
-    return PreLabel(label_map, confidence, instances.astype(np.int32), (), "model", version)
+    def prelabel(self, image: np.ndarray) -> PreLabel:
+        return otsu_prelabel(image, self.params)

@@ -1,48 +1,21 @@
 """``label-assistant select --project ID --workdir W``: rank a Label Studio project's unlabeled
-tasks and write the ranking back (the project form of ``select``; see :mod:`.select`)."""
+tasks and write the ranking back, with the backend's own ranking
+(:func:`label_assistant.ml_backend.ranking.rank_project`; see :mod:`.select`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from label_assistant.cli.common import CliError, write_json
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from label_assistant.ml_backend.settings import Settings, SettingsError
-
-    overrides: dict[str, Any] = {"workdir": args.workdir}
-    if args.device:
-        overrides["device"] = args.device
-    try:
-        settings = Settings.from_env(**overrides)
-    except (SettingsError, ValueError) as error:
-        raise CliError(str(error)) from None
-    return settings
-
-
-def _origin(args: argparse.Namespace, settings: Any, row: dict[str, Any]) -> tuple[str, str]:
-    url = args.label_studio_url or os.environ.get("LABEL_STUDIO_URL") or row.get("hostname")
-    key = args.api_key or os.environ.get("LABEL_STUDIO_API_KEY") or row.get("token")
-    if not url or not key:
-        raise CliError("no Label Studio address and token: pass --label-studio-url and "
-                       "--api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
-    return str(url).rstrip("/"), str(key)
-
-
-def run_project(args: argparse.Namespace) -> int:
-    from label_assistant.cli.select import _check_args, _print_table
+def run_project(args: argparse.Namespace, check_args: Any, print_table: Any) -> int:
     from label_assistant.labelstudio.client import LabelStudioClient, LabelStudioError
-    from label_assistant.ml_backend.ranking import (
-        RankingError,
-        effective_strategy,
-        load_ranking_model,
-        rank_tasks,
-    )
-    from label_assistant.ml_backend.store import Store
+    from label_assistant.ml_backend.origin import project_origin
+    from label_assistant.ml_backend.ranking import RankingError, rank_project
+    from label_assistant.ml_backend.settings import Settings, SettingsError
     from label_assistant.selectors import StrategyError
 
     if args.project is None:
@@ -54,43 +27,43 @@ def run_project(args: argparse.Namespace) -> int:
     except ValueError:
         raise CliError(f"--project must be a Label Studio project number, got "
                        f"{args.project!r}") from None
-    _check_args(args)
-    settings = _settings(args)
-    strategy = args.strategy or settings.strategy
-    store = Store.for_workdir(settings.workdir) if settings.workdir.is_dir() else None
-    row = (store.get_project(str(project)) if store else None) or {}
-    url, key = _origin(args, settings, row)
+    check_args(args)
     try:
-        client = LabelStudioClient(url, key)
-        label_config = client.get_project(project)["label_config"]
-        model = load_ranking_model(settings, project, "current")
-        used = effective_strategy(strategy, model is not None)
-        source = f"model {model.version}" if model else "no model yet"
-        unlabeled = client.list_unlabeled_tasks(project)
-        ids = {int(t["id"]) for t in unlabeled}
-        labeled = [t for t in client.list_tasks(project) if int(t["id"]) not in ids]
-        print(f"ranking {len(unlabeled)} unlabeled tasks of project {project} by {used} "
-              f"({source})", file=sys.stderr)
-        ranking = rank_tasks(settings, project, model.version if model else None, unlabeled,
-                             labeled_tasks=labeled, label_config=label_config, hostname=url,
-                             token=key, model=model, strategy=strategy, seed=args.seed,
-                             store=store)
-        if args.budget is not None:
-            ranking = ranking[: args.budget]
-        if not args.dry_run:
-            view = client.write_ranking(project, ranking)
-            print(f"wrote la_rank for {len(ranking)} tasks; Data Manager tab "
-                  f"\"Next to label\" (id {view})", file=sys.stderr)
+        settings = Settings.from_env(workdir=args.workdir,
+                                     **({"device": args.device} if args.device else {}))
+    except (SettingsError, ValueError) as error:
+        raise CliError(str(error)) from None
+    store = settings.workspace.existing_store()
+    row = store.get_project(str(project)) if store is not None else None
+    origin = project_origin(settings, row, url=args.label_studio_url, token=args.api_key)
+    if origin is None or not origin.token:
+        raise CliError("no Label Studio address and token: pass --label-studio-url and "
+                       "--api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+
+    def announce(strategy: str, version: str | None, n: int) -> None:
+        print(f"ranking {n} unlabeled tasks of project {project} by {strategy} "
+              f"({f'model {version}' if version else 'no model yet'})", file=sys.stderr)
+
+    try:
+        client = LabelStudioClient(origin.url, origin.token)
+        outcome = rank_project(settings, project, client, origin, strategy=args.strategy,
+                               seed=args.seed, budget=args.budget, write=not args.dry_run,
+                               on_start=announce)
     except (LabelStudioError, RankingError, StrategyError) as error:
         raise CliError(str(error)) from None
-    rows = [{"rank": r, "task": t, "score": s, "reason": why} for t, r, s, why in ranking]
+    if outcome.view_id is not None:
+        print(f"wrote la_rank for {len(outcome.ranking)} tasks; Data Manager tab "
+              f"\"Next to label\" (id {outcome.view_id})", file=sys.stderr)
+    source = f"model {outcome.version}" if outcome.version else "no model yet"
+    rows = [{"rank": r, "task": t, "score": s, "reason": why}
+            for t, r, s, why in outcome.ranking]
     if args.json:
-        write_json({"project": project, "strategy": used,
-                    "model_version": model.version if model else None,
-                    "written": not args.dry_run, "items": rows}, args.json)
+        write_json({"project": project, "strategy": outcome.strategy,
+                    "model_version": outcome.version, "written": not args.dry_run,
+                    "items": rows}, args.json)
     else:
         table = [{"rank": r["rank"], "name": f"task {r['task']}", "sequence": None,
                   "score": r["score"], "components": {}, "reason": r["reason"]} for r in rows]
-        _print_table(table, f"{len(rows)} tasks of project {project} by {used} ({source})"
-                     + ("; dry run, nothing written" if args.dry_run else ""))
+        print_table(table, f"{len(rows)} tasks of project {project} by {outcome.strategy} "
+                    f"({source})" + ("; dry run, nothing written" if args.dry_run else ""))
     return 0

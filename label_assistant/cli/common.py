@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -54,3 +55,63 @@ def write_json(data: Any, path: str | Path | None) -> None:
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n")
+
+
+# --- options shared by several commands, declared once ----------------------------------------
+
+
+def add_json(p: argparse.ArgumentParser, what: str) -> None:
+    """``--json [FILE]``: ``what`` as JSON, to FILE or stdout."""
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help=f"{what} as JSON (to FILE, or stdout)")
+
+
+def add_device(p: Any) -> None:
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+
+def add_workdir(p: Any, *, required: bool = False,
+                help: str = "work directory (train's or the service's)") -> None:
+    """``--workdir`` and ``--project`` (a Label Studio project's versions in a service's
+    work directory; without it the command line's ``W/models``)."""
+    p.add_argument("--workdir", required=required, default=None, help=help)
+    p.add_argument("--project", default=None,
+                   help="Label Studio project id: that project's models in the service's "
+                   "work directory (default: the command line's W/models)")
+
+
+def add_mask_type(p: Any, default: str) -> None:
+    """``--mask-type`` and ``--invert``: how ground-truth masks on disk are read."""
+    from label_assistant.datasets import MASK_TYPES
+
+    p.add_argument("--mask-type", choices=MASK_TYPES, default=default,
+                   help=f"labelmap (255 = unlabeled), binary (non-zero = class 1), semantic "
+                   f"(values = classes), instance (objects -> class 1, separated); default "
+                   f"{default}")
+    p.add_argument("--invert", action="store_true",
+                   help="binary masks: zero pixels are the class (e.g. ISBI membranes)")
+
+
+#: Training options of ``train`` and ``simulate``: TrainConfig field -> (flag, type, help).
+_TRAINING_OPTIONS = {
+    "arch": (str, "smp architecture"),
+    "encoder": (str, "smp encoder"),
+    "epochs": (int, "epochs"),
+    "steps_per_epoch": (int, "batches per epoch"),
+    "batch_size": (int, "tiles per batch"),
+    "tile": (int, "training tile side"),
+    "lr": (float, "learning rate"),
+}
+
+
+def add_training_options(p: Any, *extra: tuple[str, type, str]) -> None:
+    """The :class:`~label_assistant.model.config.TrainConfig` options both training commands
+    take, with TrainConfig's defaults; ``extra`` adds ``(field, type, help)`` ones."""
+    from label_assistant.model.config import TrainConfig
+
+    defaults = TrainConfig()
+    options = [(name, kind, text) for name, (kind, text) in _TRAINING_OPTIONS.items()]
+    for name, kind, text in [*options, *extra]:
+        default = getattr(defaults, name)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
+                       help=f"{text} (default {default})")

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from label_assistant.cli.common import CliError, image_files, progress, write_json
+from label_assistant.cli.common import CliError, add_json, image_files, progress, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", help="folder of images, or one image")
     p.add_argument("labels", help="folder of label maps, or one label map")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write the report as JSON (to FILE, or stdout instead of the text)")
+    add_json(p, "the report, instead of the text,")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="JSON inspection config (severity per rule code, thresholds)")
     p.add_argument("--rule", action="append", default=[], metavar="CODE=LEVEL",

@@ -17,7 +17,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from label_assistant.cli.common import CliError, existing_dir, image_files, progress, write_json
+from label_assistant.cli.common import (
+    CliError,
+    add_device,
+    add_json,
+    add_workdir,
+    existing_dir,
+    image_files,
+    progress,
+    write_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,15 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"Gaussian blur before thresholding, pixels (default {d.smooth_sigma})")
     p.add_argument("--save-confidence", action="store_true",
                    help="also write DIR/confidence/<stem>.png (confidence x 255)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="also print the summary as JSON (to FILE or stdout)")
+    add_json(p, "also the summary")
     m = p.add_argument_group("trained model instead of Otsu")
     m.add_argument("--model", default=None, metavar="VERSION",
                    help="a model version (e.g. v0003) or 'current', from --workdir")
-    m.add_argument("--workdir", default=None, help="work directory holding the model versions")
-    m.add_argument("--project", default=None, help="Label Studio project id (service work dir)")
-    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    m.add_argument("--tile", type=int, default=512, help="inference tile size (default 512)")
+    add_workdir(m, help="work directory holding the model versions")
+    add_device(m)
     p.set_defaults(run=run)
 
 
@@ -106,23 +112,21 @@ def make_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dic
 
 
 def _model_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dict[str, Any]]:
-    from label_assistant.assist.pre import model_prelabel
-    from label_assistant.model.inference import default_device
-    from label_assistant.model.registry import ModelRegistry, RegistryError
-    from label_assistant.workdir import models_dir
+    from label_assistant.model.predictor import Predictor
+    from label_assistant.model.registry import RegistryError
+    from label_assistant.workspace import Workspace
 
     if args.workdir is None:
         raise CliError("--model needs --workdir (where the model versions are)")
-    registry = ModelRegistry(models_dir(existing_dir(args.workdir, "work directory"),
-                                        args.project))
-    device = args.device or default_device()
+    workspace = Workspace(existing_dir(args.workdir, "work directory"))
     try:
-        model, info = registry.load_model(args.model, device=device)
+        predictor = Predictor.from_registry(workspace.registry(args.project), args.model,
+                                            device=args.device)
     except RegistryError as error:
         raise CliError(str(error)) from None
-    source = {"source": "model", "version": info.id, "classes": list(info.class_names)}
-    return (lambda image: model_prelabel(model, image, version=info.id, device=device,
-                                         tile=args.tile)), source
+    source = {"source": "model", "version": predictor.version,
+              "classes": predictor.class_names, "tiling": predictor.tiling.to_config()}
+    return predictor.prelabel, source
 
 
 def _check_unique_stems(files: list[Path]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from label_assistant.cli.common import CliError, existing_dir
+from label_assistant.cli.common import CliError, add_workdir, existing_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "A work directory without versions still gets index.html, saying so, and no plots. "
         "Prints the paths written.",
     )
-    p.add_argument("--workdir", required=True, help="work directory (train's or the service's)")
-    p.add_argument("--project", default=None, help="Label Studio project id (service work dir)")
+    add_workdir(p, required=True)
     p.add_argument("--out", required=True, help="folder to write into (created if missing)")
     p.add_argument("--min-class-pixels", type=int, default=None, metavar="N",
                    help="labeled pixels each class needs, drawn as a dashed line (default: "
@@ -48,8 +47,8 @@ def _min_class_pixels(value: int | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from label_assistant.report import write_report
-    from label_assistant.rounds import empty_message, gather
+    from label_assistant.reporting.report import write_report
+    from label_assistant.reporting.rounds import empty_message, gather
 
     existing_dir(args.workdir, "work directory")
     minimum = _min_class_pixels(args.min_class_pixels)

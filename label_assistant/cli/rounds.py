@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from label_assistant.cli.common import CliError, existing_dir, write_json
+from label_assistant.cli.common import CliError, add_json, add_workdir, existing_dir, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,23 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "With --project on the backend's work directory, jobs that failed or still run "
         "are listed too. --rollback makes an earlier version current again.",
     )
-    p.add_argument("--workdir", required=True, help="work directory (train's or the service's)")
-    p.add_argument("--project", default=None, help="Label Studio project id (service work dir)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="machine-readable output (to FILE or stdout)")
+    add_workdir(p, required=True)
+    add_json(p, "the history")
     p.add_argument("--rollback", nargs="?", const="parent", default=None, metavar="VERSION",
                    help="make VERSION current (default: the parent of the current version)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from label_assistant.model.registry import ModelRegistry, RegistryError
-    from label_assistant.rounds import empty_message, gather, text_table
-    from label_assistant.workdir import models_dir
+    from label_assistant.model.registry import RegistryError
+    from label_assistant.reporting.rounds import empty_message, gather, text_table
+    from label_assistant.workspace import Workspace
 
     existing_dir(args.workdir, "work directory")
     if args.rollback:
-        registry = ModelRegistry(models_dir(args.workdir, args.project))
+        registry = Workspace(args.workdir).registry(args.project)
         try:
             info = registry.rollback(None if args.rollback == "parent" else args.rollback)
         except RegistryError as error:

@@ -7,19 +7,30 @@ without a model only the model-free strategies run (image descriptors for divers
 Label Studio project form (no POOL): ``select --project ID --workdir W`` ranks the project's
 unlabeled tasks with the project's current version in W (the backend's work directory;
 model-free strategies before any model) and writes the ranking back (``la_rank`` and the
-"Next to label" tab) through :func:`label_assistant.ml_backend.ranking.rank_tasks`;
-``--dry-run`` only prints it. Label Studio's address and token: ``--label-studio-url`` /
-``--api-key``, else ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``, else what the project's
-``/setup`` sent to the backend.
+"Next to label" tab) through :func:`label_assistant.ml_backend.ranking.rank_project`, the
+backend's own ranking; ``--dry-run`` only prints it. Label Studio's address and token:
+``--label-studio-url`` / ``--api-key``, else what the project's ``/setup`` sent to the backend,
+else ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (resolved as the backend resolves them,
+:func:`label_assistant.ml_backend.origin.project_origin`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from label_assistant.cli.common import CliError, image_files, progress, write_json
+from label_assistant.cli.common import (
+    CliError,
+    add_device,
+    add_json,
+    add_workdir,
+    image_files,
+    progress,
+    write_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,17 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "entropy+diversity, sequence+bald+diversity (default: sequence for a "
                    "folder; LA_STRATEGY or sequence+entropy for a project, whose score part "
                    "is left out before any model)")
-    p.add_argument("--workdir", default=None,
-                   help="work directory whose current model version scores the images")
-    p.add_argument("--project", default=None,
-                   help="Label Studio project id: use that project's models in --workdir; "
-                   "without POOL, rank that project's unlabeled tasks in Label Studio")
+    add_workdir(p, help="work directory whose current model version scores the images; "
+                "with --project and without POOL, that project's unlabeled tasks in Label "
+                "Studio are ranked")
     p.add_argument("--label-studio-url", default=None,
-                   help="project form: Label Studio's address (default LABEL_STUDIO_URL, else "
-                   "the one the project's /setup sent)")
+                   help="project form: Label Studio's address (default: the one the project's "
+                   "/setup sent, else LABEL_STUDIO_URL)")
     p.add_argument("--api-key", default=None,
-                   help="project form: Label Studio token (default LABEL_STUDIO_API_KEY, else "
-                   "the one the project's /setup sent)")
+                   help="project form: Label Studio token (default: the one that came with the "
+                   "address, from /setup or LABEL_STUDIO_API_KEY)")
     p.add_argument("--dry-run", action="store_true",
                    help="project form: print the ranking, don't write it to Label Studio")
     p.add_argument("--sequence-regex", default=None, metavar="R",
@@ -62,11 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="flip test-time augmentation (needed by variance and bald)")
     p.add_argument("--mc-samples", type=int, default=0, metavar="S",
                    help="Monte-Carlo dropout passes (needed by variance and bald without --tta)")
-    p.add_argument("--tile", type=int, default=512, help="inference tile (default 512)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0, help="tie-break and random order seed")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write the ranking as JSON (to FILE or stdout) instead of the table")
+    add_json(p, "the ranking, instead of the table,")
     p.set_defaults(run=run)
 
 
@@ -88,49 +95,65 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(str(error)) from None
 
 
-def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, str | None]:
-    """The current model version and its id, or (None, None) when there is none."""
+def _load_predictor(args: argparse.Namespace) -> Any:
+    """The current model version of ``--workdir``, or None when there is none."""
     if args.workdir is None:
-        return None, None
-    from label_assistant.model.registry import ModelRegistry, RegistryError
-    from label_assistant.workdir import models_dir
+        return None
+    from label_assistant.model.predictor import Predictor
+    from label_assistant.model.registry import RegistryError
+    from label_assistant.workspace import Workspace
 
-    registry = ModelRegistry(models_dir(args.workdir, args.project))
-    if registry.current() is None:
-        return None, None
+    registry = Workspace(args.workdir).registry(args.project)
+    if registry.current_id() is None:
+        return None
     try:
-        model, info = registry.load_model("current", device=device)
+        return Predictor.from_registry(registry, "current", device=args.device)
     except (RegistryError, ValueError, OSError) as error:
         raise CliError(f"can't load the current model of {registry.root}: {error}") from None
-    return model, info.id
+
+
+def _read(paths: list[Path], predictor: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, model input)`` per file, read one at a time."""
+    from label_assistant.images import normalize_for_model, read_image
+
+    for path in progress(paths, "scoring", total=len(paths)):
+        image = read_image(path)
+        yield path.name, (predictor.model_input(image) if predictor is not None
+                          else normalize_for_model(image))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.pool is None:
         from label_assistant.cli._select_project import run_project
 
-        return run_project(args)
+        return run_project(args, _check_args, _print_table)
     if args.strategy is None:
         args.strategy = "sequence"
+    from functools import partial
+
     from label_assistant.images import ImageError
-    from label_assistant.model.inference import InferenceError, default_device
+    from label_assistant.model.inference import InferenceError
     from label_assistant.selectors import StrategyError, rank
-    from label_assistant.selectors.pool import PoolError, check_strategy, pool_from_folder
+    from label_assistant.selectors.pool import PoolError, check_strategy, pool_from_images
+    from label_assistant.selectors.sequences import sequence_ids
 
     _check_args(args)
     images = image_files(args.pool, "pool folder")
-    device = args.device or default_device()
-    model, version = _load_model(args, device)
+    predictor = _load_predictor(args)
+    version = predictor.version if predictor is not None else None
     source = f"model {version}" if version else "no model, image descriptors"
     try:
-        check_strategy(args.strategy, has_model=model is not None, tta=args.tta,
+        check_strategy(args.strategy, has_model=predictor is not None, tta=args.tta,
                        mc_samples=args.mc_samples)
         print(f"scoring {len(images)} images with {source}", file=sys.stderr)
-        pool = pool_from_folder(
-            images, model=model, strategy=args.strategy, sequence_regex=args.sequence_regex,
-            tta=args.tta, mc_samples=args.mc_samples, device=device, tile=args.tile,
-            progress=lambda items: progress(items, "scoring", total=len(images)),
-        )
+        callables = {} if predictor is None else {
+            "predict": partial(predictor.predict, tta=args.tta, mc_samples=args.mc_samples),
+            "embed": predictor.embed}
+        pool = pool_from_images(
+            _read(images, predictor), strategy=args.strategy, tta=args.tta,
+            mc_samples=args.mc_samples,
+            sequences=sequence_ids([p.name for p in images], regex=args.sequence_regex),
+            **callables)
         items = rank(pool, args.strategy, args.budget, seed=args.seed)
     except PoolError as error:
         hint = "" if version or args.workdir is None else f" (no model version in {args.workdir})"

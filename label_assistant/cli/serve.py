@@ -1,17 +1,22 @@
 """``label-assistant serve``: the ML backend under gunicorn, plus its background worker.
 
 Two child processes: gunicorn (``--workers`` processes of ``--threads`` threads each, serving
-``label_assistant.ml_backend.app:create_app()``) and one worker process
+``label_assistant.ml_backend.app:create_app()``, with the hooks of
+:mod:`label_assistant.ml_backend.gunicorn_conf`) and one worker process
 (``python -m label_assistant.ml_backend.worker``). Settings reach both through the
-environment (see :mod:`label_assistant.ml_backend.settings`). Ctrl-C or SIGTERM stops both;
-so does either one exiting. Training jobs run in their own sessions and are not stopped: the
-next worker picks their result up (or reruns a job that died).
+environment (see :mod:`label_assistant.ml_backend.settings`); gunicorn also gets
+``PROMETHEUS_MULTIPROC_DIR`` = ``W/metrics``, emptied at each start, so that ``/metrics``
+counts the requests of all its workers (see :mod:`label_assistant.ml_backend.metrics`).
+Ctrl-C or SIGTERM stops both; so does either one exiting. Training jobs run in their own
+sessions and are not stopped: the next worker picks their result up (or reruns a job that
+died).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +63,7 @@ def commands(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
         "--workers", str(args.workers),
         "--worker-class", "gthread", "--threads", str(args.threads),
         "--timeout", str(args.timeout), "--graceful-timeout", "10",
+        "--config", "python:label_assistant.ml_backend.gunicorn_conf",
         "label_assistant.ml_backend.app:create_app()",
     ]
     if _gunicorn_version() >= (27,):
@@ -78,6 +84,17 @@ def _gunicorn_version() -> tuple[int, ...]:
     return tuple(gunicorn.version_info)
 
 
+def fresh_metrics_dir(workdir: Path) -> Path:
+    """``W/metrics``, emptied: gunicorn's prometheus_client multiprocess folder for this run
+    (files left by an earlier run would add its counts)."""
+    from label_assistant.workspace import Workspace
+
+    path = Workspace(workdir).metrics_dir
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from label_assistant.ml_backend.settings import Settings, SettingsError
 
@@ -90,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
         settings.load_inspection_config()  # a bad file fails here, not in every child
         settings.training_config()
         settings.workdir.mkdir(parents=True, exist_ok=True)
+        metrics_dir = fresh_metrics_dir(settings.workdir)
     except (SettingsError, ValueError, OSError) as error:
         raise CliError(str(error)) from None
     args.workdir = settings.workdir
     env = {**os.environ, **settings.to_env()}
+    web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     web_cmd, worker_cmd = commands(args)
 
     stopping = {"signal": None}
@@ -106,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if worker_cmd:
             children.append(subprocess.Popen(worker_cmd, env=env))
-        children.append(subprocess.Popen(web_cmd, env=env))
+        children.append(subprocess.Popen(web_cmd, env=web_env))
         print(f"label-assistant serve: http://{args.host}:{args.port} (work dir "
               f"{settings.workdir}); Ctrl-C stops", file=sys.stderr, flush=True)
         while stopping["signal"] is None and all(c.poll() is None for c in children):

@@ -10,14 +10,19 @@ import argparse
 import re
 from pathlib import Path
 
-from label_assistant.cli.common import CliError, image_files, progress, write_json
+from label_assistant.cli.common import (
+    CliError,
+    add_device,
+    add_json,
+    add_mask_type,
+    add_training_options,
+    image_files,
+    progress,
+    write_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from label_assistant.datasets import MASK_TYPES
-    from label_assistant.model.config import TrainConfig
-
-    d = TrainConfig()
     p = subparsers.add_parser(
         "simulate",
         help="oracle active-learning experiment: learning curves per selection strategy",
@@ -45,10 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "and context, see --sparse-fraction)")
     p.add_argument("--sparse-fraction", type=float, default=0.1,
                    help="sparse annotation: share of pixels labeled (default 0.1)")
-    p.add_argument("--mask-type", choices=MASK_TYPES, default="binary",
-                   help="how to read the masks (default binary: non-zero = class 1)")
-    p.add_argument("--invert", action="store_true",
-                   help="binary masks: zero pixels are the class (ISBI membranes)")
+    add_mask_type(p, "binary")
     seq = p.add_mutually_exclusive_group()
     seq.add_argument("--sequence-regex", default=None, metavar="R",
                      help="sequence id from file names (group 'seq', else group 1)")
@@ -60,22 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (resumed when it exists)")
     p.add_argument("--tta", action="store_true", help="flip TTA when scoring (variance, bald)")
     p.add_argument("--mc-samples", type=int, default=0, help="MC dropout passes when scoring")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch,
-                   help=f"default {d.steps_per_epoch}")
+    add_training_options(p, ("inference_tile", int, "tile side for prediction"))
     p.add_argument("--patience", type=int, default=None,
                    help="early-stopping patience in epochs (default: --epochs, i.e. off, so "
                    "that every round trains alike)")
-    p.add_argument("--tile", type=int, default=d.tile, help=f"training tile (default {d.tile})")
-    p.add_argument("--inference-tile", type=int, default=d.inference_tile,
-                   help=f"default {d.inference_tile}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
-    p.add_argument("--arch", default=d.arch, help=f"default {d.arch}")
-    p.add_argument("--encoder", default=d.encoder, help=f"default {d.encoder}")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="also write the summary as JSON (to FILE or stdout)")
+    add_device(p)
+    add_json(p, "also the summary")
     p.set_defaults(run=run)
 
 

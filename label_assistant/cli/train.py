@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from label_assistant.cli.common import CliError, image_files, write_json
+from label_assistant.cli.common import (
+    CliError,
+    add_device,
+    add_json,
+    add_mask_type,
+    add_training_options,
+    add_workdir,
+    image_files,
+    write_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from label_assistant.datasets import MASK_TYPES
-    from label_assistant.model.config import TrainConfig
-
-    d = TrainConfig()
     p = subparsers.add_parser(
         "train",
         help="train a model on images and label maps; registers a new version",
@@ -23,38 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", help="folder of images (PNG, JPEG, TIFF)")
     p.add_argument("labels", help="folder of label maps / masks, same file names")
-    p.add_argument("--workdir", required=True, help="work directory holding the model versions")
-    p.add_argument("--project", default=None, help="Label Studio project id (backend work dir)")
-    p.add_argument("--mask-type", choices=MASK_TYPES, default="labelmap",
-                   help="labelmap (default; 255 = unlabeled), binary (non-zero = class 1), "
-                   "semantic (values = classes), instance (objects -> class 1, separated)")
-    p.add_argument("--invert", action="store_true",
-                   help="binary masks: zero pixels are the class (e.g. ISBI membranes)")
+    add_workdir(p, required=True, help="work directory holding the model versions")
+    add_mask_type(p, "labelmap")
     p.add_argument("--classes", default=None,
                    help="comma-separated class names, without Background (default: Class1..K)")
-    p.add_argument("--arch", default=d.arch, help=f"smp architecture (default {d.arch})")
-    p.add_argument("--encoder", default=d.encoder, help=f"smp encoder (default {d.encoder})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch,
-                   help=f"batches per epoch (default {d.steps_per_epoch})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--tile", type=int, default=d.tile,
-                   help=f"training tile size (default {d.tile})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
-    p.add_argument("--loss", default=d.loss,
-                   help=f"loss: ce, focal, dice or a sum like 0.5*ce+0.5*dice (default {d.loss})")
+    add_training_options(
+        p, ("loss", str, "loss: ce, focal, dice or a sum like 0.5*ce+0.5*dice"),
+        ("val_fraction", float, "share of images held out for validation"),
+        ("patience", int, "early stopping patience in epochs"), ("seed", int, "random seed"))
     p.add_argument("--class-weights", choices=["auto"], default=None,
                    help="auto: weight classes by inverse labeled-pixel frequency")
     p.add_argument("--separate-contours", action="store_true",
                    help="raise the weight of background between close objects (U-Net paper)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help=f"share of images held out for validation (default {d.val_fraction})")
-    p.add_argument("--patience", type=int, default=d.patience,
-                   help=f"early stopping patience in epochs (default {d.patience})")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write the new version's record as JSON (to FILE or stdout)")
+    add_device(p)
+    add_json(p, "the new version's record")
     p.set_defaults(run=run)
 
 
@@ -62,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from label_assistant.cli.common import progress
     from label_assistant.datasets import DatasetError, load_example, pair_files
     from label_assistant.images import ImageError
-    from label_assistant.model.registry import ModelRegistry
     from label_assistant.model.train import TrainConfig, TrainingError, train
-    from label_assistant.workdir import models_dir
+    from label_assistant.workspace import Workspace
 
     try:
         pairs_paths = pair_files(image_files(args.images), image_files(args.labels, "label folder"))
@@ -103,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(examples, class_names, config, on_epoch=on_epoch)
     except (TrainingError, ValueError) as error:
         raise CliError(str(error)) from None
-    registry = ModelRegistry(models_dir(args.workdir, args.project))
+    registry = Workspace(args.workdir).registry(args.project)
     current = registry.current()
     info = registry.publish(
         result.state_dict,

@@ -1,4 +1,5 @@
-"""The Label Studio format layer: label config, brush RLE codec, annotation <-> label map.
+"""The Label Studio format layer (label config, brush RLE codec, annotation <-> label map) and
+one client for its API.
 
 - :mod:`.config`: :func:`parse_label_config` -> :class:`LabelConfig` (image, controls,
   classes 1..K, background label, config hash).
@@ -7,7 +8,10 @@
 - :mod:`.annotations`: :func:`annotation_to_label_map` (results -> label map, instances,
   conflicts) and :func:`label_map_to_results` (label map -> ``brushlabels`` results).
 
-Pure functions on arrays and dicts: no HTTP here.
+- :mod:`.client`: :class:`~.client.LabelStudioClient`, the one way the project talks to
+  Label Studio's API (inspection fields, saved tabs, the labeling order, imports).
+
+The first three are pure functions on arrays and dicts; only the client does HTTP.
 """
 
 from label_assistant.labelstudio.annotations import (

@@ -61,6 +61,23 @@ fields of the same task at the same moment can still lose one update: the backen
 write through one client.
 
 Server errors become :class:`LabelStudioError` with one line: method, path, status, body.
+
+Transport
+    Every call goes through ``label_studio_sdk`` 2.1.2 (its models are turned back into the
+    server's JSON with :func:`_plain`, so the dicts are what Label Studio sent), except two
+    that the SDK lacks, sent raw through :meth:`LabelStudioClient._request`:
+
+    - ``GET /api/projects/{id}/next`` (:meth:`LabelStudioClient.next_task`): no SDK method.
+    - the multipart ``POST /api/projects/{id}/import`` (:meth:`LabelStudioClient.upload_files`):
+      ``projects.import_tasks`` only sends a JSON list of tasks, and no SDK method uploads a
+      file.
+
+    The Data Manager's ``next_task`` action goes through ``actions.with_raw_response.create``:
+    ``actions.create`` returns ``None``, dropping the task that the action answers with.
+    The SDK retries a call up to twice (1 s, 2 s) after a connection error or a 408, 409, 429
+    or 5xx answer; the calls that create something or run an action are sent once
+    (``max_retries=0``), so that a retry never makes a second tab or asks the ML backend
+    again.
 """
 
 from __future__ import annotations
@@ -71,13 +88,16 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
 import httpx
-import requests
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
+from label_studio_sdk.core.parse_error import ParsingError
+from label_studio_sdk.core.request_options import RequestOptions
+from label_studio_sdk.projects.client import ProjectsClient
 
 __all__ = [
     "ADMITTED",
@@ -93,7 +113,6 @@ __all__ = [
     "WARNINGS_HEADER",
     "LabelStudioClient",
     "LabelStudioError",
-    "LabelStudioSink",
     "format_rank",
     "format_warnings",
     "inspection_fields",
@@ -125,6 +144,10 @@ log = logging.getLogger(__name__)
 _SAMPLINGS = ("Sequential sampling", "Uniform sampling", "Uncertainty sampling")
 _BODY_CHARS = 200
 _PAGE_SIZE = 500
+_ONCE: RequestOptions = {"max_retries": 0}  # not idempotent: never retried (module doc)
+# The fields ``projects.update`` takes as arguments; any other goes in the body as it is.
+_PROJECT_FIELDS = frozenset(signature(ProjectsClient.update).parameters) - {
+    "self", "id", "members_limit", "request_options"}
 
 Ranking = Sequence[tuple[int, int, float, str]]
 
@@ -207,8 +230,16 @@ def _merged(data: Mapping[str, Any], fields: Mapping[str, Any], drop: Iterable[s
     return out
 
 
+def _plain(model: Any) -> dict[str, Any]:
+    """An SDK model as the JSON Label Studio sent: the SDK's JSON serialisation keeps only
+    the keys the server sent (its models are built unvalidated, recording which) and turns
+    datetimes back into the same text; measured equal for projects, tasks, views and
+    predictions. (``model_dump()`` adds every other field as ``None``, and datetimes.)"""
+    return model.model_dump(mode="json")
+
+
 def _short(body: Any) -> str:
-    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    text = body if isinstance(body, str) else json.dumps(body, default=str, separators=(",", ":"))
     text = " ".join(text.split())
     return text if len(text) <= _BODY_CHARS else text[:_BODY_CHARS] + "..."
 
@@ -226,8 +257,9 @@ class LabelStudioClient:
         # Both always passed: the SDK otherwise reads LABEL_STUDIO_API_KEY and port 8000.
         self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
         self.timeout = timeout
-        self._http = requests.Session()
-        self._http.headers["Authorization"] = f"Token {api_key}"
+        # Only for the two calls the SDK lacks (module doc, "Transport").
+        self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  headers={"Authorization": f"Token {api_key}"})
         self._lock = threading.RLock()
 
     @classmethod
@@ -242,13 +274,12 @@ class LabelStudioClient:
     # -- transport --------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, params: Mapping | None = None,
-                 json_body: Any = None, files: Any = None, missing_ok: bool = False) -> Any:
-        """One HTTP call for endpoints the SDK lacks; JSON back, ``None`` for 404 if allowed.
-        ``files`` makes it a multipart upload (``requests``' ``files=``)."""
+                 files: Any = None, missing_ok: bool = False) -> Any:
+        """One HTTP call for an endpoint the SDK lacks (module doc, "Transport"); JSON back,
+        ``None`` for 404 if allowed. ``files`` makes it a multipart upload (httpx's ``files=``)."""
         try:
-            response = self._http.request(method, self.url + path, params=params,
-                                          json=json_body, files=files, timeout=self.timeout)
-        except requests.RequestException as error:
+            response = self._http.request(method, path, params=params, files=files)
+        except httpx.HTTPError as error:
             raise LabelStudioError(f"{method} {path}: {type(error).__name__}: {error}") from None
         if missing_ok and response.status_code == 404:
             return None
@@ -262,10 +293,22 @@ class LabelStudioClient:
         """An SDK call whose failures become one-line :class:`LabelStudioError`."""
         try:
             return call(*args, **kwargs)
-        except ApiError as error:
+        except (ApiError, ParsingError) as error:
             raise LabelStudioError(f"{what} -> {error.status_code}: {_short(error.body)}") from None
         except httpx.HTTPError as error:
             raise LabelStudioError(f"{what}: {type(error).__name__}: {error}") from None
+
+    def _sdk_or_none(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any
+                     ) -> Any:
+        """:meth:`_sdk`, but ``None`` when Label Studio answers 404."""
+        def attempt() -> Any:
+            try:
+                return call(*args, **kwargs)
+            except ApiError as error:
+                if error.status_code == 404:
+                    return None
+                raise
+        return self._sdk(what, attempt)
 
     # -- thin helpers -----------------------------------------------------------------------
 
@@ -276,10 +319,19 @@ class LabelStudioClient:
         return int(project.id)
 
     def get_project(self, project_id: int) -> dict[str, Any]:
-        return self._request("GET", f"/api/projects/{project_id}")
+        # The raw-response client: ``projects.get`` rebuilds the model from ``model_dump()``,
+        # which adds every field the server did not send (as ``None``).
+        response = self._sdk(f"GET /api/projects/{project_id}",
+                             self.sdk.projects.with_raw_response.get, project_id)
+        return _plain(response.data)
 
     def update_project(self, project_id: int, **fields: Any) -> dict[str, Any]:
-        return self._request("PATCH", f"/api/projects/{project_id}", json_body=fields)
+        known = {k: v for k, v in fields.items() if k in _PROJECT_FIELDS}
+        other = {k: v for k, v in fields.items() if k not in _PROJECT_FIELDS}
+        options: RequestOptions = {"additional_body_parameters": other} if other else {}
+        project = self._sdk(f"PATCH /api/projects/{project_id}", self.sdk.projects.update,
+                            id=project_id, **known, request_options=options or None)
+        return _plain(project)
 
     def set_sampling(self, project_id: int, sampling: str) -> None:
         """``Sequential sampling`` (default; what the ranking needs), ``Uniform sampling`` or
@@ -298,6 +350,7 @@ class LabelStudioClient:
     def upload_files(self, project_id: int, paths: Sequence[str | Path]) -> list[int]:
         """Upload image files as new tasks (the "Import" button: Label Studio stores them and
         the tasks point at ``/data/upload/...``); the new task ids, in the order given."""
+        # Raw: the SDK's ``projects.import_tasks`` sends only JSON; it has no file upload.
         ids: list[int] = []
         for path in paths:
             path = Path(path)
@@ -313,10 +366,11 @@ class LabelStudioClient:
 
     def ml_backends(self, project_id: int) -> list[dict[str, Any]]:
         """The ML backends connected to the project."""
-        return self._request("GET", "/api/ml", params={"project": project_id}) or []
+        backends = self._sdk("GET /api/ml", self.sdk.ml.list, project=project_id)
+        return [_plain(b) for b in backends or []]
 
     def disconnect_backend(self, backend_id: int) -> None:
-        self._request("DELETE", f"/api/ml/{backend_id}", missing_ok=True)
+        self._sdk_or_none(f"DELETE /api/ml/{backend_id}", self.sdk.ml.delete, id=backend_id)
 
     def retrieve_predictions(self, project_id: int, task_ids: Sequence[int] | None = None
                              ) -> None:
@@ -326,13 +380,14 @@ class LabelStudioClient:
         screen pre-labels a task from its newest one."""
         selected = ({"all": True, "excluded": []} if task_ids is None
                     else {"all": False, "included": [int(t) for t in task_ids]})
-        self._request("POST", "/api/dm/actions",
-                      params={"id": "retrieve_tasks_predictions", "project": project_id},
-                      json_body={"selectedItems": selected})
+        self._sdk("POST /api/dm/actions", self.sdk.actions.create,
+                  id="retrieve_tasks_predictions", project=project_id, selected_items=selected,
+                  request_options=_ONCE)
 
     def predictions(self, project_id: int) -> list[dict[str, Any]]:
         """Every prediction stored in the project."""
-        return self._request("GET", "/api/predictions", params={"project": project_id}) or []
+        found = self._sdk("GET /api/predictions", self.sdk.predictions.list, project=project_id)
+        return [_plain(p) for p in found or []]
 
     def connect_backend(self, project_id: int, url: str, *, title: str = "label-assistant",
                         is_interactive: bool = False) -> int:
@@ -348,20 +403,19 @@ class LabelStudioClient:
                    view_id: int | None = None) -> list[dict[str, Any]]:
         """All tasks (``fields=task_only``, storage URLs as stored), optionally through a
         Data Manager query (``filters``, ``ordering``, ``selectedItems``) or a view."""
-        params: dict[str, Any] = {"project": project_id, "fields": "task_only",
-                                  "resolve_uri": "false", "page_size": _PAGE_SIZE}
-        if query is not None:
-            params["query"] = json.dumps(query)
-        if view_id is not None:
-            params["view"] = view_id
+        # Page by page rather than iterating the SDK's pager: the pager stops only at an
+        # empty page, and Label Studio answers a page past the end with 404 (one more call).
+        query_text = json.dumps(query) if query is not None else None
         tasks: list[dict[str, Any]] = []
         page = 1
         while True:
-            body = self._request("GET", "/api/tasks", params={**params, "page": page},
-                                 missing_ok=True)
-            batch = (body or {}).get("tasks", [])
-            tasks.extend(batch)
-            if not batch or len(tasks) >= int(body.get("total", 0)):
+            found = self._sdk_or_none(
+                "GET /api/tasks", self.sdk.tasks.list, project=project_id, fields="task_only",
+                resolve_uri=False, page=page, page_size=_PAGE_SIZE, query=query_text,
+                view=view_id)
+            batch = (found.items or []) if found is not None else []
+            tasks.extend(_plain(task) for task in batch)
+            if not batch or len(tasks) >= int(found.response.total or 0):
                 return tasks
             page += 1
 
@@ -389,7 +443,8 @@ class LabelStudioClient:
 
     def _write_data(self, task_id: int, old: dict, new: dict) -> dict:
         if new != old:
-            self._request("PATCH", f"/api/tasks/{task_id}", json_body={"data": new})
+            self._sdk(f"PATCH /api/tasks/{task_id}", self.sdk.tasks.update, id=str(task_id),
+                      data=new)
         return new
 
     # -- inspection status ------------------------------------------------------------------
@@ -425,10 +480,12 @@ class LabelStudioClient:
     # -- Data Manager tabs ------------------------------------------------------------------
 
     def list_views(self, project_id: int) -> list[dict[str, Any]]:
-        return self._request("GET", "/api/dm/views", params={"project": project_id}) or []
+        views = self._sdk("GET /api/dm/views", self.sdk.views.list, project=project_id)
+        return [_plain(v) for v in views or []]
 
     def get_view(self, view_id: int) -> dict[str, Any]:
-        return self._request("GET", f"/api/dm/views/{view_id}")
+        return _plain(self._sdk(f"GET /api/dm/views/{view_id}", self.sdk.views.get,
+                                id=str(view_id)))
 
     def ensure_view(self, project_id: int, title: str, filters: Mapping[str, Any] | None = None,
                     ordering: Sequence[str] = ()) -> int:
@@ -442,20 +499,20 @@ class LabelStudioClient:
         with self._lock:
             views = self.list_views(project_id)
             if not views and title != DEFAULT_VIEW_TITLE:
-                self._request("POST", "/api/dm/views", json_body={
-                    "project": project_id, "data": {"title": DEFAULT_VIEW_TITLE}})
+                self._sdk("POST /api/dm/views", self.sdk.views.create, project=project_id,
+                          data={"title": DEFAULT_VIEW_TITLE}, request_options=_ONCE)
             for view in views:
                 data = view.get("data") or {}
                 if data.get("title") != title:
                     continue
                 if all(data.get(key) == value for key, value in wanted.items()):
                     return int(view["id"])
-                self._request("PATCH", f"/api/dm/views/{view['id']}",
-                              json_body={"project": project_id, "data": {**data, **wanted}})
+                self._sdk(f"PATCH /api/dm/views/{view['id']}", self.sdk.views.update,
+                          id=str(view["id"]), project=project_id, data={**data, **wanted})
                 return int(view["id"])
-            created = self._request("POST", "/api/dm/views",
-                                    json_body={"project": project_id, "data": wanted})
-            return int(created["id"])
+            created = self._sdk("POST /api/dm/views", self.sdk.views.create, project=project_id,
+                                data=wanted, request_options=_ONCE)
+            return int(created.id)
 
     # -- labeling order ---------------------------------------------------------------------
 
@@ -487,6 +544,7 @@ class LabelStudioClient:
     def next_task(self, project_id: int, view_id: int | None = None) -> dict[str, Any] | None:
         """The task Label Studio gives this user next (``/api/projects/{id}/next``, through
         the tab ``view_id`` if given); ``None`` when nothing is left."""
+        # Raw: the SDK has no call for /api/projects/{id}/next.
         params = {"view": view_id} if view_id is not None else None
         return self._request("GET", f"/api/projects/{project_id}/next", params=params,
                              missing_ok=True)
@@ -496,72 +554,26 @@ class LabelStudioClient:
         ``view_id``: the UI posts the tab's filters and ordering to the ``next_task``
         action. ``None`` when nothing is left."""
         data = self.get_view(view_id).get("data") or {}
-        body = {"ordering": data.get("ordering", []),
-                "filters": data.get("filters") or {"conjunction": "and", "items": []}}
-        params = {"id": "next_task", "project": project_id, "tabID": view_id}
-        return self._request("POST", "/api/dm/actions", params=params, json_body=body,
-                             missing_ok=True)
+        return self._next_task_action(
+            project_id, view_id, ordering=data.get("ordering", []),
+            filters=data.get("filters") or {"conjunction": "and", "items": []})
 
     def next_task_label_all(self, project_id: int, view_id: int | None = None
                             ) -> dict[str, Any] | None:
         """What "Label All Tasks" loads: the UI sends no filters or ordering (see module)."""
-        params: dict[str, Any] = {"id": "next_task", "project": project_id}
+        return self._next_task_action(project_id, view_id)
+
+    def _next_task_action(self, project_id: int, view_id: int | None, **body: Any
+                          ) -> dict[str, Any] | None:
+        """``POST /api/dm/actions?id=next_task`` with ``body`` (``filters``, ``ordering``), as
+        the UI sends it, ``tabID`` included, which Label Studio 1.23.2 reads nowhere (the
+        SDK's ``view=`` would make it use the tab's stored filters, ordering and selection
+        instead of the posted ones). The raw-response client because ``actions.create``
+        returns ``None``, not the task."""
+        extra: RequestOptions = {"max_retries": 0}
         if view_id is not None:
-            params["tabID"] = view_id
-        return self._request("POST", "/api/dm/actions", params=params, json_body={},
-                             missing_ok=True)
-
-
-class LabelStudioSink:
-    """What the backend's worker calls when it has news for Label Studio.
-
-    ``rank_tasks(project_id, version_id, unlabeled_tasks)`` returns the ranking
-    (``(task_id, rank, score, reason)`` tuples) for a newly published model version; without
-    it, ``version_published`` does nothing.
-    """
-
-    def __init__(
-        self,
-        client: LabelStudioClient,
-        rank_tasks: Callable[[int, str, list[dict[str, Any]]], Ranking] | None = None,
-        *,
-        prelabel_ahead: int = 0,
-        prelabel_batch: int = 10,
-    ) -> None:
-        self.client = client
-        self.rank_tasks = rank_tasks
-        self.prelabel_ahead = prelabel_ahead
-        self.prelabel_batch = prelabel_batch
-
-    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
-                             report: Mapping[str, Any]) -> None:
-        self.client.write_inspection(project_id, task_id, report, annotation_id=annotation_id)
-
-    def annotation_deleted(self, project_id: int, task_id: int) -> None:
-        self.client.clear_inspection(project_id, task_id)
-
-    def version_published(self, project_id: int, version_id: str) -> None:
-        if self.rank_tasks is None:
-            return
-        unlabeled = self.client.list_unlabeled_tasks(project_id)
-        ranking = self.rank_tasks(project_id, version_id, unlabeled)
-        self.client.write_ranking(project_id, ranking)
-        self.refresh_prelabels(project_id, version_id, ranking)
-
-    def refresh_prelabels(self, project_id: int, version_id: str, ranking: Ranking) -> int:
-        """New pre-labels, from the new version, for the first ``prelabel_ahead`` tasks of
-        the ranking (the ones annotators get next; the rest keep their older pre-labels, so
-        a large project costs no more than this). In batches, each one ``/predict`` that
-        Label Studio waits 100 s for. A failure is logged, not raised: the ranking is
-        written. Returns the tasks asked for."""
-        ahead = [int(task) for task, *_ in sorted(ranking, key=lambda r: r[1])]
-        ahead = ahead[: max(0, self.prelabel_ahead)]
-        for start in range(0, len(ahead), self.prelabel_batch):
-            batch = ahead[start: start + self.prelabel_batch]
-            try:
-                self.client.retrieve_predictions(project_id, batch)
-            except LabelStudioError as error:
-                log.warning("project %s %s: pre-labels for tasks %s not refreshed: %s",
-                            project_id, version_id, batch, error)
-                return start
-        return len(ahead)
+            extra["additional_query_parameters"] = {"tabID": view_id}
+        response = self._sdk_or_none("POST /api/dm/actions",
+                                     self.sdk.actions.with_raw_response.create, id="next_task",
+                                     project=project_id, request_options=extra, **body)
+        return response.response.json() if response is not None else None

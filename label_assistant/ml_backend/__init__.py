@@ -1,12 +1,19 @@
-"""The Label Studio ML backend: Flask app, protocol, webhook intake, job runner.
+"""The Label Studio ML backend: a thin shell of I/O around the pure parts of the package.
 
-- :mod:`.settings`: the settings (environment variables), in one place;
+- :mod:`.settings`: the settings (environment variables), one declaration each;
+- :mod:`.protocol`: what Label Studio sends, parsed (project ids, label configs, task images);
+- :mod:`.origin`: which Label Studio a project talks to, with which token (the one resolver);
 - :mod:`.store`: durable state in SQLite (projects, events, annotation revisions, jobs);
 - :mod:`.fetch`: task images from Label Studio only, with limits and a cache;
-- :mod:`.predict`: pre-labels (current model, or Otsu before one exists);
-- :mod:`.worker`: the background worker: intake, the inspection gate, training jobs, and the
-  :class:`~.worker.LabelStudioSink` protocol through which results reach Label Studio;
-- :mod:`.metrics`: ``/metrics`` in the Prometheus text format;
+- :mod:`.prelabels`: the serving version of a project (Otsu or a model) and ``/predict``'s
+  answers;
+- :mod:`.worker`: the intake worker: events, the gate with the serving model's
+  probabilities, the training policy, notifications;
+- :mod:`.jobs`: background jobs (training, ranking) in their own processes, and their
+  supervision;
+- :mod:`.ranking`: rank a project's unlabeled tasks and write the order back;
+- :mod:`.sinks`: where the worker's news goes (Label Studio, nowhere, a test's recorder);
+- :mod:`.metrics`: ``/metrics`` for Prometheus;
 - :mod:`.app`: the Flask application factory (``create_app``): parse, call, format.
 
 ``label-assistant serve`` runs the app under gunicorn plus one worker process.

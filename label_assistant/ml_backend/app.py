@@ -6,7 +6,7 @@ Routes (see ``docs/label-studio.md`` for what Label Studio 1.23.2 sends and expe
 - ``POST /setup`` -> ``{"model_version": ...}``: registers the project (label config, host,
   token); no model loading on the request path (Label Studio gives it 3 s); the project's
   model is loaded by a background thread.
-- ``POST /predict`` -> ``{"results": [...]}``: one per task, in order (:mod:`.predict`).
+- ``POST /predict`` -> ``{"results": [...]}``: one per task, in order (:mod:`.prelabels`).
 - ``POST /webhook``: annotation events and ``START_TRAINING`` are stored durably, then
   answered (Label Studio waits at most 1 s); other actions are acknowledged and ignored.
 - ``POST /train``: the older training call, handled as ``START_TRAINING``.
@@ -34,15 +34,14 @@ from label_assistant import __version__
 from label_assistant.labelstudio.config import LabelConfig, LabelConfigError
 from label_assistant.ml_backend import metrics
 from label_assistant.ml_backend.fetch import ImageFetcher
-from label_assistant.ml_backend.predict import (
-    ModelCache,
-    Predictor,
-    load_label_config,
-    project_key,
-)
+from label_assistant.ml_backend.jobs import JobStarter
+from label_assistant.ml_backend.origin import project_origin
+from label_assistant.ml_backend.prelabels import Prelabels
+from label_assistant.ml_backend.protocol import load_label_config, project_key
 from label_assistant.ml_backend.settings import Settings
+from label_assistant.ml_backend.sinks import Sink
 from label_assistant.ml_backend.store import Store
-from label_assistant.ml_backend.worker import HANDLED_ACTIONS, JobStarter, LabelStudioSink, Worker
+from label_assistant.ml_backend.worker import HANDLED_ACTIONS, Worker
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +83,13 @@ def _project(value: Any, what: str = "project") -> str:
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool = False,
-               sink: LabelStudioSink | None = None, job_starter: JobStarter | None = None
-               ) -> Flask:
+               sink: Sink | None = None, job_starter: JobStarter | None = None) -> Flask:
     """The backend application; ``start_worker`` runs the background worker in a thread."""
     settings = settings or Settings.from_env()
     settings.workdir.mkdir(parents=True, exist_ok=True)
     store = Store.for_workdir(settings.workdir)
-    predictor = Predictor(ModelCache(settings.workdir, settings.device, settings.predict_tile),
+    predictor = Prelabels(settings.workspace, device=settings.device,
+                          default_tile=settings.predict_tile,
                           include_background=settings.predict_background)
     requests_seen = metrics.RequestMetrics()
     app = Flask(__name__)
@@ -148,8 +147,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
         config = _config(body.get("schema") or body.get("label_config"), settings)
         hostname = body.get("hostname") if isinstance(body.get("hostname"), str) else None
         token = body.get("access_token") if isinstance(body.get("access_token"), str) else None
-        store.upsert_project(project, label_config=config.xml, hostname=hostname or None,
-                             token=token or None)
+        store.upsert_project(project, label_config=config.xml)
+        if hostname:  # the origin and its token are stored together, or not at all
+            store.set_origin(project, hostname.strip().rstrip("/"), token or None)
         with warm_lock:
             key = (project, config.config_hash)
             if key not in warmed:  # load the model off the request path, once per process
@@ -176,8 +176,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
         if config.brush_control is None:
             raise BadRequest("label config not usable: pre-labels are brush masks and it has "
                              "no <BrushLabels> control", 422)
-        fetcher = ImageFetcher.from_settings(settings, (row or {}).get("hostname"),
-                                             (row or {}).get("token"))
+        fetcher = ImageFetcher.for_origin(settings, project_origin(settings, row))
         errors: list[dict[str, Any]] = []
         results = predictor.predict(tasks, config, fetcher, project, errors)
         version = results[0]["model_version"] if results else \
@@ -232,8 +231,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
 
     @app.get("/versions")
     def versions() -> Response:
-        found = sorted({p.parent.name for p in settings.workdir.glob(
-            "projects/*/models/v*/version.json")})
+        workspace = settings.workspace
+        found = sorted({v.id for p in workspace.project_ids_with_models()
+                        for v in workspace.registry(p).list()})
         return jsonify(versions=[predictor.otsu_version, *found])
 
     @app.get("/metrics")

@@ -33,7 +33,6 @@ import io
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -43,13 +42,14 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import numpy as np
 
+from label_assistant.files import write_atomic
 from label_assistant.images import ImageError, read_image
+from label_assistant.ml_backend.origin import Origin, origin_of
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 _DATA_URL = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FetchError(ValueError):
@@ -82,24 +82,6 @@ def _short(url: str, limit: int = 160) -> str:
     if url.startswith("data:"):
         return url[:40] + "..."
     return url if len(url) <= limit else url[: limit - 3] + "..."
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]``, lower-cased, default ports dropped; '' for no host."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if not host:
-        return ""
-    try:
-        port = parts.port
-    except ValueError:
-        return ""
-    if ":" in host:
-        host = f"[{host}]"  # IPv6
-    if port is None or port == _DEFAULT_PORTS.get(scheme):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -151,19 +133,17 @@ class ImageFetcher:
         self.cache_ttl = cache_ttl
 
     @classmethod
-    def from_settings(cls, settings: Any, hostname: str | None = None,
-                      token: str | None = None) -> ImageFetcher:
-        """A fetcher for a project: ``/setup``'s host and token, else the settings' ones."""
-        from label_assistant.ml_backend.store import cache_dir
-
+    def for_origin(cls, settings: Any, origin: Origin | None) -> ImageFetcher:
+        """A fetcher for a project's Label Studio (:func:`.origin.project_origin`): relative
+        URLs are joined to its address, and its token goes to that origin only."""
         return cls(
-            label_studio_url=hostname or settings.label_studio_url,
-            token=token or settings.label_studio_api_key,
+            label_studio_url=origin.url if origin else None,
+            token=origin.token if origin else None,
             allowed_origins=settings.allowed_origins,
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
             timeout=settings.fetch_timeout,
-            cache_dir=cache_dir(settings.workdir),
+            cache_dir=settings.workspace.image_cache,
             cache_ttl=settings.image_cache_ttl,
         )
 
@@ -299,12 +279,12 @@ class ImageFetcher:
                 status, data, headers = self._get(url, {})
             else:
                 record["checked_at"] = time.time()
-                _write_atomic(paths[1], json.dumps(record).encode())
+                write_atomic(paths[1], json.dumps(record).encode())
                 return data, True
         if paths is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(paths[0], data)
-            _write_atomic(paths[1], json.dumps({
+            write_atomic(paths[0], data)
+            write_atomic(paths[1], json.dumps({
                 "url": url, "size": len(data), "etag": headers.get("ETag"),
                 "last_modified": headers.get("Last-Modified"), "checked_at": time.time(),
             }).encode())
@@ -396,15 +376,3 @@ def _read_record(paths: tuple[Path, Path]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and paths[0].is_file() else None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Several processes share the cache: a reader sees the old file or the new one, never half.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,14 +1,18 @@
 """The labeling order of a Label Studio project: rank its unlabeled tasks with the selectors.
 
-:func:`rank_tasks` is what the backend runs after each new model version (through
-:class:`~label_assistant.labelstudio.client.LabelStudioSink`) and what
-``label-assistant select --project ID`` runs on demand:
+:func:`rank_project` is the one "rank a project and write the order back": the backend's
+ranking job runs it after each new model version (:mod:`.jobs`), and ``label-assistant select
+--project ID`` runs it on demand. It reads the project's label config and tasks from Label
+Studio, ranks the unlabeled ones with :func:`rank_tasks`, writes ``la_rank`` and the "Next to
+label" tab, and asks Label Studio for new pre-labels of the first tasks
+(:func:`refresh_prelabels`). :func:`rank_tasks`:
 
-1. each task's image is fetched with the project's :class:`~.fetch.ImageFetcher` (Label
-   Studio host and token from ``/setup`` or the settings; ``data:`` URLs as they are);
-2. the model version (``version_id``; none: only the model-free part of the strategy runs)
-   scores and embeds it through :func:`~label_assistant.selectors.pool.pool_from_images`, one
-   image at a time: only per-image numbers are kept, so the pool may be any size;
+1. each task's image is fetched with the project's :class:`~.fetch.ImageFetcher` (the
+   address and token :func:`~.origin.project_origin` resolves; ``data:`` URLs as they are);
+2. the serving model version (a :class:`~label_assistant.model.predictor.Predictor`; none:
+   only the model-free part of the strategy runs) scores and embeds it through
+   :func:`~label_assistant.selectors.pool.pool_from_images`, one image at a time: only
+   per-image numbers are kept, so the pool may be any size;
 3. sequence ids come from the task data field ``settings.sequence_field`` (default
    ``sequence``); tasks already labeled (``labeled_tasks``) count in their sequence, so a
    sequence that has a labeled image comes after those that have none;
@@ -32,11 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from label_assistant.labelstudio.config import LabelConfig
 from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
-from label_assistant.ml_backend.predict import load_label_config, task_image_url
+from label_assistant.ml_backend.origin import Origin
+from label_assistant.ml_backend.protocol import load_label_config, task_image_url
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.selectors.strategies import Pool, RankedItem, parse_strategy, rank
-from label_assistant.workdir import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ MODEL_FREE_FALLBACK = "sequence"
 
 
 class RankingError(ValueError):
-    """The project can't be ranked (no label config, unknown model version)."""
+    """The project can't be ranked (no label config, a model version that can't be loaded)."""
 
 
 # --- pure parts ----------------------------------------------------------------------------------
@@ -104,100 +109,56 @@ def _finite(value: float) -> float:
 # --- the I/O side --------------------------------------------------------------------------------
 
 
-@dataclass
-class RankingModel:
-    """A loaded model version and how to run it."""
+def serving_predictor(settings: Settings, project_id: int | str, config: LabelConfig) -> Any:
+    """The project's current model version for this label config, or None (no version yet,
+    or one trained for other classes: only the model-free strategies then run)."""
+    from label_assistant.model.predictor import Predictor
+    from label_assistant.model.registry import RegistryError, VersionMismatchError
 
-    version: str
-    model: Any
-    tile: int
-    device: Any
-    channels: int | None = None
-
-
-def load_ranking_model(settings: Settings, project_id: int | str, version_id: str | None,
-                       ) -> RankingModel | None:
-    """The project's model ``version_id`` (``"current"`` allowed), or None when
-    ``version_id`` is None or names no model (Otsu's ``otsu-...``) or there is no current one."""
-    if not version_id or version_id.startswith("otsu"):
+    registry = settings.workspace.registry(str(project_id))
+    if registry.current_id() is None:
         return None
-    from label_assistant.model.inference import default_device
-    from label_assistant.model.registry import ModelRegistry, RegistryError
-
-    registry = ModelRegistry(models_dir(settings.workdir, str(project_id)))
-    if version_id == "current" and registry.current_id() is None:
-        return None
-    device = settings.device or default_device()
     try:
-        model, info = registry.load_model(version_id, device=device)
+        return Predictor.from_registry(registry, "current", expected_classes=list(config.labels),
+                                       device=settings.device, default_tile=settings.predict_tile)
+    except VersionMismatchError as error:
+        log.warning("project %s: %s; ranking without it", project_id, error)
+        return None
     except (RegistryError, OSError, RuntimeError) as error:
-        raise RankingError(f"project {project_id}: can't load model {version_id}: {error}") \
+        raise RankingError(f"project {project_id}: can't load the current model: {error}") \
             from None
-    tile = int((info.config or {}).get("inference_tile") or settings.predict_tile)
-    return RankingModel(info.id, model, tile, device, _in_channels(model))
-
-
-def _in_channels(model: Any) -> int | None:
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return int(module.in_channels)
-    return None
 
 
 def rank_tasks(
     settings: Settings,
-    project_id: int | str,
-    version_id: str | None,
     unlabeled_tasks: Iterable[Mapping[str, Any]],
     *,
+    config: LabelConfig,
+    fetcher: ImageFetcher,
+    predictor: Any = None,
     labeled_tasks: Iterable[Mapping[str, Any]] = (),
-    label_config: str | None = None,
-    hostname: str | None = None,
-    token: str | None = None,
-    store: Any = None,
-    model: RankingModel | None = None,
     strategy: str | None = None,
     seed: int = 0,
+    project: str = "?",
 ) -> Ranking:
-    """Rank ``unlabeled_tasks`` (Label Studio task dicts) for labeling; see the module doc.
-
-    The label config, host and token default to the project's record in the store (from
-    ``/setup``); ``model`` (tests) replaces loading ``version_id``.
-    """
-    from label_assistant.images import ImageError, normalize_for_model
+    """Rank ``unlabeled_tasks`` (Label Studio task dicts) for labeling; see the module doc."""
+    from label_assistant.images import ImageError
     from label_assistant.selectors.pool import pool_from_images
+    from label_assistant.selectors.sequences import sequence_ids
 
-    project = str(project_id)
-    row: Mapping[str, Any] = {}
-    if label_config is None or hostname is None or token is None:
-        if store is None:
-            from label_assistant.ml_backend.store import Store
-
-            store = Store.for_workdir(settings.workdir)
-        row = store.get_project(project) or {}
-    xml = label_config or row.get("label_config")
-    if not xml:
-        raise RankingError(f"project {project}: no label config known (connect the backend to "
-                           "the project, or pass the label config)")
-    config = load_label_config(xml, settings.background_label)
-    fetcher = ImageFetcher.from_settings(settings, hostname or row.get("hostname"),
-                                         token or row.get("token"))
-    if model is None:
-        model = load_ranking_model(settings, project, version_id)
-    name = effective_strategy(strategy or settings.strategy, model is not None)
+    name = effective_strategy(strategy or settings.strategy, predictor is not None)
     spec = parse_strategy(name)
-    net = model.model if model is not None else None
-    inference = {} if model is None else {"device": model.device, "tile": model.tile,
-                                          "overlap": min(64, model.tile // 4)}
+    callables: dict[str, Any] = {}
+    if predictor is not None:
+        callables = {"predict": predictor.predict, "embed": predictor.embed}
 
     def image_of(task: Mapping[str, Any]) -> np.ndarray:
-        image = normalize_for_model(fetcher.fetch_image(task_image_url(dict(task), config)).image)
-        if model is not None and model.channels is not None and image.shape[0] != model.channels:
-            raise ValueError(f"the image has {image.shape[0]} channel(s), model {model.version} "
-                             f"expects {model.channels}")
-        return image
+        image = fetcher.fetch_image(task_image_url(dict(task), config)).image
+        if predictor is not None:
+            return predictor.model_input(image)
+        from label_assistant.images import normalize_for_model
+
+        return normalize_for_model(image)
 
     task_ids: list[int] = []
     data: list[Mapping[str, Any] | None] = []
@@ -212,9 +173,8 @@ def rank_tasks(
             part = Pool(names=[str(task_id)], labeled=[0])
         else:
             try:
-                image = image_of(task)
-                part = pool_from_images([(str(task_id), image)], model=net, strategy=name,
-                                        labeled=[0] if is_labeled else None, **inference)
+                part = pool_from_images([(str(task_id), image_of(task))], strategy=name,
+                                        labeled=[0] if is_labeled else None, **callables)
             except (FetchError, ImageError, ValueError) as error:
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 log.warning("project %s task %s: not ranked: %s", project, task_id, reason)
@@ -224,14 +184,87 @@ def rank_tasks(
         task_ids.append(task_id)
         data.append(task.get("data") if isinstance(task.get("data"), Mapping) else None)
         parts.append(part)
-    from label_assistant.selectors.sequences import sequence_ids
-
     sequences = sequence_ids([str(t) for t in task_ids], data=data,
                              field=settings.sequence_field)
     pool = merge_pools(parts, sequences)
     items = rank(pool, name, seed=seed) if parts else []
     rows = ranking_rows(task_ids, items, failures)
     log.info("project %s: ranked %d tasks by %s (%s)%s", project, len(rows), name,
-             f"model {model.version}" if model else "no model",
+             f"model {predictor.version}" if predictor is not None else "no model",
              f", {len(failures)} failed" if failures else "")
     return rows
+
+
+@dataclass
+class ProjectRanking:
+    """What :func:`rank_project` did."""
+
+    ranking: Ranking
+    strategy: str
+    version: str | None
+    unlabeled: int
+    view_id: int | None = None
+    refreshed: int = 0
+
+
+def rank_project(
+    settings: Settings,
+    project_id: int,
+    client: Any,
+    origin: Origin,
+    *,
+    strategy: str | None = None,
+    seed: int = 0,
+    budget: int | None = None,
+    write: bool = True,
+    prelabel_ahead: int = 0,
+    on_start: Any = None,
+) -> ProjectRanking:
+    """Rank the project's unlabeled tasks with its serving version and write the order back
+    (``write``), then ask for new pre-labels of the first ``prelabel_ahead`` tasks.
+
+    ``client`` talks to ``origin`` (:func:`~.origin.project_origin`); tasks already labeled
+    count in their sequence. ``on_start(strategy, version, n)`` hears what is about to run.
+    """
+    config = load_label_config(client.get_project(project_id)["label_config"],
+                               settings.background_label)
+    predictor = serving_predictor(settings, project_id, config)
+    name = effective_strategy(strategy or settings.strategy, predictor is not None)
+    version = predictor.version if predictor is not None else None
+    unlabeled = client.list_unlabeled_tasks(project_id)
+    ids = {int(t["id"]) for t in unlabeled}
+    labeled = [t for t in client.list_tasks(project_id) if int(t["id"]) not in ids]
+    if on_start is not None:
+        on_start(name, version, len(unlabeled))
+    ranking = rank_tasks(settings, unlabeled, config=config,
+                         fetcher=ImageFetcher.for_origin(settings, origin), predictor=predictor,
+                         labeled_tasks=labeled, strategy=name, seed=seed,
+                         project=str(project_id))
+    if budget is not None:
+        ranking = ranking[:budget]
+    outcome = ProjectRanking(ranking, name, version, len(unlabeled))
+    if write:
+        outcome.view_id = client.write_ranking(project_id, ranking)
+        outcome.refreshed = refresh_prelabels(client, project_id, ranking, prelabel_ahead)
+    return outcome
+
+
+def refresh_prelabels(client: Any, project_id: int, ranking: Ranking, ahead: int,
+                      batch: int = 10) -> int:
+    """New pre-labels from the serving version for the first ``ahead`` tasks of the ranking
+    (the ones annotators get next; the rest keep their older pre-labels, so a large project
+    costs no more than this). In batches, each one ``/predict`` that Label Studio waits 100 s
+    for. A failure is logged, not raised: the ranking is written. Returns the tasks asked
+    for."""
+    from label_assistant.labelstudio.client import LabelStudioError
+
+    order = [int(task) for task, *_ in sorted(ranking, key=lambda r: r[1])][: max(0, ahead)]
+    for start in range(0, len(order), batch):
+        chunk = order[start: start + batch]
+        try:
+            client.retrieve_predictions(project_id, chunk)
+        except LabelStudioError as error:
+            log.warning("project %s: pre-labels for tasks %s not refreshed: %s", project_id,
+                        chunk, error)
+            return start
+    return len(order)

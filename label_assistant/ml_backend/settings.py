@@ -1,136 +1,194 @@
 """The backend's settings, in one place: a frozen dataclass read from the environment.
 
-Variable -> field (default): meaning.
+Each field of :class:`Settings` but ``train_overrides`` is declared once, with
+:func:`_setting`: its environment variable, default, parser and a one-line meaning.
+:meth:`Settings.from_env`, :meth:`Settings.to_env`, :data:`VARIABLES` and
+:func:`settings_table` (the markdown table README.md's "Settings" section shows) are all
+derived from those declarations, so a new setting is one new field.
 
-- ``LA_WORKDIR`` -> ``workdir`` (``./work``): store, images, models, jobs.
-- ``LABEL_STUDIO_URL`` -> ``label_studio_url`` (none): Label Studio's address, used when
-  ``/setup`` gave no ``hostname``.
-- ``LABEL_STUDIO_API_KEY`` -> ``label_studio_api_key`` (none): its token, used when
-  ``/setup`` gave no ``access_token``.
-- ``LA_ALLOWED_ORIGINS`` -> ``allowed_origins`` (none): comma-separated extra origins images
-  may come from (``https://files.example.org``); the Label Studio token is never sent there.
-- ``LA_MAX_IMAGE_BYTES`` -> ``max_image_bytes`` (64 MiB): larger downloads are refused.
-- ``LA_MAX_IMAGE_PIXELS`` -> ``max_image_pixels`` (64 Mpx): larger images are refused.
-- ``LA_MAX_REQUEST_BYTES`` -> ``max_request_bytes`` (256 MiB): larger request bodies get a
-  413 (a /predict of many tasks with ``data:`` URLs is the large case).
-- ``LA_FETCH_TIMEOUT`` -> ``fetch_timeout`` (30 s): connect/read timeout per image request.
-- ``LA_IMAGE_CACHE_TTL`` -> ``image_cache_ttl`` (3600 s): a cached image younger than this is
-  used without asking the server again.
-- ``LA_TRAIN_AFTER`` -> ``train_after`` (5): newly admitted annotations that start a training
-  job (0: only on request).
-- ``LA_BACKGROUND_LABEL`` -> ``background_label`` (``Background``): the label meaning
-  background.
-- ``LA_INSPECTION_CONFIG`` -> ``inspection_config`` (none): JSON file of an
-  :class:`~label_assistant.assist.inspect.InspectionConfig`.
-- ``LA_TRAIN_CONFIG`` -> ``train_config`` (none): JSON file of
-  :class:`~label_assistant.model.config.TrainConfig` settings for training jobs.
-- ``LA_DEVICE`` -> ``device`` (auto): ``cpu`` / ``cuda``, for prediction and training jobs.
-- ``LA_PREDICT_TILE`` -> ``predict_tile`` (512): tile side for prediction when the model
-  version does not name one (its ``inference_tile``).
-- ``LA_PREDICT_BACKGROUND`` -> ``predict_background`` (false): also send a Background result
-  with pre-labels (off: annotators label background where they are sure).
-- ``LA_POLL_INTERVAL`` -> ``poll_interval`` (0.5 s): how often the worker looks for events
-  and job progress.
-- ``LA_SINK`` -> ``sink`` (none): ``module:callable`` building the Label Studio sink; it is
-  called with ``(settings, store)``. Unset: :func:`label_assistant.ml_backend.sink.make_sink`
-  (writes to each project's Label Studio, from ``/setup`` or the two variables above, and
-  does nothing for a project whose Label Studio is unknown); ``none``: tell nobody.
-- ``LA_STRATEGY`` -> ``strategy`` (``sequence+entropy``): how unlabeled tasks are ranked
-  after each new version (:mod:`label_assistant.selectors`; without a model its model-free
-  part runs).
-- ``LA_SEQUENCE_FIELD`` -> ``sequence_field`` (``sequence``): the task data field holding
-  an image's sequence id.
-- ``LA_PRELABEL_AHEAD`` -> ``prelabel_ahead`` (20): after each new version, Label Studio is
-  asked for new pre-labels (from that version) of this many tasks at the head of the
-  ranking; the others keep their older ones (0: none).
+``LA_SINK`` names a ``module:callable`` called with ``(settings, store)``; see
+:func:`label_assistant.ml_backend.sinks.load_sink`. ``LA_INSPECTION_CONFIG`` is a JSON file of
+an :class:`~label_assistant.assist.inspect.InspectionConfig`, ``LA_TRAIN_CONFIG`` one of
+:class:`~label_assistant.model.config.TrainConfig` settings for training jobs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from label_assistant.workspace import Workspace
 
 
 class SettingsError(ValueError):
     """A setting with a value that can't be used (the message names the variable)."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
-    return value
+# Parsers: non-empty, stripped text -> value. A ValueError's message follows the variable's
+# name in the SettingsError ("LA_TRAIN_AFTER must be an integer, got 'many'").
+
+def _int(minimum: int = 0) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _positive_float(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        raise ValueError(f"must be a number, got {raw!r}") from None
     if not value > 0:
-        raise SettingsError(f"{name} must be > 0, got {value}")
+        raise ValueError(f"must be > 0, got {value}")
     return value
 
 
-def _str(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name, "").strip()
-    return raw or None
+def _str(raw: str) -> str:
+    return raw
 
 
-def _strategy(env: Mapping[str, str]) -> str:
-    raw = _str(env, "LA_STRATEGY")
-    if raw is None:
-        return "sequence+entropy"
+def _bool(raw: str) -> bool:
+    return raw.lower() in ("1", "true", "yes", "on")
+
+
+def _url(raw: str) -> str | None:
+    return raw.rstrip("/") or None
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+def _strategy(raw: str) -> str:
     from label_assistant.selectors.strategies import StrategyError, parse_strategy
 
     try:
         return parse_strategy(raw).name
     except StrategyError as error:
-        raise SettingsError(f"LA_STRATEGY: {error}") from None
+        raise ValueError(f"must be a ranking strategy: {error}") from None
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
+             shown: str | None = None) -> Any:
+    """A :class:`Settings` field read from ``env``: unset or blank gives ``default``, other
+    text goes through ``parse``; ``doc`` is its meaning, ``shown`` its default in the table
+    (derived from ``default`` when not given)."""
+    return field(default=default,
+                 metadata={"env": env, "parse": parse, "doc": doc, "shown": shown})
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One setting's declaration: the environment variable ``env`` sets the field ``attr``."""
+
+    env: str
+    attr: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+    shown: str  # the default, as settings_table() shows it
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The value ``env`` gives (the default when the variable is unset or blank)."""
+        raw = env.get(self.env, "").strip()
+        if not raw:
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as error:
+            raise SettingsError(f"{self.env} {error}") from None
+
+    def text(self, value: Any) -> str:
+        """``value`` as this variable's text (what :meth:`Settings.to_env` sets it to)."""
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, tuple):
+            return ",".join(value)
+        return str(value)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the backend is configured with; see the module docstring for the variables."""
+    """Everything the backend is configured with; each field's variable and meaning is in its
+    declaration (:data:`VARIABLES`, :func:`settings_table`)."""
 
-    workdir: Path = Path("./work")
-    label_studio_url: str | None = None
-    label_studio_api_key: str | None = None
-    allowed_origins: tuple[str, ...] = ()
-    max_image_bytes: int = 64 * 1024 * 1024
-    max_image_pixels: int = 64 * 1024 * 1024
-    max_request_bytes: int = 256 * 1024 * 1024
-    fetch_timeout: float = 30.0
-    image_cache_ttl: float = 3600.0
-    train_after: int = 5
-    background_label: str = "Background"
-    inspection_config: Path | None = None
-    train_config: Path | None = None
-    device: str | None = None
-    predict_tile: int = 512
-    predict_background: bool = False
-    poll_interval: float = 0.5
-    sink: str | None = None
-    strategy: str = "sequence+entropy"
-    sequence_field: str = "sequence"
-    prelabel_ahead: int = 20
+    workdir: Path = _setting(
+        "LA_WORKDIR", Path("./work"), Path,
+        "store (`backend.sqlite3`), image cache, models, jobs (`serve --workdir` wins)",
+        shown="`./work`")
+    label_studio_url: str | None = _setting(
+        "LABEL_STUDIO_URL", None, _url,
+        "Label Studio's address, when `/setup` gave none (images, results, ranking)")
+    label_studio_api_key: str | None = _setting(
+        "LABEL_STUDIO_API_KEY", None, _str, "its (legacy) API token, when `/setup` gave none")
+    train_after: int = _setting(
+        "LA_TRAIN_AFTER", 5, _int(0),
+        "newly admitted annotations that start a training job (0: only on request)")
+    train_config: Path | None = _setting(
+        "LA_TRAIN_CONFIG", None, Path,
+        "JSON file of training settings (`arch`, `encoder`, `epochs`, `tile`, `loss`, ...; "
+        "see `label_assistant/model/config.py`)")
+    strategy: str = _setting(
+        "LA_STRATEGY", "sequence+entropy", _strategy,
+        "how unlabeled tasks are ranked after each version (without a model its model-free "
+        "part runs)")
+    sequence_field: str = _setting(
+        "LA_SEQUENCE_FIELD", "sequence", _str,
+        "the task data field holding an image's sequence (video, z-stack, experiment)")
+    prelabel_ahead: int = _setting(
+        "LA_PRELABEL_AHEAD", 20, _int(0),
+        "tasks at the head of the ranking that get new pre-labels after each version "
+        "(0: none)")
+    background_label: str = _setting(
+        "LA_BACKGROUND_LABEL", "Background", _str, "the label that means background")
+    inspection_config: Path | None = _setting(
+        "LA_INSPECTION_CONFIG", None, Path,
+        "JSON file: rule levels (`off`/`warning`/`error`) and thresholds")
+    predict_background: bool = _setting(
+        "LA_PREDICT_BACKGROUND", False, _bool, "also send a Background region with pre-labels")
+    predict_tile: int = _setting(
+        "LA_PREDICT_TILE", 512, _int(32),
+        "prediction tile side when the model version names none")
+    device: str | None = _setting(
+        "LA_DEVICE", None, _str,
+        "`cpu` or `cuda` for prediction and training (auto: CUDA when present)", shown="auto")
+    allowed_origins: tuple[str, ...] = _setting(
+        "LA_ALLOWED_ORIGINS", (), _origins,
+        "comma-separated extra origins images may come from (the token is never sent there)")
+    max_image_bytes: int = _setting(
+        "LA_MAX_IMAGE_BYTES", 64 * 1024 * 1024, _int(1), "larger image downloads are refused",
+        shown="64 MiB")
+    max_image_pixels: int = _setting(
+        "LA_MAX_IMAGE_PIXELS", 64 * 1024 * 1024, _int(1), "larger images are refused",
+        shown="64 Mpx")
+    max_request_bytes: int = _setting(
+        "LA_MAX_REQUEST_BYTES", 256 * 1024 * 1024, _int(1), "larger request bodies get a 413",
+        shown="256 MiB")
+    fetch_timeout: float = _setting(
+        "LA_FETCH_TIMEOUT", 30.0, _positive_float, "connect/read timeout per image request",
+        shown="30 s")
+    image_cache_ttl: float = _setting(
+        "LA_IMAGE_CACHE_TTL", 3600.0, _positive_float,
+        "a cached image younger than this is used without asking again", shown="3600 s")
+    poll_interval: float = _setting(
+        "LA_POLL_INTERVAL", 0.5, _positive_float,
+        "how often the worker looks for events and job progress", shown="0.5 s")
+    sink: str | None = _setting(
+        "LA_SINK", None, _str,
+        "`module:callable` building where results go; `none`: nowhere",
+        shown="per-project Label Studio")
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
@@ -143,66 +201,27 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from environment variables (``os.environ`` by default), then ``overrides``."""
+        """Settings from environment variables (``os.environ`` by default), then ``overrides``.
+
+        Raises :class:`SettingsError` (naming the variable) for a value that can't be used.
+        """
         env = os.environ if env is None else env
-        origins = tuple(o.strip().rstrip("/") for o in env.get("LA_ALLOWED_ORIGINS", "").split(",")
-                        if o.strip())
-        inspection = _str(env, "LA_INSPECTION_CONFIG")
-        train = _str(env, "LA_TRAIN_CONFIG")
-        settings = cls(
-            workdir=Path(_str(env, "LA_WORKDIR") or "./work"),
-            label_studio_url=(_str(env, "LABEL_STUDIO_URL") or "").rstrip("/") or None,
-            label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY"),
-            allowed_origins=origins,
-            max_image_bytes=_int(env, "LA_MAX_IMAGE_BYTES", cls.max_image_bytes, 1),
-            max_image_pixels=_int(env, "LA_MAX_IMAGE_PIXELS", cls.max_image_pixels, 1),
-            max_request_bytes=_int(env, "LA_MAX_REQUEST_BYTES", cls.max_request_bytes, 1),
-            fetch_timeout=_float(env, "LA_FETCH_TIMEOUT", cls.fetch_timeout),
-            image_cache_ttl=_float(env, "LA_IMAGE_CACHE_TTL", cls.image_cache_ttl),
-            train_after=_int(env, "LA_TRAIN_AFTER", cls.train_after),
-            background_label=_str(env, "LA_BACKGROUND_LABEL") or "Background",
-            inspection_config=Path(inspection) if inspection else None,
-            train_config=Path(train) if train else None,
-            device=_str(env, "LA_DEVICE"),
-            predict_tile=_int(env, "LA_PREDICT_TILE", cls.predict_tile, 32),
-            predict_background=_bool(env, "LA_PREDICT_BACKGROUND"),
-            poll_interval=_float(env, "LA_POLL_INTERVAL", cls.poll_interval),
-            sink=_str(env, "LA_SINK"),
-            strategy=_strategy(env),
-            sequence_field=_str(env, "LA_SEQUENCE_FIELD") or "sequence",
-            prelabel_ahead=_int(env, "LA_PRELABEL_AHEAD", cls.prelabel_ahead),
-        )
+        settings = cls(**{v.attr: v.read(env) for v in VARIABLES})
         return replace(settings, **overrides) if overrides else settings
 
     def to_env(self) -> dict[str, str]:
-        """The environment variables that give these settings (for child processes).
+        """The environment variables that give these settings (for child processes); a field
+        that is ``None`` is left out.
 
         ``train_overrides`` has no variable; pass a ``train_config`` file instead.
         """
-        names = {
-            "workdir": "LA_WORKDIR", "label_studio_url": "LABEL_STUDIO_URL",
-            "label_studio_api_key": "LABEL_STUDIO_API_KEY", "allowed_origins": "LA_ALLOWED_ORIGINS",
-            "max_image_bytes": "LA_MAX_IMAGE_BYTES", "max_image_pixels": "LA_MAX_IMAGE_PIXELS",
-            "max_request_bytes": "LA_MAX_REQUEST_BYTES",
-            "fetch_timeout": "LA_FETCH_TIMEOUT", "image_cache_ttl": "LA_IMAGE_CACHE_TTL",
-            "train_after": "LA_TRAIN_AFTER", "background_label": "LA_BACKGROUND_LABEL",
-            "inspection_config": "LA_INSPECTION_CONFIG", "train_config": "LA_TRAIN_CONFIG",
-            "device": "LA_DEVICE", "predict_tile": "LA_PREDICT_TILE",
-            "predict_background": "LA_PREDICT_BACKGROUND", "poll_interval": "LA_POLL_INTERVAL",
-            "sink": "LA_SINK", "strategy": "LA_STRATEGY", "sequence_field": "LA_SEQUENCE_FIELD",
-            "prelabel_ahead": "LA_PRELABEL_AHEAD",
-        }
-        env = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in names or value is None:
-                continue
-            if isinstance(value, tuple):
-                value = ",".join(value)
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            env[names[f.name]] = str(value)
-        return env
+        return {v.env: v.text(getattr(self, v.attr)) for v in VARIABLES
+                if getattr(self, v.attr) is not None}
+
+    @property
+    def workspace(self) -> Workspace:
+        """The work directory's layout (:class:`~label_assistant.workspace.Workspace`)."""
+        return Workspace(self.workdir)
 
     def load_inspection_config(self) -> Any:
         """The project-wide :class:`InspectionConfig` (defaults without a file)."""
@@ -222,6 +241,30 @@ class Settings:
         if self.device and "device" not in config:
             config["device"] = self.device
         return config
+
+
+def _shown(default: Any) -> str:
+    if default is None or default == ():
+        return "none"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, (str, Path)):
+        return f"`{default}`"
+    return str(default)
+
+
+#: Every setting's declaration, in the order of the fields of :class:`Settings`.
+VARIABLES: tuple[Variable, ...] = tuple(
+    Variable(env=f.metadata["env"], attr=f.name, default=f.default, parse=f.metadata["parse"],
+             doc=f.metadata["doc"], shown=f.metadata["shown"] or _shown(f.default))
+    for f in fields(Settings) if "env" in f.metadata)
+
+
+def settings_table() -> str:
+    """The settings as a markdown table (variable, default, meaning), as README.md shows it."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{v.env}` | {v.shown} | {v.doc} |" for v in VARIABLES]
+    return "\n".join(rows)
 
 
 def _read_json(path: Path, name: str) -> dict[str, Any]:

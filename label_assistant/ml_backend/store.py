@@ -9,15 +9,23 @@ claim events and start jobs safely.
 
 Tables:
 
-- ``projects``: one row per Label Studio project: label config, host and token from
-  ``/setup``, and ``admitted_since_job`` (the training policy's counter);
+- ``projects``: one row per Label Studio project: label config, the Label Studio origin
+  and token from ``/setup`` (always stored and replaced together: a token belongs to the
+  origin it came with), and ``admitted_since_job`` (the training policy's counter);
 - ``events``: webhook events, ``pending`` -> ``processing`` -> ``done`` | ``failed``;
 - ``annotations``: one row per *revision* of an annotation (a created or updated event):
-  ``admitted`` | ``quarantined``, then ``superseded`` by a later revision or ``deleted``;
-- ``jobs``: training jobs, ``queued`` -> ``running`` -> ``done`` | ``failed``, with a
-  ``followup`` flag set by requests that arrive while the job runs.
+  ``admitted`` | ``quarantined``, then ``superseded`` by a later revision or ``deleted``.
+  The facts that decide behaviour are columns: ``verdict`` (the gate's decision at intake,
+  never rewritten) and ``config_hash`` (the label config the map was decoded with: only
+  maps of the project's current config train); ``findings`` is the report for people;
+- ``jobs``: background jobs of a ``kind`` (``train``, ``rank``), ``queued`` -> ``running``
+  -> ``done`` | ``failed``, one running per project and kind, with a ``followup`` flag set
+  by requests that arrive while the job runs, and ``not_before`` for a delayed retry.
 
-Project ids are Label Studio's project numbers as strings (``"7"``).
+Rows come back as the ``TypedDict`` records below. Project ids are Label Studio's project
+numbers as strings (``"7"``). Where the file lives is :class:`~label_assistant.workspace.
+Workspace`'s business (``Store.for_workdir``). An older database gains the new columns
+when it is opened (:func:`_migrate`).
 """
 
 from __future__ import annotations
@@ -31,14 +39,59 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-DB_FILE = "backend.sqlite3"
+from label_assistant.workspace import Workspace
 
 EVENT_STATES = ("pending", "processing", "done", "failed")
 ANNOTATION_STATES = ("admitted", "quarantined", "superseded", "deleted")
 JOB_STATES = ("queued", "running", "done", "failed")
+JOB_KINDS = ("train", "rank")
 _LIVE = ("admitted", "quarantined")
+
+
+class ProjectRow(TypedDict):
+    id: str
+    label_config: str | None
+    hostname: str | None
+    token: str | None
+    admitted_since_job: int
+    updated: float | None
+
+
+class AnnotationRow(TypedDict):
+    id: int
+    project: str
+    task_id: int | None
+    annotation_id: int
+    event_id: int
+    state: str  # admitted | quarantined | superseded | deleted
+    verdict: str | None  # the gate's decision at intake: admitted | quarantined
+    config_hash: str | None
+    findings: dict[str, Any] | None
+    image_path: str | None
+    label_path: str | None
+    notified: int
+    notify_after: float
+    updated: float | None
+
+
+class JobRow(TypedDict):
+    id: int
+    project: str
+    kind: str
+    state: str
+    reason: str | None
+    pid: int | None
+    job_dir: str | None
+    version: str | None
+    error: str | None
+    followup: int
+    attempts: int
+    notified: int
+    not_before: float
+    created: float | None
+    updated: float | None
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -69,6 +122,8 @@ CREATE TABLE IF NOT EXISTS annotations (
     annotation_id INTEGER NOT NULL,
     event_id INTEGER NOT NULL,
     state TEXT NOT NULL,
+    verdict TEXT,
+    config_hash TEXT,
     findings TEXT,
     image_path TEXT,
     label_path TEXT,
@@ -81,6 +136,7 @@ CREATE INDEX IF NOT EXISTS annotations_by_state ON annotations (project, state);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     project TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'train',
     state TEXT NOT NULL DEFAULT 'queued',
     reason TEXT,
     pid INTEGER,
@@ -90,11 +146,45 @@ CREATE TABLE IF NOT EXISTS jobs (
     followup INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     notified INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
     created REAL,
     updated REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (project, state);
 """
+
+#: Columns added after the first release: (table, column, declaration).
+_ADDED_COLUMNS = (
+    ("annotations", "verdict", "TEXT"),
+    ("annotations", "config_hash", "TEXT"),
+    ("jobs", "kind", "TEXT NOT NULL DEFAULT 'train'"),
+    ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older release up to :data:`_SCHEMA`: add the missing
+    columns and fill the annotation facts from the reports that used to hold them."""
+    added = False
+    for table, column, declaration in _ADDED_COLUMNS:
+        have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            added = True
+    if not added:
+        return
+    rows = conn.execute("SELECT id, findings FROM annotations WHERE findings IS NOT NULL AND "
+                        "(verdict IS NULL OR config_hash IS NULL)").fetchall()
+    for r in rows:
+        try:
+            findings = json.loads(r["findings"])
+        except ValueError:
+            continue
+        if isinstance(findings, dict):
+            verdict = findings.get("state") if findings.get("state") in _LIVE else None
+            conn.execute("UPDATE annotations SET verdict = COALESCE(verdict, ?), "
+                         "config_hash = COALESCE(config_hash, ?) WHERE id = ?",
+                         (verdict, findings.get("config_hash"), r["id"]))
 
 
 @dataclass(frozen=True)
@@ -111,25 +201,6 @@ class Event:
     def payload(self) -> dict[str, Any]:
         data = json.loads(self.payload_text)
         return data if isinstance(data, dict) else {}
-
-
-def db_path(workdir: str | Path) -> Path:
-    return Path(workdir) / DB_FILE
-
-
-def project_dir(workdir: str | Path, project: str) -> Path:
-    """``W/projects/<id>``: the project's models, jobs and stored annotations."""
-    return Path(workdir) / "projects" / str(project)
-
-
-def intake_dir(workdir: str | Path, project: str) -> Path:
-    """``W/projects/<id>/intake``: images and cleaned label maps of received annotations."""
-    return project_dir(workdir, project) / "intake"
-
-
-def cache_dir(workdir: str | Path) -> Path:
-    """``W/cache/images``: fetched task images, shared by every process."""
-    return Path(workdir) / "cache" / "images"
 
 
 #: Seconds a statement keeps trying while another connection holds the write lock.
@@ -164,12 +235,15 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        conn = self._conn()
-        _retry_busy(lambda: conn.executescript(_SCHEMA))
+        with self.transaction() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            _migrate(conn)
 
     @classmethod
     def for_workdir(cls, workdir: str | Path) -> Store:
-        return cls(db_path(workdir))
+        return cls(Workspace(Path(workdir)).store_file)
 
     # --- connections and transactions ----------------------------------------------------------
 
@@ -181,12 +255,13 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=0.0, isolation_level=None,
                                    check_same_thread=True)
             conn.row_factory = _row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives a crash
             # No busy handler: SQLite's own sleeps 1, 2, 5, ... 100 ms between tries and is not
             # woken when the lock frees, which put 300 ms into webhook answers while the
-            # worker wrote. _retry_busy polls every 0.5-2 ms instead.
+            # worker wrote. _retry_busy polls every 0.5-2 ms instead; switching to WAL needs
+            # the lock too (several processes open a new store at once), so it retries too.
             conn.execute("PRAGMA busy_timeout=0")
+            _retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives a crash
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -218,19 +293,27 @@ class Store:
 
     # --- projects ------------------------------------------------------------------------------
 
-    def upsert_project(self, project: str, *, label_config: str | None = None,
-                       hostname: str | None = None, token: str | None = None) -> None:
-        """Create or update a project; None leaves a field as it was."""
+    def upsert_project(self, project: str, *, label_config: str | None = None) -> None:
+        """Create a project, or replace its label config (None leaves it as it was)."""
         self._execute(
-            "INSERT INTO projects (id, label_config, hostname, token, updated) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO projects (id, label_config, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET "
             "label_config = COALESCE(excluded.label_config, label_config), "
-            "hostname = COALESCE(excluded.hostname, hostname), "
-            "token = COALESCE(excluded.token, token), updated = excluded.updated",
-            (str(project), label_config, hostname, token, time.time()),
+            "updated = excluded.updated",
+            (str(project), label_config, time.time()),
         )
 
-    def get_project(self, project: str) -> dict[str, Any] | None:
+    def set_origin(self, project: str, hostname: str | None, token: str | None) -> None:
+        """Replace the project's Label Studio origin and token together: a ``/setup`` that
+        names a new origin without a token leaves the project without one."""
+        self._execute(
+            "INSERT INTO projects (id, hostname, token, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, "
+            "token = excluded.token, updated = excluded.updated",
+            (str(project), hostname, token, time.time()),
+        )
+
+    def get_project(self, project: str) -> ProjectRow | None:
         rows = self._query("SELECT * FROM projects WHERE id = ?", (str(project),))
         return rows[0] if rows else None
 
@@ -322,6 +405,7 @@ class Store:
         findings: dict[str, Any] | None,
         image_path: str | None,
         label_path: str | None,
+        config_hash: str | None = None,
         finish_event: bool = True,
     ) -> tuple[int, str]:
         """Store a new revision of an annotation; ``(row id, state stored)``.
@@ -334,6 +418,7 @@ class Store:
         """
         if state not in _LIVE:
             raise ValueError(f"a new revision is admitted or quarantined, not {state!r}")
+        verdict = state
         project = str(project)
         now = time.time()
         with self.transaction() as conn:
@@ -350,9 +435,9 @@ class Store:
                     (now, project, annotation_id))
             cursor = conn.execute(
                 "INSERT INTO annotations (project, task_id, annotation_id, event_id, state, "
-                "findings, image_path, label_path, notified, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (project, task_id, annotation_id, event_id, state,
+                "verdict, config_hash, findings, image_path, label_path, notified, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (project, task_id, annotation_id, event_id, state, verdict, config_hash,
                  json.dumps(findings) if findings is not None else None, image_path, label_path,
                  int(state == "superseded"), now))
             if state == "admitted":
@@ -393,7 +478,7 @@ class Store:
         return changed
 
     def annotations(self, project: str | None = None, state: str | None = None,
-                    annotation_id: int | None = None) -> list[dict[str, Any]]:
+                    annotation_id: int | None = None) -> list[AnnotationRow]:
         """Annotation revisions, oldest first, filtered by project/state/annotation id."""
         sql, params = "SELECT * FROM annotations WHERE 1 = 1", []
         for column, value in (("project", project), ("state", state),
@@ -401,28 +486,32 @@ class Store:
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(str(value) if column == "project" else value)
-        rows = self._query(sql + " ORDER BY id", tuple(params))
-        for r in rows:
-            r["findings"] = json.loads(r["findings"]) if r["findings"] else None
-        return rows
+        return self._decoded(self._query(sql + " ORDER BY id", tuple(params)))
 
     def live_annotations_of_task(self, project: str, task_id: int | None
                                  ) -> list[dict[str, Any]]:
         """Admitted or quarantined revisions of a task's annotations, oldest first."""
-        rows = self._query(
+        return self._decoded(self._query(
             "SELECT * FROM annotations WHERE project = ? AND task_id IS ? "
-            "AND state IN ('admitted', 'quarantined') ORDER BY id", (str(project), task_id))
-        for r in rows:
-            r["findings"] = json.loads(r["findings"]) if r["findings"] else None
-        return rows
+            "AND state IN ('admitted', 'quarantined') ORDER BY id", (str(project), task_id)))
 
-    def training_set(self, project: str) -> list[dict[str, Any]]:
-        """The admitted revisions to train on: per task, the newest admitted annotation."""
-        rows = self.annotations(project, "admitted")
-        latest: dict[Any, dict[str, Any]] = {}
+    def training_set(self, project: str, config_hash: str) -> list[AnnotationRow]:
+        """The admitted revisions to train on: per task, the newest admitted annotation that
+        was decoded with the label config ``config_hash`` and whose files were stored."""
+        rows = self._decoded(self._query(
+            "SELECT * FROM annotations WHERE project = ? AND state = 'admitted' AND "
+            "config_hash = ? AND image_path IS NOT NULL AND label_path IS NOT NULL ORDER BY id",
+            (str(project), config_hash)))
+        latest: dict[Any, AnnotationRow] = {}
         for r in rows:  # oldest first, so the newest of each task wins
             latest[r["task_id"] if r["task_id"] is not None else f"a{r['annotation_id']}"] = r
         return sorted(latest.values(), key=lambda r: r["id"])
+
+    @staticmethod
+    def _decoded(rows: list[dict[str, Any]]) -> list[Any]:
+        for r in rows:
+            r["findings"] = json.loads(r["findings"]) if r["findings"] else None
+        return rows
 
     def annotation_revisions(self, project: str) -> list[dict[str, Any]]:
         """A project's annotation revisions with ``received_at``, oldest first.
@@ -431,13 +520,10 @@ class Store:
         if that event is gone): reports use it to tell what the gate had seen by a given time,
         which ``state`` (the revision's state now) can't.
         """
-        rows = self._query(
+        return self._decoded(self._query(
             "SELECT a.*, COALESCE(e.received_at, a.updated) AS received_at FROM annotations a "
             "LEFT JOIN events e ON e.id = a.event_id WHERE a.project = ? ORDER BY a.id",
-            (str(project),))
-        for r in rows:
-            r["findings"] = json.loads(r["findings"]) if r["findings"] else None
-        return rows
+            (str(project),)))
 
     def annotation_counts(self) -> dict[tuple[str, str], int]:
         """``(project, state) -> revisions``."""
@@ -446,13 +532,10 @@ class Store:
 
     def unnotified_annotations(self, limit: int = 50) -> list[dict[str, Any]]:
         """Revisions (live ones, deletion tombstones) not yet told to Label Studio, due now."""
-        rows = self._query(
+        return self._decoded(self._query(
             "SELECT * FROM annotations WHERE notified = 0 AND notify_after <= ? "
             "AND state IN ('admitted', 'quarantined', 'deleted') ORDER BY id LIMIT ?",
-            (time.time(), limit))
-        for r in rows:
-            r["findings"] = json.loads(r["findings"]) if r["findings"] else None
-        return rows
+            (time.time(), limit)))
 
     def mark_annotation_notified(self, row_id: int, ok: bool = True, retry_after: float = 0.0
                                  ) -> None:
@@ -469,19 +552,21 @@ class Store:
                            (str(project),))
         return rows[0]["n"] if rows else 0
 
-    def request_training(self, project: str, reason: str) -> tuple[str, int]:
-        """Ask for a training job; ``(what happened, job id)``.
+    def request_job(self, project: str, kind: str, reason: str) -> tuple[str, int]:
+        """Ask for a job of ``kind`` (``train``, ``rank``); ``(what happened, job id)``.
 
-        ``"queued"``: a new job; ``"pending"``: a queued job that has not started yet will
-        see the same data; ``"followup"``: a job is running, so it gets a follow-up flag (many
-        requests during one job make exactly one follow-up job).
+        ``"queued"``: a new job; ``"pending"``: a queued job of that kind that has not started
+        yet will see the same data; ``"followup"``: one is running, so it gets a follow-up
+        flag (many requests during one job make exactly one follow-up job).
         """
+        if kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; one of {JOB_KINDS}")
         project = str(project)
         now = time.time()
         with self.transaction() as conn:
             active = conn.execute(
-                "SELECT id, state FROM jobs WHERE project = ? AND state IN ('queued', 'running') "
-                "ORDER BY id", (project,)).fetchall()
+                "SELECT id, state FROM jobs WHERE project = ? AND kind = ? AND "
+                "state IN ('queued', 'running') ORDER BY id", (project, kind)).fetchall()
             queued = [j for j in active if j["state"] == "queued"]
             if queued:
                 return "pending", queued[0]["id"]
@@ -490,36 +575,44 @@ class Store:
                              (now, active[0]["id"]))
                 return "followup", active[0]["id"]
             cursor = conn.execute(
-                "INSERT INTO jobs (project, state, reason, created, updated) "
-                "VALUES (?, 'queued', ?, ?, ?)", (project, reason, now, now))
+                "INSERT INTO jobs (project, kind, state, reason, created, updated) "
+                "VALUES (?, ?, 'queued', ?, ?, ?)", (project, kind, reason, now, now))
             return "queued", int(cursor.lastrowid)
 
-    def startable_jobs(self) -> list[dict[str, Any]]:
-        """Queued jobs of projects that have no running job, oldest first."""
+    def request_training(self, project: str, reason: str) -> tuple[str, int]:
+        """:meth:`request_job` of a training job."""
+        return self.request_job(project, "train", reason)
+
+    def startable_jobs(self) -> list[JobRow]:
+        """Queued jobs, due now, of a project and kind with no running job, oldest first."""
         return self._query(
-            "SELECT * FROM jobs j WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM jobs r "
-            "WHERE r.project = j.project AND r.state = 'running') ORDER BY id")
+            "SELECT * FROM jobs j WHERE state = 'queued' AND not_before <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM jobs r WHERE r.project = j.project AND r.kind = j.kind AND "
+            "r.state = 'running') ORDER BY id", (time.time(),))
 
-    def claim_job(self, job_id: int, job_dir: str) -> list[dict[str, Any]] | None:
-        """Move a queued job to running and snapshot its training set; None if taken.
+    def claim_job(self, job_id: int, job_dir: str) -> JobRow | None:
+        """Move a queued job to running; None if another worker took it first.
 
-        Resets the project's ``admitted_since_job``: what is admitted from now on is new.
+        A training job resets the project's ``admitted_since_job``: what is admitted from
+        now on is new.
         """
         now = time.time()
         with self.transaction() as conn:
             job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if job is None or job["state"] != "queued":
                 return None
-            running = conn.execute("SELECT 1 FROM jobs WHERE project = ? AND state = 'running'",
-                                   (job["project"],)).fetchall()
+            running = conn.execute(
+                "SELECT 1 FROM jobs WHERE project = ? AND kind = ? AND state = 'running'",
+                (job["project"], job["kind"])).fetchall()
             if running:
                 return None
             conn.execute(
                 "UPDATE jobs SET state = 'running', job_dir = ?, pid = NULL, "
                 "attempts = attempts + 1, updated = ? WHERE id = ?", (job_dir, now, job_id))
-            conn.execute("UPDATE projects SET admitted_since_job = 0 WHERE id = ?",
-                         (job["project"],))
-        return self.training_set(job["project"])
+            if job["kind"] == "train":
+                conn.execute("UPDATE projects SET admitted_since_job = 0 WHERE id = ?",
+                             (job["project"],))
+            return conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
 
     def set_job_pid(self, job_id: int, pid: int) -> None:
         self._execute("UPDATE jobs SET pid = ?, updated = ? WHERE id = ?",
@@ -541,28 +634,31 @@ class Store:
             if not job["followup"]:
                 return None
             cursor = conn.execute(
-                "INSERT INTO jobs (project, state, reason, created, updated) "
-                "VALUES (?, 'queued', 'followup', ?, ?)", (job["project"], now, now))
+                "INSERT INTO jobs (project, kind, state, reason, created, updated) "
+                "VALUES (?, ?, 'queued', 'followup', ?, ?)",
+                (job["project"], job["kind"], now, now))
             return int(cursor.lastrowid)
 
-    def requeue_job(self, job_id: int, error: str) -> None:
-        """A running job whose process died goes back to queued (it will be rerun)."""
+    def requeue_job(self, job_id: int, error: str, delay: float = 0.0) -> None:
+        """A running job goes back to queued (it will be rerun, not before ``delay`` s)."""
+        now = time.time()
         self._execute(
-            "UPDATE jobs SET state = 'queued', pid = NULL, error = ?, updated = ? "
-            "WHERE id = ? AND state = 'running'", (error, time.time(), job_id))
+            "UPDATE jobs SET state = 'queued', pid = NULL, error = ?, not_before = ?, "
+            "updated = ? WHERE id = ? AND state = 'running'", (error, now + delay, now, job_id))
 
-    def jobs(self, project: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+    def jobs(self, project: str | None = None, state: str | None = None,
+             kind: str | None = None) -> list[JobRow]:
         sql, params = "SELECT * FROM jobs WHERE 1 = 1", []
-        if project is not None:
-            sql += " AND project = ?"
-            params.append(str(project))
-        if state is not None:
-            sql += " AND state = ?"
-            params.append(state)
+        for column, value in (("project", project), ("state", state), ("kind", kind)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(str(value))
         return self._query(sql + " ORDER BY id", tuple(params))
 
-    def unnotified_versions(self) -> list[dict[str, Any]]:
-        return self._query("SELECT * FROM jobs WHERE state = 'done' AND notified = 0 ORDER BY id")
+    def unnotified_versions(self) -> list[JobRow]:
+        """Training jobs that made a version Label Studio has not heard of yet."""
+        return self._query("SELECT * FROM jobs WHERE kind = 'train' AND state = 'done' AND "
+                           "notified = 0 ORDER BY id")
 
     def mark_job_notified(self, job_id: int) -> None:
         self._execute("UPDATE jobs SET notified = 1 WHERE id = ?", (job_id,))

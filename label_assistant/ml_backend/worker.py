@@ -8,27 +8,28 @@ worker left ``processing`` back to pending, which is only right when no other wo
 Per event (claimed from the store, oldest first):
 
 - ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED``: fetch the task image, decode the
-  annotation with the project's label config at the image's size, inspect the **raw** map
-  (what the annotator drew: warnings such as fragments, touching objects, overlaps), clean it
-  (:func:`~label_assistant.assist.post.cleanup`), inspect the **cleaned** map; the annotation is
-  admitted when neither has an error. An annotation that can't be decoded (a label not in the
-  config, another image size) or whose image can't be fetched is quarantined with that reason.
-  The image and the cleaned label map are stored under ``W/projects/<id>/intake/``; the new
-  revision supersedes the annotation's earlier ones. A cancelled (skipped) annotation counts
-  as deleted.
+  annotation with the project's label config at the image's size, and let the gate decide
+  (:func:`label_assistant.assist.gate.gate`: inspect the raw map, clean it, inspect the
+  cleaned map) with the serving model version's probabilities for the image, so that
+  ``background_over_object`` and ``class_over_background`` fire here too (Otsu serving: no
+  probabilities, those rules don't run). An annotation that can't be decoded (a label not in
+  the config, another image size) or whose image can't be fetched is quarantined with that
+  reason. The image and the cleaned label map are stored in the project's intake folders
+  (:class:`~label_assistant.workspace.Workspace`); the new revision supersedes the
+  annotation's earlier ones. A cancelled (skipped) annotation counts as deleted.
 - ``ANNOTATIONS_DELETED``: every revision of those annotations is marked deleted.
 - ``START_TRAINING`` (and legacy ``/train``): a training request.
 
 Training policy: a request is made after ``train_after`` newly admitted annotations since the
 last job started, and on ``START_TRAINING``. One job per project at a time; requests while a
 job runs set its follow-up flag, which makes exactly one follow-up job when it ends. Jobs run
-in their own process through :mod:`label_assistant.model.job` (the web workers never train;
-``/predict`` answers from the current version until the new one is published). A job whose
-process died without a final status is rerun once, then marked failed with the reason.
+in their own processes, supervised by :class:`~.jobs.Supervisor` (the web workers never
+train; ``/predict`` answers from the current version until the new one is published).
 
-Label Studio hears about results through a :class:`LabelStudioSink` (inspection reports,
-published versions). Notifications are stored as pending and retried, so a Label Studio that
-is down, or a worker killed between the store and the call, loses nothing.
+Label Studio hears about results through a sink (:mod:`.sinks`: inspection reports, new
+versions, after which the default sink queues a ranking job). Notifications are stored as
+pending and retried, so a Label Studio that is down, or a worker killed between the store and
+the call, loses nothing.
 
 Nothing acknowledged is lost if the process is killed at any moment: an event becomes
 ``done`` in the same transaction that records its outcome; until then it is redone.
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import io
 import logging
 import os
@@ -46,19 +46,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from label_assistant.assist.gate import Decision, gate, refused
+from label_assistant.files import write_atomic
 from label_assistant.labelstudio.config import LabelConfig, LabelConfigError
 from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
-from label_assistant.ml_backend.predict import load_label_config
+from label_assistant.ml_backend.jobs import JobStarter, Supervisor, rank_request, start_process
+from label_assistant.ml_backend.origin import project_origin
+from label_assistant.ml_backend.prelabels import Prelabels
+from label_assistant.ml_backend.protocol import load_label_config, task_image_url
 from label_assistant.ml_backend.settings import Settings
-from label_assistant.ml_backend.store import Event, Store, intake_dir
-from label_assistant.workdir import jobs_dir, models_dir
+from label_assistant.ml_backend.sinks import Sink, load_sink
+from label_assistant.ml_backend.store import Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -66,204 +69,27 @@ ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 HANDLED_ACTIONS = (*ANNOTATION_ACTIONS, "ANNOTATIONS_DELETED", "START_TRAINING")
 #: Tries for an event whose image fetch failed transiently (network, 5xx) before giving up.
 MAX_EVENT_ATTEMPTS = 5
-#: Runs of a job whose process died without a final status (the first run included).
-MAX_JOB_ATTEMPTS = 2
 #: Seconds the worker pauses between events so that webhook writes get the lock.
 WRITER_PAUSE = 0.003
 #: Seconds before a failed Label Studio notification is tried again.
 NOTIFY_RETRY = 30.0
 
 
-# --- Label Studio side -------------------------------------------------------------------------
-
-
-class LabelStudioSink(Protocol):
-    """Where results go back to Label Studio (implemented by ``labelstudio.client``).
-
-    Project ids are Label Studio's project numbers. A call that raises is tried again later.
-    """
-
-    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
-                             report: dict[str, Any]) -> None:
-        """An annotation revision was inspected; ``report`` as in :func:`assess`."""
-
-    def annotation_deleted(self, project_id: int, task_id: int) -> None:
-        """The task's inspected annotation is gone and the task has no other one."""
-
-    def version_published(self, project_id: int, version_id: str) -> None:
-        """A training job published a new current version."""
-
-
-class NullSink:
-    """Tells nobody (no Label Studio client configured); logs at debug level."""
-
-    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
-                             report: dict[str, Any]) -> None:
-        log.debug("project %s annotation %s: %s", project_id, annotation_id,
-                  "admitted" if report.get("admitted") else "quarantined")
-
-    def annotation_deleted(self, project_id: int, task_id: int) -> None:
-        log.debug("project %s task %s: annotation deleted", project_id, task_id)
-
-    def version_published(self, project_id: int, version_id: str) -> None:
-        log.debug("project %s: version %s published", project_id, version_id)
-
-
-@dataclass
-class RecordingSink:
-    """Remembers every call (tests); ``fail`` makes calls raise, as a Label Studio that is down."""
-
-    calls: list[tuple[str, tuple]] = field(default_factory=list)
-    fail: bool = False
-
-    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
-                             report: dict[str, Any]) -> None:
-        if self.fail:
-            raise ConnectionError("Label Studio is down")
-        self.calls.append(("annotation_inspected", (project_id, task_id, annotation_id, report)))
-
-    def annotation_deleted(self, project_id: int, task_id: int) -> None:
-        if self.fail:
-            raise ConnectionError("Label Studio is down")
-        self.calls.append(("annotation_deleted", (project_id, task_id)))
-
-    def version_published(self, project_id: int, version_id: str) -> None:
-        if self.fail:
-            raise ConnectionError("Label Studio is down")
-        self.calls.append(("version_published", (project_id, version_id)))
-
-
-def load_sink(settings: Settings, store: Store) -> LabelStudioSink:
-    """The sink named by ``settings.sink`` (``module:callable(settings, store)``); unset: each
-    project's Label Studio (:func:`label_assistant.ml_backend.sink.make_sink`); ``none``:
-    :class:`NullSink`."""
-    if settings.sink and settings.sink.strip().lower() in ("none", "null"):
-        return NullSink()
-    if not settings.sink:
-        from label_assistant.ml_backend.sink import make_sink
-
-        return make_sink(settings, store)
-    module_name, _, name = settings.sink.partition(":")
-    factory = getattr(importlib.import_module(module_name), name or "make_sink")
-    return factory(settings, store)
-
-
-# --- training processes ------------------------------------------------------------------------
-
-
-class JobHandle(Protocol):
-    pid: int
-
-    def poll(self) -> int | None: ...
-
-
-#: Starts ``python -m label_assistant.model.job JOB_DIR`` (or a test's fake); returns a handle.
-JobStarter = Callable[[Path], JobHandle]
-
-
-def _default_starter(job_dir: Path) -> JobHandle:
-    from label_assistant.model import job
-
-    return job.start(job_dir)
-
-
-def _pid_runs_job(pid: int | None, job_dir: str) -> bool:
-    """Whether ``pid`` is alive and (where /proc tells) is the training of ``job_dir``."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.parent.parent.is_dir() and Path("/proc/self").exists():
-        try:
-            # Empty for a zombie; another program if the pid was reused.
-            return job_dir.encode() in cmdline.read_bytes()
-        except OSError:
-            return False
-    return True
-
-
-# --- the gate (pure) ---------------------------------------------------------------------------
-
-
-@dataclass
-class Assessment:
-    """What the gate decided about one annotation."""
-
-    admitted: bool
-    report: dict[str, Any]
-    label_map: np.ndarray | None  # the cleaned map; None when the annotation can't be decoded
-
-
-def _error_report(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    finding = {"code": code, "severity": "error", "message": message, "bbox": None,
-               "pixels": None}
-    return {"admitted": False, "reasons": [message], "findings": [finding], "omitted": {},
-            **extra}
-
-
-def assess(results: Any, config: LabelConfig, height: int, width: int,
-           inspection: Any = None) -> Assessment:
-    """Decode, inspect the raw map, clean, inspect the cleaned map; admit if neither errs.
-
-    The report (JSON-able) holds ``admitted``, ``reasons`` (the errors), ``findings`` (the raw
-    map's findings, then errors only the cleaned map has), ``omitted``, ``cleanup`` (pixels
-    changed per operation), ``ignored`` (results skipped by the decoder) and ``config_hash``.
-    """
-    from label_assistant.assist.inspect import InspectionConfig, InspectionContext, inspect
-    from label_assistant.assist.post import CleanupParams, cleanup
+def decide(results: Any, config: LabelConfig, height: int, width: int, *,
+           probabilities: np.ndarray | None = None, inspection: Any = None) -> Decision:
+    """Decode an annotation's results at the image's size and let the gate decide."""
     from label_assistant.labelstudio.annotations import AnnotationError, annotation_to_label_map
 
-    inspection = inspection or InspectionConfig()
     try:
         decoded = annotation_to_label_map(results, config, height, width)
     except AnnotationError as error:
-        return Assessment(False, _error_report("unreadable", f"The annotation can't be read: "
-                                               f"{error}", config_hash=config.config_hash), None)
-
-    def context(label_map: np.ndarray, instances: Any, conflicts: Any) -> Any:
-        return InspectionContext(label_map=label_map, n_classes=config.n_classes,
-                                 class_names=list(config.class_names), image_shape=(height, width),
-                                 instances=instances, conflicts=conflicts)
-
-    raw = inspect(context(decoded.label_map, decoded.instances, decoded.conflicts), inspection)
-    cleaned = cleanup(decoded.label_map, instances=decoded.instances,
-                      params=CleanupParams(min_fragment_size=inspection.min_fragment_size))
-    gate = inspect(context(cleaned.label_map, cleaned.instances, None), inspection)
-    findings = [f.to_dict() for f in raw.findings]
-    seen = {(f["code"], f["message"]) for f in findings}
-    # Errors the cleanup caused (e.g. everything was a stray fragment) block too.
-    findings += [f.to_dict() for f in gate.errors if (f.code, f.message) not in seen]
-    reasons = [f["message"] for f in findings if f["severity"] == "error"]
-    admitted = raw.admitted and gate.admitted
-    report = {
-        "admitted": admitted,
-        "reasons": reasons,
-        "findings": findings,
-        "omitted": raw.omitted,
-        "cleanup": dict(cleaned.changes),
-        "ignored": [list(i) for i in decoded.ignored],
-        "config_hash": config.config_hash,
-    }
-    return Assessment(admitted, report, cleaned.label_map)
-
-
-# --- files -------------------------------------------------------------------------------------
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    """Write, fsync and rename into place: the file is whole before the store points at it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        return refused("unreadable", f"The annotation can't be read: {error}",
+                       config_hash=config.config_hash)
+    return gate(decoded.label_map, class_names=list(config.class_names),
+                instances=decoded.instances, conflicts=decoded.conflicts,
+                probabilities=probabilities, inspection=inspection,
+                image_shape=(height, width), ignored=decoded.ignored,
+                config_hash=config.config_hash)
 
 
 def _png(label_map: np.ndarray) -> bytes:
@@ -285,15 +111,19 @@ class Worker:
     """Processes events, runs the training policy and notifies Label Studio."""
 
     def __init__(self, settings: Settings, *, store: Store | None = None,
-                 sink: LabelStudioSink | None = None, job_starter: JobStarter | None = None
-                 ) -> None:
+                 sink: Sink | None = None, job_starter: JobStarter | None = None,
+                 prelabels: Prelabels | None = None) -> None:
         self.settings = settings
         self.store = store or Store.for_workdir(settings.workdir)
         self.sink = sink if sink is not None else load_sink(settings, self.store)
-        self.start_job = job_starter or _default_starter
         self.inspection = settings.load_inspection_config()
+        self.prelabels = prelabels or Prelabels(settings.workspace, device=settings.device,
+                                                default_tile=settings.predict_tile)
+        env = {**os.environ, **settings.to_env()}
+        self.jobs = Supervisor(settings, self.store,
+                               job_starter or (lambda job_dir: start_process(job_dir, env)),
+                               self.job_request)
         self.wake = threading.Event()  # set by an in-process app when an event arrives
-        self._handles: dict[int, JobHandle] = {}
         self._version_retry: dict[int, float] = {}
 
     # --- running -------------------------------------------------------------------------------
@@ -314,7 +144,7 @@ class Worker:
             # can starve the webhook's insert (p99 of 130-300 ms measured). A pause longer
             # than the store's retry interval (2 ms) lets waiting writers in.
             time.sleep(WRITER_PAUSE)
-        self.manage_jobs()
+        self.jobs.manage()
         self.notify()
         return n
 
@@ -391,8 +221,8 @@ class Worker:
         return load_label_config(xml, self.settings.background_label)
 
     def fetcher(self, project: str) -> ImageFetcher:
-        row = self.store.get_project(project) or {}
-        return ImageFetcher.from_settings(self.settings, row.get("hostname"), row.get("token"))
+        origin = project_origin(self.settings, self.store.get_project(project))
+        return ImageFetcher.for_origin(self.settings, origin)
 
     def _annotation(self, event: Event, payload: dict[str, Any]) -> None:
         annotation, task = payload.get("annotation"), payload.get("task")
@@ -407,46 +237,57 @@ class Worker:
             self.store.delete_annotation(project, annotation_id, event.id)
             return
         config = self._label_config(project, payload)
-        from label_assistant.ml_backend.predict import task_image_url
-
+        workspace = self.settings.workspace
         image_path = None
         try:
             fetched = self.fetcher(project).fetch_image(task_image_url(task, config))
         except FetchError as error:
             if error.transient and event.attempts < MAX_EVENT_ATTEMPTS:
                 raise _Retry(str(error)) from None
-            assessment = Assessment(False, _error_report(
-                "image_unavailable", f"The task image can't be used: {error}",
-                config_hash=config.config_hash), None)
+            decision = refused("image_unavailable", f"The task image can't be used: {error}",
+                               config_hash=config.config_hash)
         except ValueError as error:  # no image field in the task
-            assessment = Assessment(False, _error_report("image_unavailable", str(error),
-                                                         config_hash=config.config_hash), None)
+            decision = refused("image_unavailable", str(error), config_hash=config.config_hash)
         else:
             height, width = fetched.image.shape[:2]
-            assessment = assess(annotation.get("result") or [], config, height, width,
-                                self.inspection)
-            folder = intake_dir(self.settings.workdir, project)
+            decision = decide(annotation.get("result") or [], config, height, width,
+                              probabilities=self.serving_probabilities(project, config,
+                                                                       fetched.image),
+                              inspection=self.inspection)
             digest = hashlib.sha256(fetched.data).hexdigest()[:20]
-            image_file = folder / "images" / f"{digest}{fetched.suffix}"
+            image_file = workspace.intake_images(project) / f"{digest}{fetched.suffix}"
             if not image_file.exists():
-                _write_durable(image_file, fetched.data)
+                write_atomic(image_file, fetched.data, durable=True)
             image_path = str(image_file)
         label_path = None
-        if assessment.label_map is not None:
-            label_file = intake_dir(self.settings.workdir, project) / "labels" / \
-                f"a{annotation_id}-e{event.id}.png"
-            _write_durable(label_file, _png(assessment.label_map))
+        if decision.label_map is not None:
+            label_file = workspace.intake_labels(project) / f"a{annotation_id}-e{event.id}.png"
+            write_atomic(label_file, _png(decision.label_map), durable=True)
             label_path = str(label_file)
-        state = "admitted" if assessment.admitted else "quarantined"
-        report = {**assessment.report, "state": state, "event": event.id}
+        report = {**decision.report, "state": decision.state, "event": event.id}
         _, stored = self.store.record_annotation(
             project, task_id=task_id, annotation_id=annotation_id, event_id=event.id,
-            state=state, findings=report, image_path=image_path, label_path=label_path)
+            state=decision.state, findings=report, image_path=image_path, label_path=label_path,
+            config_hash=config.config_hash)
         log.info("project %s task %s annotation %s: %s%s", project, task_id, annotation_id,
-                 stored, "" if assessment.admitted else f" ({'; '.join(report['reasons'])})")
+                 stored, "" if decision.admitted else f" ({'; '.join(report['reasons'])})")
         if stored == "admitted" and self.settings.train_after > 0 \
                 and self.store.admitted_since_job(project) >= self.settings.train_after:
             self.request_training(project, "admitted")
+
+    def serving_probabilities(self, project: str, config: LabelConfig, image: np.ndarray
+                              ) -> np.ndarray | None:
+        """The serving model version's class probabilities for the image (for the gate's
+        model-aware rules); None while Otsu serves or when the model can't run."""
+        serving = self.prelabels.serving(project, config)
+        if not hasattr(serving, "model"):
+            return None
+        try:
+            return serving.prelabel(image).probabilities
+        except Exception as error:  # the gate still decides, without the model's view
+            log.warning("project %s: model %s can't predict this image (%s): the model "
+                        "rules are skipped", project, serving.version, error)
+            return None
 
     # --- training ------------------------------------------------------------------------------
 
@@ -456,114 +297,35 @@ class Worker:
                  job_id, outcome)
         return outcome
 
-    def manage_jobs(self) -> None:
-        """Finish jobs that ended, rerun or fail dead ones, start queued ones."""
-        from label_assistant.model.job import read_status
+    def job_request(self, project: str, job: Any) -> dict[str, Any]:
+        """The request of a claimed job (:mod:`.jobs`)."""
+        if job["kind"] == "rank":
+            return rank_request(project, job)
+        return self.training_request(project, job["id"])
 
-        for job in self.store.jobs(state="running"):
-            status = read_status(Path(job["job_dir"])) if job["job_dir"] else {"state": "missing"}
-            if status.get("state") not in ("done", "failed") and not self._alive(job):
-                # It may have finished between the two reads: look once more.
-                status = read_status(Path(job["job_dir"])) if job["job_dir"] else status
-                if status.get("state") not in ("done", "failed"):
-                    self._dead(job, status)
-                    continue
-            if status.get("state") == "done":
-                self._finished(job, "done", version=status.get("version"))
-            elif status.get("state") == "failed":
-                self._finished(job, "failed", error=status.get("error") or "failed")
-        for job in self.store.startable_jobs():
-            self._start(job)
+    def training_request(self, project: str, job_id: int) -> dict[str, Any]:
+        """A :class:`~label_assistant.model.job.TrainingRequest` for the project's admitted
+        annotations (those decoded with its current label config)."""
+        from label_assistant.model.job import TrainingRequest
 
-    def _alive(self, job: dict[str, Any]) -> bool:
-        handle = self._handles.get(job["id"])
-        if handle is not None:
-            return handle.poll() is None
-        if job["pid"] is None:
-            # Claimed but not started yet, by a worker that may still be starting it.
-            return time.time() - (job["updated"] or 0) < 60
-        return _pid_runs_job(job["pid"], job["job_dir"] or "")
-
-    def _dead(self, job: dict[str, Any], status: dict[str, Any]) -> None:
-        self._handles.pop(job["id"], None)
-        where = f"at epoch {status['epoch']}" if status.get("epoch") else \
-            f"in state {status.get('state')}"
-        reason = f"the training process (pid {job['pid']}) ended without finishing, {where}"
-        if job["attempts"] < MAX_JOB_ATTEMPTS:
-            log.warning("project %s job %d: %s; running it again (current version %s)",
-                        job["project"], job["id"], reason,
-                        self._current_version(job["project"]) or "none")
-            self.store.requeue_job(job["id"], reason)
-        else:  # _finished logs it, with the reason
-            self._finished(job, "failed", error=reason)
-
-    def _finished(self, job: dict[str, Any], state: str, *, version: str | None = None,
-                  error: str | None = None) -> None:
-        self._handles.pop(job["id"], None)
-        followup = self.store.finish_job(job["id"], state, version=version, error=error)
-        if state == "done":
-            log.info("project %s job %d done: published %s", job["project"], job["id"],
-                     version or "no version")
-        else:
-            log.error("project %s job %d failed, current version stays %s: %s", job["project"],
-                      job["id"], self._current_version(job["project"]) or "none", error)
-        if followup:
-            log.info("project %s: follow-up job %d queued", job["project"], followup)
-
-    def _start(self, job: dict[str, Any]) -> None:
-        project = job["project"]
-        job_dir = jobs_dir(self.settings.workdir, project) / \
-            f"job-{job['id']:05d}-{job['attempts'] + 1}"
-        rows = self.store.claim_job(job["id"], str(job_dir))
-        if rows is None:
-            return
-        try:
-            request = self.training_request(project, rows, job["id"])
-            from label_assistant.model import job as jobs
-
-            jobs.write_request(job_dir, request)
-            handle = self.start_job(job_dir)
-        except Exception as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            log.error("project %s job %d can't start, current version stays %s: %s", project,
-                      job["id"], self._current_version(project) or "none", reason)
-            self.store.finish_job(job["id"], "failed", error=reason)
-            return
-        self._handles[job["id"]] = handle
-        self.store.set_job_pid(job["id"], handle.pid)
-        log.info("project %s job %d started (pid %d, %d annotations, after %s, %s)", project,
-                 job["id"], handle.pid, len(request["images"]),
-                 self._current_version(project) or "no version", job_dir)
-
-    def _current_version(self, project: str) -> str | None:
-        """The project's current model version id (what predictions use now), for logs."""
-        from label_assistant.model.registry import ModelRegistry
-
-        return ModelRegistry(models_dir(self.settings.workdir, project)).current_id()
-
-    def training_request(self, project: str, rows: list[dict[str, Any]], job_id: int
-                         ) -> dict[str, Any]:
-        """The request of :mod:`label_assistant.model.job` for the admitted annotations."""
         row = self.store.get_project(project)
         if not row or not row["label_config"]:
             raise LabelConfigError(f"no label config known for project {project}")
         config = load_label_config(row["label_config"], self.settings.background_label)
-        # Label maps follow the class order of the config they were decoded with.
-        usable = [r for r in rows if (r["findings"] or {}).get("config_hash") == config.config_hash
-                  and r["image_path"] and r["label_path"]]
+        usable = self.store.training_set(project, config.config_hash)
         if not usable:
             raise ValueError(f"project {project} has no admitted annotations to train on")
-        return {
-            "images": [r["image_path"] for r in usable],
-            "labels": [r["label_path"] for r in usable],
-            "class_names": list(config.labels),
-            "registry": str(models_dir(self.settings.workdir, project)),
-            "config": self.settings.training_config(),
-            "label_config_hash": config.config_hash,
-            "manifest_extra": {"project": project, "job": job_id, "annotations": [
+        return TrainingRequest(
+            images=[r["image_path"] for r in usable],
+            labels=[r["label_path"] for r in usable],
+            class_names=list(config.labels),
+            registry=str(self.settings.workspace.models_dir(project)),
+            config=self.settings.training_config(),
+            label_config_hash=config.config_hash,
+            manifest_extra={"project": project, "job": job_id, "annotations": [
                 {"task": r["task_id"], "annotation": r["annotation_id"], "revision": r["id"]}
                 for r in usable]},
-        }
+        ).to_dict()
 
     # --- notifications -------------------------------------------------------------------------
 
@@ -620,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s worker: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
     overrides = {"workdir": Path(args.workdir)} if args.workdir else {}
     try:
         settings = Settings.from_env(**overrides)

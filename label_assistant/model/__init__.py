@@ -1,1 +1,3 @@
-"""The model side: architectures (smp), masked losses, tiled training and inference, versions."""
+"""The model side: the smp factory, masked losses, tiles and augmentation, training, tiled
+inference, the one way to run a version (``predictor``), the version registry, and training
+as a job (``job``)."""

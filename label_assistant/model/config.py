@@ -39,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None  # None = CUDA when present, else CPU
     inference_tile: int = 512
+    inference_overlap: int | None = None  # None: model.predictor.overlap_for(tile)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

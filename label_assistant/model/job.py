@@ -1,22 +1,23 @@
 """Training as a job in its own process, with progress readable from a status file.
 
-A job is a folder holding ``request.json`` (what to train on, how, where to publish). Running
-``python -m label_assistant.model.job JOB_DIR`` trains and publishes a version, writing
-``status.json`` (state, epoch, progress, message) atomically after every epoch. A crash or
-kill leaves the registry's published versions untouched: publishing is the last, atomic step.
+A job is a folder holding ``request.json`` (a :class:`TrainingRequest`: what to train on,
+how, where to publish). :func:`run` trains and publishes a version, writing ``status.json``
+(a :class:`JobStatus`) atomically after every epoch. A crash or kill leaves the registry's
+published versions untouched: publishing is the last, atomic step. The backend starts jobs
+through :mod:`label_assistant.ml_backend.jobs`, which supervises them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from label_assistant.files import write_json_atomic
 
 REQUEST_FILE = "request.json"
 STATUS_FILE = "status.json"
@@ -25,27 +26,89 @@ LOG_FILE = "train.log"
 log = logging.getLogger(__name__)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+@dataclass
+class TrainingRequest:
+    """What a training job trains on and where it publishes (``request.json``)."""
+
+    images: list[str]
+    labels: list[str]
+    class_names: list[str]  # background first
+    registry: str
+    config: dict[str, Any] = field(default_factory=dict)
+    label_config_hash: str | None = None
+    mask_type: str = "labelmap"
+    invert: bool = False
+    #: Goes into the version's manifest: the backend's project, job and annotations.
+    manifest_extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "train"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingRequest:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class JobStatus:
+    """A job's last written status (``status.json``); ``state`` ``missing`` when none."""
+
+    state: str  # queued | running | done | failed | missing
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    progress: float | None = None
+    version: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    last: dict[str, Any] | None = None
+    #: What a job reports beyond these (a ranking job: tasks ranked, pre-labels refreshed).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobStatus:
+        known = {f.name for f in fields(cls)}
+        extra = {k: v for k, v in data.items() if k not in known}
+        status = cls(**{k: v for k, v in data.items() if k in known})
+        status.extra.update(extra)
+        return status
+
+    def write(self, job_dir: Path) -> None:
+        write_json_atomic(Path(job_dir) / STATUS_FILE, self.to_dict())
 
 
 def write_request(job_dir: Path, request: dict[str, Any]) -> Path:
     """Create the job folder with its request; returns the folder."""
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(job_dir / REQUEST_FILE, request)
-    _write_json_atomic(job_dir / STATUS_FILE, {"state": "queued", "created_at": time.time()})
+    write_json_atomic(job_dir / REQUEST_FILE, request)
+    JobStatus("queued", created_at=time.time()).write(job_dir)
     return job_dir
 
 
-def read_status(job_dir: Path) -> dict[str, Any]:
-    """The job's last written status (``{"state": "missing"}`` when there is none)."""
+def read_request(job_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((Path(job_dir) / REQUEST_FILE).read_text())
+
+
+def read_status(job_dir: Path) -> JobStatus:
+    """The job's last written status (``state == "missing"`` when there is none)."""
+    import json
+
     try:
-        return json.loads((Path(job_dir) / STATUS_FILE).read_text())
-    except FileNotFoundError:
-        return {"state": "missing"}
+        data = json.loads((Path(job_dir) / STATUS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return JobStatus("missing")
+    return JobStatus.from_dict(data) if isinstance(data, dict) else JobStatus("missing")
 
 
 def job_label(request: dict[str, Any], job_dir: Path) -> str:
@@ -58,103 +121,71 @@ def job_label(request: dict[str, Any], job_dir: Path) -> str:
     return f"project {extra['project']} {job}" if extra.get("project") is not None else job
 
 
-class _NamesJob(logging.Filter):
-    """Puts the job's label on the lines of the training process's other loggers (epochs,
-    the registry's publish), whose messages don't know the project; this module's name it."""
+class NamesJob(logging.Filter):
+    """Puts the job's label on the lines of the job process's other loggers (epochs, the
+    registry's publish), whose messages don't know the project; the runner's own lines say
+    it themselves (``own``)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, own: tuple[str, ...] = (__name__,)) -> None:
         super().__init__()
         self.label = label
+        self.own = own
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.job_label = "" if record.name == __name__ else f"{self.label}: "
+        record.job_label = "" if record.name in self.own else f"{self.label}: "
         return True
 
 
-def start(job_dir: Path) -> subprocess.Popen:
-    """Start the job in a new process; its output goes to ``train.log`` in the job folder."""
-    job_dir = Path(job_dir)
-    with open(job_dir / LOG_FILE, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "label_assistant.model.job", str(job_dir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the parent's terminal doesn't kill training
-        )
-
-
-def run(job_dir: Path) -> dict[str, Any]:
-    """Run the job in this process; returns the final status."""
+def run(job_dir: Path) -> JobStatus:
+    """Run the training job in this process; returns the final status."""
     from label_assistant.datasets import load_example
     from label_assistant.model.registry import ModelRegistry
     from label_assistant.model.train import TrainConfig, train
 
     job_dir = Path(job_dir)
-    request = json.loads((job_dir / REQUEST_FILE).read_text())
-    label = job_label(request, job_dir)
-    status: dict[str, Any] = {"state": "running", "started_at": time.time(), "pid": os.getpid()}
-    _write_json_atomic(job_dir / STATUS_FILE, status)
+    data = read_request(job_dir)
+    label = job_label(data, job_dir)
+    status = JobStatus("running", started_at=time.time(), pid=os.getpid())
+    status.write(job_dir)
     registry: ModelRegistry | None = None
     try:
-        registry = ModelRegistry(Path(request["registry"]))
-        log.info("%s: training on %d images after %s", label, len(request["images"]),
+        request = TrainingRequest.from_dict(data)
+        registry = ModelRegistry(Path(request.registry))
+        log.info("%s: training on %d images after %s", label, len(request.images),
                  registry.current_id() or "no version")
-        config = TrainConfig.from_dict(request.get("config", {}))
-        examples = [
-            load_example(Path(i), Path(lb), request.get("mask_type", "labelmap"),
-                         request.get("invert", False))
-            for i, lb in zip(request["images"], request["labels"], strict=True)
-        ]
+        config = TrainConfig.from_dict(request.config)
+        examples = [load_example(Path(i), Path(lb), request.mask_type, request.invert)
+                    for i, lb in zip(request.images, request.labels, strict=True)]
 
         def on_epoch(entry: dict[str, Any]) -> None:
-            status.update(epoch=entry["epoch"], epochs=config.epochs,
-                          progress=entry["epoch"] / config.epochs, last=entry)
-            _write_json_atomic(job_dir / STATUS_FILE, status)
+            status.epoch, status.epochs = entry["epoch"], config.epochs
+            status.progress, status.last = entry["epoch"] / config.epochs, entry
+            status.write(job_dir)
 
-        result = train(examples, request["class_names"], config, on_epoch=on_epoch)
+        result = train(examples, request.class_names, config, on_epoch=on_epoch)
         current = registry.current()
         info = registry.publish(
             result.state_dict,
             spec=result.spec,
-            class_names=list(request["class_names"]),
-            label_config_hash=request.get("label_config_hash"),
-            manifest={**result.manifest, **request.get("manifest_extra", {})},
+            class_names=list(request.class_names),
+            label_config_hash=request.label_config_hash,
+            manifest={**result.manifest, **request.manifest_extra},
             metrics={**result.metrics, "train_seconds": round(result.seconds, 2)},
             curve=result.curve,
             config=result.config,
             parent=current.id if current else None,
         )
-        status.update(state="done", version=info.id, finished_at=time.time(), progress=1.0)
+        status.state, status.version = "done", info.id
+        status.finished_at, status.progress = time.time(), 1.0
         dice = result.metrics.get("val_mean_dice")
         log.info("%s: published %s (parent %s, %d epochs, %.0f s%s)", label, info.id,
                  info.parent or "none", result.metrics["epochs_run"], result.seconds,
                  f", val Dice {dice:.3f}" if dice is not None else "")
     except Exception as error:  # a failed job must say why, in its status
-        status.update(state="failed", error=f"{type(error).__name__}: {error}",
-                      traceback=traceback.format_exc(limit=5), finished_at=time.time())
+        status.state, status.error = "failed", f"{type(error).__name__}: {error}"
+        status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
         kept = registry.current_id() if registry is not None else None
         log.error("%s: training failed, current version stays %s: %s (%s)", label,
                   kept or "none", error, job_dir)
-    _write_json_atomic(job_dir / STATUS_FILE, status)
+    status.write(job_dir)
     return status
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m label_assistant.model.job JOB_DIR", file=sys.stderr)
-        return 2
-    job_dir = Path(argv[0])
-    try:
-        request = json.loads((job_dir / REQUEST_FILE).read_text())
-    except (OSError, ValueError):
-        request = {}  # run() reports the unreadable request
-    handler = logging.StreamHandler()
-    handler.addFilter(_NamesJob(job_label(request, job_dir)))
-    logging.basicConfig(level=logging.INFO, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(job_label)s%(message)s")
-    return 0 if run(job_dir)["state"] == "done" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -75,6 +75,16 @@ def _labeled_mean(per_pixel: torch.Tensor, labeled: torch.Tensor) -> torch.Tenso
     return total / labeled.sum().clamp_min(1)
 
 
+def _weighted_mean(per_pixel: torch.Tensor, labeled: torch.Tensor, safe: torch.Tensor,
+                   class_weights: torch.Tensor | None, pixel_weights: torch.Tensor | None
+                   ) -> torch.Tensor:
+    """A per-pixel loss times its class and pixel weights, averaged over labeled pixels."""
+    weight = _pixel_weights(safe, class_weights, pixel_weights, per_pixel.dtype)
+    if weight is not None:
+        per_pixel = per_pixel * weight
+    return _labeled_mean(per_pixel, labeled)
+
+
 def masked_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -86,10 +96,7 @@ def masked_cross_entropy(
     """Softmax cross-entropy, mean over labeled pixels (weighted by class and pixel weights)."""
     labeled, safe = _prepare(logits, target, ignore_index)
     per_pixel = F.cross_entropy(logits, safe, reduction="none")
-    weight = _pixel_weights(safe, class_weights, pixel_weights, per_pixel.dtype)
-    if weight is not None:
-        per_pixel = per_pixel * weight
-    return _labeled_mean(per_pixel, labeled)
+    return _weighted_mean(per_pixel, labeled, safe, class_weights, pixel_weights)
 
 
 def masked_focal_loss(
@@ -109,10 +116,7 @@ def masked_focal_loss(
     log_pt = -F.cross_entropy(logits, safe, reduction="none")
     # clamp: p_t may round above 1, and a negative base would give NaN for non-integer gamma
     per_pixel = -((1.0 - log_pt.exp()).clamp_min(0.0) ** gamma) * log_pt
-    weight = _pixel_weights(safe, class_weights, pixel_weights, per_pixel.dtype)
-    if weight is not None:
-        per_pixel = per_pixel * weight
-    return _labeled_mean(per_pixel, labeled)
+    return _weighted_mean(per_pixel, labeled, safe, class_weights, pixel_weights)
 
 
 def masked_dice_loss(

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from label_assistant.files import fsync_dir, write_atomic
+
 if TYPE_CHECKING:  # torch is imported where weights are touched: reading records stays light
     import torch
 
@@ -93,37 +95,6 @@ def version_number(version_id: str) -> int:
 
 def format_id(number: int) -> str:
     return f"v{number:04d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically: a temp file in the same directory, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + "-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _cpu_tensors(state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -277,7 +248,7 @@ class ModelRegistry:
             if m := _ID_PATTERN.match(name):
                 last = max(last, int(m.group(1)))
         number = last + 1
-        _replace_file(self.root / _LAST_ID_FILE, f"{number}\n".encode())
+        write_atomic(self.root / _LAST_ID_FILE, f"{number}\n", durable=True)
         return format_id(number)
 
     def publish(
@@ -318,13 +289,12 @@ class ModelRegistry:
                 save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"version": version_id})
                 with open(tmp / WEIGHTS_FILE, "rb") as f:
                     os.fsync(f.fileno())
-                _write_file(tmp / INFO_FILE, record)
-                _fsync_dir(tmp)
+                write_atomic(tmp / INFO_FILE, record, durable=True)
                 os.rename(tmp, self.root / version_id)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             self._point_current(version_id, "publish")
         log.info("published model version %s in %s", version_id, self.root)
         return VersionInfo.from_dict(json.loads(record))  # as readers will see it
@@ -379,7 +349,7 @@ class ModelRegistry:
     def _point_current(self, version_id: str, event: str) -> None:
         """Point ``current`` at ``version_id`` and log the change; call under the lock."""
         previous = self.current_id()
-        _replace_file(self.root / CURRENT_FILE, f"{version_id}\n".encode())
+        write_atomic(self.root / CURRENT_FILE, f"{version_id}\n", durable=True)
         entry = {"at": round(time.time(), 3), "event": event, "version": version_id,
                  "previous": previous}
         with open(self.root / HISTORY_FILE, "a") as f:

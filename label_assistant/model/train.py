@@ -22,6 +22,8 @@ from label_assistant.datasets import Example
 from label_assistant.labelmap import labeled_pixel_counts
 from label_assistant.metrics import confusion_matrix, dice_iou_from_confusion
 from label_assistant.model.config import TrainConfig, TrainingError
+from label_assistant.model.inference import default_device
+from label_assistant.model.predictor import Predictor, Tiling
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +58,13 @@ def split_examples(
     return train, val
 
 
-def evaluate(
-    model: torch.nn.Module,
-    examples: list[Example],
-    n_classes: int,
-    *,
-    device: torch.device | str = "cpu",
-    tile: int = 512,
-) -> dict[str, Any]:
-    """Per-class Dice and IoU over the labeled pixels of ``examples`` (pooled confusion)."""
-    from label_assistant.model.inference import predict_proba, probabilities_to_label_map
-
+def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> dict[str, Any]:
+    """Per-class Dice and IoU over the labeled pixels of ``examples`` (pooled confusion),
+    predicted by ``predictor`` exactly as ``/predict`` predicts (one path:
+    :meth:`~label_assistant.model.predictor.Predictor.label_map`)."""
     cm = np.zeros((n_classes + 1, n_classes + 1), np.int64)
     for example in examples:
-        probs = predict_proba(
-            model, example.image, tile=tile, overlap=tile // 8, device=device
-        ).probabilities
-        prediction, _ = probabilities_to_label_map(probs)
+        prediction = predictor.label_map(example.image)[0]
         cm += confusion_matrix(example.label_map, prediction, n_classes)
     dice, iou = dice_iou_from_confusion(cm)
     fg = dice[1:]
@@ -82,12 +74,6 @@ def evaluate(
         "mean_dice": float(np.nanmean(fg)) if np.isfinite(fg).any() else None,
         "labeled_pixels": int(cm.sum()),
     }
-
-
-def _resolve_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def manifest_of(examples: list[Example], n_classes: int, split: str) -> list[dict[str, Any]]:
@@ -135,7 +121,7 @@ def train(
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = _resolve_device(config.device)
+    device = torch.device(config.device) if config.device else default_device()
     spec = ModelSpec(
         arch=config.arch,
         encoder=config.encoder,
@@ -144,6 +130,10 @@ def train(
         dropout=config.dropout,
     )
     model = create_model(spec).to(device)
+    # Validation runs the model in training as a version would be run (same tiling).
+    validator = Predictor(model, version="training", class_names=list(class_names),
+                          tiling=Tiling(config.inference_tile, config.inference_overlap),
+                          device=device)
     weights = None
     if config.class_weights == "auto":
         weights = torch.as_tensor(class_weights_from_counts(counts), dtype=torch.float32)
@@ -199,7 +189,7 @@ def train(
             "lr": float(scheduler.get_last_lr()[0]),
         }
         if val_set:
-            val = evaluate(model, val_set, n_classes, device=device, tile=config.inference_tile)
+            val = evaluate(validator, val_set, n_classes)
             entry.update(val_dice=val["dice"], val_iou=val["iou"], val_mean_dice=val["mean_dice"])
             score = val["mean_dice"] if val["mean_dice"] is not None else -entry["train_loss"]
         else:

@@ -8,8 +8,10 @@
 - ``sequences``: sequence ids from a task data field or a file-name pattern.
 - ``strategies``: ``Pool`` -> ranked ``RankedItem`` list; strategies are plain callables
   named like ``"sequence+entropy+diversity"`` (``make_strategy``, ``rank``, ``STRATEGIES``).
+- ``pool``: a ``Pool`` from images, given the model as callables (predict, embed).
 
-Everything here is pure: arrays in, lists and arrays out; no files, no network.
+Everything here is pure: arrays in, lists and arrays out; no files, no network, no torch
+(the caller hands in a version's ``Predictor.predict`` / ``Predictor.embed``).
 """
 
 from label_assistant.selectors.diversity import (

@@ -1,16 +1,19 @@
-"""Building a :class:`~label_assistant.selectors.strategies.Pool` from images: the I/O side.
+"""Building a :class:`~label_assistant.selectors.strategies.Pool` from images, given the
+model's callables: nothing here reads files or runs torch.
 
-The rest of ``selectors`` is pure; this module runs the model. It streams: one image is read,
-predicted (:func:`~label_assistant.model.inference.predict_proba`), scored
-(:func:`~label_assistant.selectors.scores.score_prediction`) and embedded at a time, and only
-the per-image numbers are kept, so a folder of any size fits in memory.
+The caller hands the model in as two callables (usually a version's
+:meth:`~label_assistant.model.predictor.Predictor.predict` and
+:meth:`~label_assistant.model.predictor.Predictor.embed`): ``predict(image)`` returns a
+prediction (``probabilities`` and, with several samples, ``spread`` /
+``mean_sample_entropy``) that :func:`~label_assistant.selectors.scores.score_prediction`
+scores, ``embed(image)`` a feature vector. Images stream through one at a time and only the
+per-image numbers are kept, so a pool of any size fits in memory.
 
-- With a model: every score the prediction supports (the epistemic ones need ``tta`` or
-  ``mc_samples``), and the model's pooled encoder features as embeddings
-  (:func:`~label_assistant.model.inference.embed`).
-- Without one: no scores, and cheap image descriptors as embeddings
-  (:func:`~label_assistant.selectors.diversity.image_descriptor`); only the model-free
-  strategies (:func:`model_free_strategies`) can rank such a pool.
+- With ``predict``: every score the prediction supports (the epistemic ones need several
+  samples: the caller's ``tta`` or ``mc_samples``, which :func:`check_strategy` checks).
+- Without it: no scores, and cheap image descriptors as embeddings
+  (:func:`~label_assistant.selectors.diversity.image_descriptor`) unless ``embed`` is given;
+  only the model-free strategies (:func:`model_free_strategies`) can rank such a pool.
 
 Images marked labeled are embedded (diversity measures the distance to them) but not
 predicted: they are never ranked, so their scores are 0.
@@ -18,23 +21,19 @@ predicted: they are never ranked, so their scores are 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from label_assistant.selectors.diversity import image_descriptor
 from label_assistant.selectors.scores import EPISTEMIC_SCORES, SCORES, score_prediction
-from label_assistant.selectors.sequences import sequence_ids
 from label_assistant.selectors.strategies import (
     Pool,
     StrategySpec,
     parse_strategy,
     strategy_names,
 )
-
-Progress = Callable[[Iterable[Any]], Iterable[Any]]
 
 
 class PoolError(ValueError):
@@ -64,62 +63,44 @@ def check_strategy(
     return spec
 
 
-def _model_in_channels(model: Any) -> int | None:
-    """Input channels of the model's first convolution (None if it has none)."""
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return int(module.in_channels)
-    return None
-
-
 def pool_from_images(
     items: Iterable[tuple[str, np.ndarray]],
     *,
-    model: Any | None = None,
+    predict: Callable[[np.ndarray], Any] | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
     strategy: str | None = None,
     sequences: Sequence[str | None] | None = None,
     labeled: np.ndarray | Sequence[int] | None = None,
     tta: bool = False,
     mc_samples: int = 0,
-    device: Any = "cpu",
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
 ) -> Pool:
-    """A pool from ``(name, image)`` pairs, images float32 (C, H, W) in [0, 1] (the model
-    input), consumed one at a time.
+    """A pool from ``(name, image)`` pairs (images as the callables take them), consumed one
+    at a time. ``tta`` / ``mc_samples`` say what ``predict`` does (for :func:`check_strategy`).
 
     ``strategy`` (optional) limits the work to what it needs (embeddings only for diversity)
-    and checks up front that it can run (:func:`check_strategy`); without it everything that
-    can be computed is. ``labeled``: indices or a bool mask in ``items`` order.
+    and checks up front that it can run; without it everything that can be computed is.
+    ``labeled``: indices or a bool mask in ``items`` order.
     """
     spec = None
     if strategy is not None:
-        spec = check_strategy(strategy, has_model=model is not None, tta=tta,
+        spec = check_strategy(strategy, has_model=predict is not None, tta=tta,
                               mc_samples=mc_samples)
     want_embeddings = spec is None or spec.diversity
-    want_scores = model is not None and (spec is None or spec.score is not None)
+    want_scores = predict is not None and (spec is None or spec.score is not None)
     labeled_set = _labeled_set(labeled)
-    channels = _model_in_channels(model) if model is not None else None
+    embed = embed or image_descriptor
 
     names: list[str] = []
     per_image: list[dict[str, float]] = []
     embeddings: list[np.ndarray] = []
     for index, (name, image) in enumerate(items):
-        if channels is not None and image.shape[0] != channels:
-            raise PoolError(
-                f"{name}: image has {image.shape[0]} channel(s), the model expects {channels}"
-            )
         names.append(name)
         if want_scores and index not in labeled_set:
-            per_image.append(_score(model, image, tta=tta, mc_samples=mc_samples, device=device,
-                                    tile=tile, overlap=overlap, batch_size=batch_size))
+            per_image.append(score_prediction(predict(image)))
         else:
             per_image.append({})
         if want_embeddings:
-            embeddings.append(_embedding(model, image, device))
+            embeddings.append(embed(image))
     return Pool(
         names=names,
         sequences=sequences,
@@ -152,73 +133,6 @@ def _labeled_mask(labeled: np.ndarray | Sequence[int] | None, n: int) -> np.ndar
     if labeled.dtype == bool and labeled.shape != (n,):
         raise PoolError(f"labeled mask has {labeled.size} entries for {n} images")
     return labeled
-
-
-def _score(model: Any, image: np.ndarray, **inference: Any) -> dict[str, float]:
-    from label_assistant.model.inference import predict_proba
-
-    prediction = predict_proba(model, image, **inference)
-    return score_prediction(prediction)
-
-
-def _embedding(model: Any | None, image: np.ndarray, device: Any) -> np.ndarray:
-    if model is None:
-        return image_descriptor(image)
-    from label_assistant.model.inference import embed
-
-    return embed(model, image, device=device)
-
-
-def read_model_input(path: Path) -> np.ndarray:
-    """An image file as the model sees it: float32 (C, H, W) in [0, 1]."""
-    from label_assistant.images import normalize_for_model, read_image
-
-    return normalize_for_model(read_image(path))
-
-
-def _read(paths: Iterable[Path]) -> Iterator[tuple[str, np.ndarray]]:
-    for path in paths:
-        yield path.name, read_model_input(path)
-
-
-def pool_from_folder(
-    images: Sequence[Path],
-    *,
-    model: Any | None = None,
-    strategy: str | None = None,
-    sequence_regex: str | None = None,
-    labeled: np.ndarray | Sequence[int] | None = None,
-    tta: bool = False,
-    mc_samples: int = 0,
-    device: Any = "cpu",
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
-    progress: Progress | None = None,
-) -> Pool:
-    """A pool from image files, read one at a time (see :func:`pool_from_images`).
-
-    Sequence ids come from ``sequence_regex`` over the file names (no match: own sequence).
-    ``progress`` wraps the iteration over the files (a progress bar).
-    """
-    images = [Path(p) for p in images]
-    sequences = sequence_ids([p.name for p in images], regex=sequence_regex)
-    if strategy is not None:  # fail before reading a single image
-        check_strategy(strategy, has_model=model is not None, tta=tta, mc_samples=mc_samples)
-    paths: Iterable[Path] = progress(images) if progress is not None else images
-    return pool_from_images(
-        _read(paths),
-        model=model,
-        strategy=strategy,
-        sequences=sequences,
-        labeled=labeled,
-        tta=tta,
-        mc_samples=mc_samples,
-        device=device,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-    )
 
 
 def pool_from_predictions(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 DEMO = ROOT / "demo-data" / "walkthrough"
 SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
 
@@ -32,10 +32,10 @@ def _step(title: str) -> None:
 def main() -> int:
     from label_assistant.assist.post import cleanup
     from label_assistant.cli import main as cli
+    from label_assistant.devtools.samples import nuclei_sequence
     from label_assistant.images import read_image
     from label_assistant.labelmap import BACKGROUND, UNLABELED
     from label_assistant.model.sparsify import sparsify
-    from label_assistant.samples import nuclei_sequence
 
     if DEMO.exists():
         shutil.rmtree(DEMO)

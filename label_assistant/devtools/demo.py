@@ -46,16 +46,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from label_assistant.labelstudio.client import (
-    NEXT_VIEW_TITLE,
-    RANK_FIELD,
-    STATUS_FIELD,
-    WARNINGS_FIELD,
-    WARNINGS_HEADER,
-    LabelStudioClient,
-    LabelStudioError,
-)
-from label_assistant.labelstudio.server import (
+from label_assistant.devtools.labelstudio_server import (
     DEFAULT_PASSWORD,
     DEFAULT_TOKEN,
     DEFAULT_USERNAME,
@@ -65,8 +56,17 @@ from label_assistant.labelstudio.server import (
     free_port,
     init_data_dir,
 )
+from label_assistant.labelstudio.client import (
+    NEXT_VIEW_TITLE,
+    RANK_FIELD,
+    STATUS_FIELD,
+    WARNINGS_FIELD,
+    WARNINGS_HEADER,
+    LabelStudioClient,
+    LabelStudioError,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
 PROJECT_TITLE = "label-assistant demo"
 CLASS_NAME = "Nucleus"
@@ -134,7 +134,7 @@ class SampleFile:
 
 def make_samples(folder: Path) -> list[SampleFile]:
     """Write the sample images (once) and list them."""
-    from label_assistant.samples import nuclei_sequence, to_uint8
+    from label_assistant.devtools.samples import nuclei_sequence, to_uint8
 
     images, truth = folder / "images", folder / "truth"
     images.mkdir(parents=True, exist_ok=True)
@@ -493,10 +493,9 @@ Ctrl-C stops Label Studio and the backend; `make demo` again picks up where you 
 
 def _watch(be: BackendHandle, project: int) -> None:
     """Until Ctrl-C: report new model versions; stop if the backend dies."""
-    from label_assistant.model.registry import ModelRegistry
-    from label_assistant.workdir import models_dir
+    from label_assistant.workspace import Workspace
 
-    registry = ModelRegistry(models_dir(be.workdir, project))
+    registry = Workspace(be.workdir).registry(project)
     seen = registry.current()
     while be.process.poll() is None:
         time.sleep(2)

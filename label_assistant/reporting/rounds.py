@@ -13,8 +13,8 @@ Where the numbers come from, per version:
 - ``quarantined``: annotations of the project whose newest revision received up to the
   version's creation had been quarantined by the gate, i.e. held out of the data available
   to that round (ones that arrived while the job trained count too). The verdict is the one
-  the worker recorded at intake (``findings["state"]``), so a later fix or deletion does not
-  rewrite history; a revision with no recorded verdict counts by its state now. Without a
+  the worker recorded at intake (the store's ``verdict`` column), so a later fix or deletion
+  does not rewrite history; a revision with no recorded verdict counts by its state now. Without a
   store (or for a project it doesn't know) this is None: unknown, not zero.
 - ``labeled_pixels_by_class``: labeled pixels per class over all images of the round
   (training and validation split, from the manifest's per-image counts); the older
@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from label_assistant.workdir import models_dir
+from label_assistant.workspace import Workspace
 
 #: Job states shown as rows of their own while (or because) they produced no version.
 JOB_ROW_STATES = ("queued", "running", "failed")
@@ -77,12 +77,10 @@ def load_store_facts(workdir: str | Path, project: str | int | None) -> StoreFac
     A store that has never heard of the project is None too: its versions were not made by
     the backend, and "0 quarantined" would claim a knowledge the store doesn't have.
     """
-    from label_assistant.ml_backend.store import Store, db_path
-
-    path = db_path(workdir)
-    if project is None or not path.is_file():  # reading must not create a store
+    store = Workspace(Path(workdir)).existing_store()  # reading must not create a store
+    if project is None or store is None:
         return None
-    store = Store(path)
+    path = store.path
     try:
         if str(project) not in store.project_ids():
             return None
@@ -93,9 +91,9 @@ def load_store_facts(workdir: str | Path, project: str | int | None) -> StoreFac
 
 
 def verdict(revision: dict[str, Any]) -> str:
-    """What the gate decided about a revision: recorded in its findings at intake; without
-    that record, a live revision's state says the same, and other states are returned."""
-    recorded = (revision.get("findings") or {}).get("state")
+    """What the gate decided about a revision: the ``verdict`` the store recorded at intake;
+    without one, a live revision's state says the same, and other states are returned."""
+    recorded = revision.get("verdict")
     return recorded if recorded in _VERDICTS else revision["state"]
 
 
@@ -224,10 +222,8 @@ def gather(workdir: str | Path, project: str | int | None = None, *,
     ``include_curves`` adds each version's per-epoch log as ``curve`` (plots want it; the
     ``rounds`` listing would only grow by it).
     """
-    from label_assistant.model.registry import ModelRegistry
-
-    root = models_dir(workdir, project)
-    registry = ModelRegistry(root)
+    registry = Workspace(Path(workdir)).registry(project)
+    root = registry.root
     facts = load_store_facts(workdir, project)
     current = registry.current_id() if registry.root.is_dir() else None
     versions = registry.list()

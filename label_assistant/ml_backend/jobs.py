@@ -1,0 +1,291 @@
+"""Background jobs of the backend: how they run, and how the worker supervises them.
+
+Two kinds, each in a process of its own so that the worker's loop (annotation intake) never
+waits for them:
+
+- ``train``: :func:`label_assistant.model.job.run` trains on the admitted annotations and
+  publishes a version;
+- ``rank``: :func:`run_rank` re-ranks the project's unlabeled tasks with its serving version
+  and writes the order back (:func:`label_assistant.ml_backend.ranking.rank_project`).
+
+A job is a folder (:meth:`~label_assistant.workspace.Workspace.job_dir`) with
+``request.json``, ``status.json`` (:class:`~label_assistant.model.job.JobStatus`) and a log;
+``python -m label_assistant.ml_backend.jobs JOB_DIR`` runs it. :class:`Supervisor` (used by
+the worker) starts queued jobs (one running per project and kind; the store coalesces
+requests), notices ends, reruns a job whose process died without a final status once, then
+fails it with the reason; a ranking job that failed (Label Studio down) is retried after
+:data:`RANK_RETRY` seconds, up to :data:`MAX_RANK_ATTEMPTS` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from label_assistant.model.job import (
+    JobStatus,
+    NamesJob,
+    read_request,
+    read_status,
+    write_request,
+)
+
+log = logging.getLogger(__name__)
+
+#: Runs of a job whose process died without a final status (the first run included).
+MAX_JOB_ATTEMPTS = 2
+#: Runs of a ranking job that failed (Label Studio down, say) before it stays failed.
+MAX_RANK_ATTEMPTS = 5
+#: Seconds before a failed ranking job runs again.
+RANK_RETRY = 30.0
+LOG_FILE = "job.log"
+
+
+class JobHandle(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
+#: Starts a job folder's process (or a test's fake); returns a handle.
+JobStarter = Callable[[Path], JobHandle]
+
+
+def start_process(job_dir: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start ``python -m label_assistant.ml_backend.jobs JOB_DIR``; output to its log."""
+    job_dir = Path(job_dir)
+    with open(job_dir / LOG_FILE, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "label_assistant.ml_backend.jobs", str(job_dir)],
+            stdout=out, stderr=subprocess.STDOUT, env=None if env is None else dict(env),
+            start_new_session=True,  # a Ctrl-C in the parent's terminal doesn't kill it
+        )
+
+
+def pid_runs_job(pid: int | None, job_dir: str) -> bool:
+    """Whether ``pid`` is alive and (where /proc tells) is the process of ``job_dir``."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            # Empty for a zombie; another program if the pid was reused.
+            return job_dir.encode() in cmdline.read_bytes()
+        except OSError:
+            return False
+    return True
+
+
+# --- supervision (in the worker) --------------------------------------------------------------
+
+
+class Supervisor:
+    """Starts, watches and ends the jobs in the store (the worker calls :meth:`manage`).
+
+    ``request_of(project, job)`` builds a job's request (the worker knows what a training
+    job trains on); ``starter`` starts its process.
+    """
+
+    def __init__(self, settings: Any, store: Any, starter: JobStarter,
+                 request_of: Callable[[str, Mapping[str, Any]], dict[str, Any]]) -> None:
+        self.settings = settings
+        self.store = store
+        self.starter = starter
+        self.request_of = request_of
+        self._handles: dict[int, JobHandle] = {}
+
+    def manage(self) -> None:
+        """Finish jobs that ended, rerun or fail dead ones, start queued ones."""
+        for job in self.store.jobs(state="running"):
+            try:
+                self._watch(job)
+            except Exception:  # one job's trouble must not stop the others
+                log.exception("project %s job %d: supervision failed", job["project"],
+                              job["id"])
+        for job in self.store.startable_jobs():
+            self.start(job)
+
+    def _watch(self, job: Mapping[str, Any]) -> None:
+        status = self._status(job)
+        if status.state not in ("done", "failed") and not self._alive(job):
+            status = self._status(job)  # it may have finished between the two reads
+            if status.state not in ("done", "failed"):
+                self._dead(job, status)
+                return
+        if status.state == "done":
+            self._finished(job, "done", version=status.version)
+        elif status.state == "failed":
+            if job["kind"] == "rank" and job["attempts"] < MAX_RANK_ATTEMPTS:
+                log.warning("project %s ranking job %d failed (%s); again in %.0f s",
+                            job["project"], job["id"], status.error, RANK_RETRY)
+                self._handles.pop(job["id"], None)
+                self.store.requeue_job(job["id"], status.error or "failed", RANK_RETRY)
+                return
+            self._finished(job, "failed", error=status.error or "failed")
+
+    @staticmethod
+    def _status(job: Mapping[str, Any]) -> JobStatus:
+        return read_status(Path(job["job_dir"])) if job["job_dir"] else JobStatus("missing")
+
+    def _alive(self, job: Mapping[str, Any]) -> bool:
+        handle = self._handles.get(job["id"])
+        if handle is not None:
+            return handle.poll() is None
+        if job["pid"] is None:
+            # Claimed but not started yet, by a worker that may still be starting it.
+            return time.time() - (job["updated"] or 0) < 60
+        return pid_runs_job(job["pid"], job["job_dir"] or "")
+
+    def _dead(self, job: Mapping[str, Any], status: JobStatus) -> None:
+        self._handles.pop(job["id"], None)
+        where = f"at epoch {status.epoch}" if status.epoch else f"in state {status.state}"
+        reason = f"the {job['kind']} process (pid {job['pid']}) ended without finishing, {where}"
+        if job["attempts"] < MAX_JOB_ATTEMPTS:
+            log.warning("project %s job %d: %s; running it again (current version %s)",
+                        job["project"], job["id"], reason, self.current(job["project"]))
+            self.store.requeue_job(job["id"], reason)
+        else:  # _finished logs it, with the reason
+            self._finished(job, "failed", error=reason)
+
+    def _finished(self, job: Mapping[str, Any], state: str, *, version: str | None = None,
+                  error: str | None = None) -> None:
+        self._handles.pop(job["id"], None)
+        followup = self.store.finish_job(job["id"], state, version=version, error=error)
+        what = "ranking job" if job["kind"] == "rank" else "job"
+        if state == "done":
+            log.info("project %s %s %d done%s", job["project"], what, job["id"],
+                     f": published {version}" if version else "")
+        else:
+            log.error("project %s %s %d failed, current version stays %s: %s", job["project"],
+                      what, job["id"], self.current(job["project"]), error)
+        if followup:
+            log.info("project %s: follow-up %s %d queued", job["project"], what, followup)
+
+    def start(self, job: Mapping[str, Any]) -> None:
+        project = job["project"]
+        job_dir = self.settings.workspace.job_dir(project, job["id"], job["attempts"] + 1,
+                                                  job["kind"])
+        claimed = self.store.claim_job(job["id"], str(job_dir))
+        if claimed is None:
+            return
+        try:
+            request = self.request_of(project, claimed)
+            write_request(job_dir, request)
+            handle = self.starter(job_dir)
+        except Exception as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            log.error("project %s job %d can't start, current version stays %s: %s", project,
+                      job["id"], self.current(project), reason)
+            self.store.finish_job(job["id"], "failed", error=reason)
+            return
+        self._handles[job["id"]] = handle
+        self.store.set_job_pid(job["id"], handle.pid)
+        what = f"{len(request['images'])} annotations" if request.get("images") is not None \
+            else job["kind"]
+        log.info("project %s job %d started (pid %d, %s, after %s, %s)", project, job["id"],
+                 handle.pid, what, self.current(project), job_dir)
+
+    def current(self, project: str) -> str:
+        """The project's current model version id (what predictions use now), for logs."""
+        return self.settings.workspace.registry(project).current_id() or "no version"
+
+
+# --- the ranking job (in its own process) -----------------------------------------------------
+
+
+def rank_request(project: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    """A ranking job's request: the project; everything else is read when it runs."""
+    return {"kind": "rank", "project": str(project), "job": job["id"],
+            "manifest_extra": {"project": str(project), "job": job["id"]}}
+
+
+def run_rank(job_dir: Path) -> JobStatus:
+    """Run a ranking job in this process (settings from the environment); its final status."""
+    from label_assistant.labelstudio.client import LabelStudioClient
+    from label_assistant.ml_backend.origin import project_origin
+    from label_assistant.ml_backend.ranking import rank_project
+    from label_assistant.ml_backend.settings import Settings
+    from label_assistant.model.job import job_label
+
+    job_dir = Path(job_dir)
+    request = read_request(job_dir)
+    project = str(request["project"])
+    label = job_label(request, job_dir)
+    status = JobStatus("running", started_at=time.time(), pid=os.getpid())
+    status.write(job_dir)
+    try:
+        settings = Settings.from_env()
+        store = settings.workspace.store()
+        origin = project_origin(settings, store.get_project(project))
+        if origin is None or not origin.token:
+            raise ValueError(f"no Label Studio address with its token known for project "
+                             f"{project}")
+        client = LabelStudioClient(origin.url, origin.token)
+        outcome = rank_project(settings, int(project), client, origin,
+                               prelabel_ahead=settings.prelabel_ahead)
+        status.state, status.version, status.finished_at = "done", outcome.version, time.time()
+        status.progress = 1.0
+        status.extra = {"ranked": len(outcome.ranking), "strategy": outcome.strategy,
+                        "prelabels_refreshed": outcome.refreshed}
+        log.info("%s: ranked %d tasks by %s (%s); pre-labels asked for %d", label,
+                 len(outcome.ranking),
+                 outcome.strategy, outcome.version or "no model", outcome.refreshed)
+    except Exception as error:  # a failed job must say why, in its status
+        status.state, status.error = "failed", f"{type(error).__name__}: {error}"
+        status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
+        log.error("%s: ranking failed: %s (%s)", label, error, job_dir)
+    status.write(job_dir)
+    return status
+
+
+def run(job_dir: Path) -> JobStatus:
+    """Run the job in ``job_dir`` (its request says which kind) in this process."""
+    kind = read_request(job_dir).get("kind", "train")
+    if kind == "rank":
+        return run_rank(job_dir)
+    from label_assistant.model.job import run as run_training
+
+    return run_training(job_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from label_assistant.model.job import job_label
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m label_assistant.ml_backend.jobs JOB_DIR", file=sys.stderr)
+        return 2
+    job_dir = Path(argv[0])
+    try:
+        request = read_request(job_dir)
+    except (OSError, ValueError):
+        request = {}  # run() reports the unreadable request
+    handler = logging.StreamHandler()
+    handler.addFilter(NamesJob(job_label(request, job_dir),
+                               own=("label_assistant.model.job", __name__)))
+    logging.basicConfig(level=logging.INFO, handlers=[handler],
+                        format="%(asctime)s %(levelname)s %(job_label)s%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
+    try:
+        final = run(job_dir)
+    except (OSError, ValueError) as error:
+        print(f"job {job_dir}: {error}", file=sys.stderr)
+        return 1
+    return 0 if final.state == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

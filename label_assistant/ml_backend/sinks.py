@@ -1,0 +1,183 @@
+"""Where the worker's news goes: the sink family, in one module.
+
+The worker tells a :class:`Sink` three things: an annotation revision was inspected (the
+report), the task's inspected annotation was deleted, and a new model version serves. A call
+that raises is tried again later (the worker keeps the notification pending), so a Label
+Studio that is down loses nothing.
+
+- :class:`NullSink`: tells nobody (``LA_SINK=none``);
+- :class:`RecordingSink`: remembers every call (tests), or fails like a server that is down;
+- :class:`LabelStudioSink`: one Label Studio through a
+  :class:`~label_assistant.labelstudio.client.LabelStudioClient`: inspection fields and the
+  "Quarantined" tab;
+- :class:`ProjectSinks`, the default: each project's own Label Studio (the address and token
+  :func:`~label_assistant.ml_backend.origin.project_origin` resolves), one client per origin;
+  a new version queues a **ranking job** (:mod:`.jobs`, :func:`.ranking.rank_project`), which
+  re-ranks the unlabeled tasks outside the worker's loop, writes the order back and asks
+  Label Studio for new pre-labels at the head of it.
+
+:func:`load_sink` picks one from ``LA_SINK`` (``module:callable(settings, store)`` for your
+own).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from label_assistant.ml_backend.origin import Origin, project_origin
+from label_assistant.ml_backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """What the worker tells Label Studio. Project ids are Label Studio's project numbers."""
+
+    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
+                             report: Mapping[str, Any]) -> None:
+        """An annotation revision was inspected; ``report`` as the gate wrote it."""
+
+    def annotation_deleted(self, project_id: int, task_id: int) -> None:
+        """The task's inspected annotation is gone and the task has no other one."""
+
+    def version_published(self, project_id: int, version_id: str) -> None:
+        """A new model version serves the project."""
+
+
+class NullSink:
+    """Tells nobody (no Label Studio configured); logs at debug level."""
+
+    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
+                             report: Mapping[str, Any]) -> None:
+        log.debug("project %s annotation %s: %s", project_id, annotation_id,
+                  "admitted" if report.get("admitted") else "quarantined")
+
+    def annotation_deleted(self, project_id: int, task_id: int) -> None:
+        log.debug("project %s task %s: annotation deleted", project_id, task_id)
+
+    def version_published(self, project_id: int, version_id: str) -> None:
+        log.debug("project %s: version %s published", project_id, version_id)
+
+
+@dataclass
+class RecordingSink:
+    """Remembers every call (tests); ``fail`` makes calls raise, as a Label Studio that is down."""
+
+    calls: list[tuple[str, tuple]] = field(default_factory=list)
+    fail: bool = False
+
+    def _record(self, name: str, *args: Any) -> None:
+        if self.fail:
+            raise ConnectionError("Label Studio is down")
+        self.calls.append((name, args))
+
+    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
+                             report: Mapping[str, Any]) -> None:
+        self._record("annotation_inspected", project_id, task_id, annotation_id, report)
+
+    def annotation_deleted(self, project_id: int, task_id: int) -> None:
+        self._record("annotation_deleted", project_id, task_id)
+
+    def version_published(self, project_id: int, version_id: str) -> None:
+        self._record("version_published", project_id, version_id)
+
+
+class LabelStudioSink:
+    """One Label Studio: inspection results become task fields and the "Quarantined" tab."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
+                             report: Mapping[str, Any]) -> None:
+        self.client.write_inspection(project_id, task_id, report, annotation_id=annotation_id)
+
+    def annotation_deleted(self, project_id: int, task_id: int) -> None:
+        self.client.clear_inspection(project_id, task_id)
+
+    def version_published(self, project_id: int, version_id: str) -> None:
+        """Nothing to write for a version itself: :class:`ProjectSinks` queues the ranking."""
+
+
+class ProjectSinks:
+    """The default sink: every project's own Label Studio (see the module doc)."""
+
+    def __init__(self, settings: Settings, store: Any,
+                 client_factory: Callable[[str, str], Any] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._client_factory = client_factory
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._unknown_logged: set[str] = set()
+
+    def origin(self, project_id: int | str) -> Origin | None:
+        """The project's Label Studio with its token, or None (one log line)."""
+        origin = project_origin(self.settings, self.store.get_project(str(project_id)))
+        if origin is None or not origin.token:
+            if str(project_id) not in self._unknown_logged:
+                self._unknown_logged.add(str(project_id))
+                log.info("project %s: no Label Studio address with its token known (from "
+                         "/setup or LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY): results stay here",
+                         project_id)
+            return None
+        return origin
+
+    def client(self, project_id: int | str) -> Any | None:
+        """The project's :class:`LabelStudioClient` (one per Label Studio and token)."""
+        origin = self.origin(project_id)
+        if origin is None:
+            return None
+        key = (origin.url, str(origin.token))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                factory = self._client_factory
+                if factory is None:
+                    from label_assistant.labelstudio.client import LabelStudioClient
+
+                    factory = LabelStudioClient
+                client = self._clients[key] = factory(*key)
+            return client
+
+    def annotation_inspected(self, project_id: int, task_id: int, annotation_id: int,
+                             report: Mapping[str, Any]) -> None:
+        client = self.client(project_id)
+        if client is not None:
+            LabelStudioSink(client).annotation_inspected(project_id, task_id, annotation_id,
+                                                         report)
+
+    def annotation_deleted(self, project_id: int, task_id: int) -> None:
+        client = self.client(project_id)
+        if client is not None:
+            LabelStudioSink(client).annotation_deleted(project_id, task_id)
+
+    def version_published(self, project_id: int, version_id: str) -> None:
+        """Queue a ranking job for the project (when its Label Studio is known)."""
+        if self.origin(project_id) is None:
+            return
+        outcome, job = self.store.request_job(str(project_id), "rank", f"after {version_id}")
+        log.info("project %s: ranking after %s -> job %d %s", project_id, version_id, job,
+                 outcome)
+
+
+def load_sink(settings: Settings, store: Any) -> Sink:
+    """The sink named by ``settings.sink`` (``module:callable(settings, store)``); unset: each
+    project's Label Studio (:class:`ProjectSinks`); ``none``: :class:`NullSink`."""
+    if settings.sink and settings.sink.strip().lower() in ("none", "null"):
+        return NullSink()
+    if not settings.sink:
+        return ProjectSinks(settings, store)
+    module_name, _, name = settings.sink.partition(":")
+    factory = getattr(importlib.import_module(module_name), name or "make_sink")
+    return factory(settings, store)
+
+
+def make_sink(settings: Settings, store: Any) -> ProjectSinks:
+    """The ``LA_SINK`` factory of the default sink (``label_assistant.ml_backend.sinks``)."""
+    return ProjectSinks(settings, store)

@@ -1,0 +1,171 @@
+"""The experiment's reports: results.csv, results.json, summary.md and the learning curves."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from label_assistant.files import write_atomic as _write_atomic
+from label_assistant.model.registry import json_default
+from label_assistant.reporting.plots import plot_learning_curves
+from label_assistant.simulate.data import Dataset
+from label_assistant.simulate.settings import FULL_DATA, SimulationSettings
+
+# ---------------------------------------------------------------- reports
+
+CSV_COLUMNS = (
+    "strategy", "seed", "round", "labeled_images", "admitted", "quarantined", "labeled_pixels",
+    "labeled_pixel_share", "test_dice", "test_iou", "train_seconds", "select_seconds",
+    "eval_seconds", "epochs_run", "prelabel_source", "prelabel_dice", "inspection_warnings",
+    "error",
+)
+
+
+def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    known = [v for v in values if v is not None]
+    if not known:
+        return None, None, 0
+    sd = float(np.std(known, ddof=1)) if len(known) > 1 else 0.0
+    return float(np.mean(known)), sd, len(known)
+
+
+def curves(rows: list[dict[str, Any]], strategies: Sequence[str]) -> dict[str, list[dict]]:
+    """Per strategy and round: images, mean labeled pixels, Dice mean/sd over seeds."""
+    out: dict[str, list[dict]] = {}
+    for strategy in strategies:
+        by_round: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            if r["strategy"] == strategy:
+                by_round.setdefault(r["round"], []).append(r)
+        points = []
+        for rnd in sorted(by_round):
+            group = by_round[rnd]
+            mean, sd, n = _stats([g["test_dice"] for g in group])
+            points.append({
+                "round": rnd, "images": float(np.mean([g["labeled_images"] for g in group])),
+                "pixels": float(np.mean([g["labeled_pixels"] for g in group])),
+                "dice_mean": mean, "dice_sd": sd, "seeds": n,
+            })
+        out[strategy] = points
+    return out
+
+
+def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSettings,
+                  data: Dataset) -> None:
+    """results.csv, results.json, the two learning-curve PNGs and summary.md."""
+    out = Path(out)
+    ordered = sorted(rows, key=lambda r: (r["strategy"] != FULL_DATA, r["strategy"], r["seed"],
+                                          r["round"]))
+    _write_csv(out / "results.csv", ordered)
+    summary = summarize(rows, settings)
+    _write_atomic(out / "results.json", json.dumps(
+        {"settings": {**asdict(settings), "data": data.fingerprint()},
+         "rows": [{k: v for k, v in r.items() if k != "next"} for r in ordered],
+         "curves": curves(rows, [FULL_DATA, *settings.strategies]), "summary": summary},
+        indent=2, default=json_default) + "\n")
+    full_mean, full_sd, _ = _stats([r["test_dice"] for r in rows if r["strategy"] == FULL_DATA])
+    plot_learning_curves(out, curves(rows, settings.strategies), full_mean, full_sd, FULL_DATA)
+    _write_atomic(out / "summary.md", summary_markdown(summary, settings, data))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(path, text.getvalue())
+
+
+def summarize(rows: list[dict[str, Any]], settings: SimulationSettings) -> dict[str, Any]:
+    """Full-data Dice, and per strategy and budget: Dice mean/sd and share of full data."""
+    full_mean, full_sd, full_n = _stats([r["test_dice"] for r in rows
+                                         if r["strategy"] == FULL_DATA])
+    table = []
+    for strategy, points in curves(rows, settings.strategies).items():
+        for p in points:
+            share = (p["dice_mean"] / full_mean if p["dice_mean"] is not None and full_mean
+                     else None)
+            table.append({"strategy": strategy, "round": p["round"], "images": p["images"],
+                          "pixels": p["pixels"], "dice_mean": p["dice_mean"],
+                          "dice_sd": p["dice_sd"], "seeds": p["seeds"], "share_of_full": share})
+    return {"full_data": {"dice_mean": full_mean, "dice_sd": full_sd, "seeds": full_n},
+            "table": table, "best_final": _best_final(table, settings)}
+
+
+def _best_final(table: list[dict[str, Any]], settings: SimulationSettings) -> dict | None:
+    final = [t for t in table if t["round"] == settings.rounds and t["dice_mean"] is not None]
+    if not final:
+        return None
+    best = max(final, key=lambda t: t["dice_mean"])
+    random_final = next((t for t in final if t["strategy"] == "random"), None)
+    return {**best, "random_dice_mean": random_final["dice_mean"] if random_final else None}
+
+
+def _pm(mean: float | None, sd: float | None) -> str:
+    return "-" if mean is None else f"{mean:.4f} ± {sd or 0.0:.4f}"
+
+
+def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
+                     data: Dataset) -> str:
+    full = summary["full_data"]
+    n_all = len(data.pool) + len(data.test)
+    lines = [
+        "# Active-learning simulation",
+        "",
+        f"Pool {len(data.pool)} images, test {len(data.test)} ({settings.test_split}); "
+        f"{settings.annotation} annotation"
+        + (f" ({settings.sparse_fraction:.0%} of pixels)" if settings.annotation == "sparse"
+           else "")
+        + f"; seeds {', '.join(map(str, settings.seeds))}; rounds of "
+        f"{settings.initial} + {settings.rounds} x {settings.per_round} images.",
+        "",
+        "## Final round (test Dice, mean ± sd over seeds)",
+        "",
+        "| strategy | images labeled | test Dice | share of full-data Dice |",
+        "|---|---|---|---|",
+        f"| {FULL_DATA} | {len(data.pool)} of {n_all} | {_pm(full['dice_mean'], full['dice_sd'])}"
+        " | 100% |",
+    ]
+    final = [t for t in summary["table"] if t["round"] == settings.rounds]
+    for t in final:
+        share = "-" if t["share_of_full"] is None else f"{t['share_of_full']:.1%}"
+        lines.append(f"| {t['strategy']} | {t['images']:.0f} of {n_all} | "
+                     f"{_pm(t['dice_mean'], t['dice_sd'])} | {share} |")
+    lines += ["", "## Every round (test Dice mean; share of full data)", ""]
+    budgets = settings.budgets
+    lines.append("| strategy | " + " | ".join(f"{b} images" for b in budgets) + " |")
+    lines.append("|---|" + "---|" * len(budgets))
+    for strategy in settings.strategies:
+        cells = []
+        for r in range(len(budgets)):
+            t = next((t for t in summary["table"] if t["strategy"] == strategy
+                      and t["round"] == r), None)
+            if t is None or t["dice_mean"] is None:
+                cells.append("-")
+            else:
+                share = "" if t["share_of_full"] is None else f" ({t['share_of_full']:.1%})"
+                cells.append(f"{t['dice_mean']:.4f}{share}")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    best = summary["best_final"]
+    if best is not None:
+        lines += ["", _best_line(best, n_all)]
+    return "\n".join(lines) + "\n"
+
+
+def _best_line(best: dict[str, Any], n_all: int) -> str:
+    text = (f"Best at the final budget: **{best['strategy']}** with {best['images']:.0f} of "
+            f"{n_all} images ({best['images'] / n_all:.0%}), Dice {best['dice_mean']:.4f}")
+    if best["share_of_full"] is not None:
+        text += f" = {best['share_of_full']:.1%} of the full-data Dice"
+    if best["random_dice_mean"] is not None:
+        diff = best["dice_mean"] - best["random_dice_mean"]
+        text += f"; random at the same budget {best['random_dice_mean']:.4f} ({diff:+.4f})"
+    return text + "."
+
