@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the registry and the store are imported where they are opened
-    from label_assistant.ml_backend.store import Store
+if TYPE_CHECKING:  # the registry is imported where it is opened
     from label_assistant.model.registry import ModelRegistry
 
 STORE_FILE = "backend.sqlite3"
@@ -86,14 +85,3 @@ class Workspace:
             return []
         found = [p.name for p in base.iterdir() if (p / "models").is_dir()]
         return sorted(found, key=lambda p: (len(p), p))
-
-    def store(self) -> Store:
-        """The backend's store (created on first use)."""
-        from label_assistant.ml_backend.store import Store
-
-        return Store(self.store_file)
-
-    def existing_store(self) -> Store | None:
-        """The store if it exists; reading must not create one."""
-        return self.store() if self.store_file.is_file() else None
-

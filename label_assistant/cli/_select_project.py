@@ -16,6 +16,7 @@ def run_project(args: argparse.Namespace, check_args: Any, print_table: Any) -> 
     from label_assistant.ml_backend.origin import project_origin
     from label_assistant.ml_backend.ranking import RankingError, rank_project
     from label_assistant.ml_backend.settings import Settings, SettingsError
+    from label_assistant.ml_backend.store import Store
     from label_assistant.selectors import StrategyError
 
     if args.project is None:
@@ -33,7 +34,7 @@ def run_project(args: argparse.Namespace, check_args: Any, print_table: Any) -> 
                                      **({"device": args.device} if args.device else {}))
     except (SettingsError, ValueError) as error:
         raise CliError(str(error)) from None
-    store = settings.workspace.existing_store()
+    store = Store.existing(settings.workdir)
     row = store.get_project(str(project)) if store is not None else None
     origin = project_origin(settings, row, url=args.label_studio_url, token=args.api_key)
     if origin is None or not origin.token:

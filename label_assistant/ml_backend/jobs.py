@@ -218,6 +218,7 @@ def run_rank(job_dir: Path) -> JobStatus:
     from label_assistant.ml_backend.origin import project_origin
     from label_assistant.ml_backend.ranking import rank_project
     from label_assistant.ml_backend.settings import Settings
+    from label_assistant.ml_backend.store import Store
     from label_assistant.model.job import job_label
 
     job_dir = Path(job_dir)
@@ -228,7 +229,7 @@ def run_rank(job_dir: Path) -> JobStatus:
     status.write(job_dir)
     try:
         settings = Settings.from_env()
-        store = settings.workspace.store()
+        store = Store.for_workdir(settings.workdir)
         origin = project_origin(settings, store.get_project(project))
         if origin is None or not origin.token:
             raise ValueError(f"no Label Studio address with its token known for project "

@@ -243,7 +243,14 @@ class Store:
 
     @classmethod
     def for_workdir(cls, workdir: str | Path) -> Store:
+        """The store of a work directory (created on first use)."""
         return cls(Workspace(Path(workdir)).store_file)
+
+    @classmethod
+    def existing(cls, workdir: str | Path) -> Store | None:
+        """The work directory's store if it exists: reading must not create one."""
+        path = Workspace(Path(workdir)).store_file
+        return cls(path) if path.is_file() else None
 
     # --- connections and transactions ----------------------------------------------------------
 

@@ -77,7 +77,9 @@ def load_store_facts(workdir: str | Path, project: str | int | None) -> StoreFac
     A store that has never heard of the project is None too: its versions were not made by
     the backend, and "0 quarantined" would claim a knowledge the store doesn't have.
     """
-    store = Workspace(Path(workdir)).existing_store()  # reading must not create a store
+    from label_assistant.ml_backend.store import Store
+
+    store = Store.existing(workdir)  # reading must not create a store
     if project is None or store is None:
         return None
     path = store.path
