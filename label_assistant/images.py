@@ -244,3 +244,9 @@ def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if have == 4 and channels == 3:
         return image[:3]
     raise ImageError(f"an image with {have} channels can't be given to a model of {channels}")
+
+
+def chw_to_hwc(x: np.ndarray) -> np.ndarray:
+    """A model input (C, H, W) as an image again: (H, W) for one channel, else (H, W, C)."""
+    x = np.asarray(x)
+    return x[0] if x.shape[0] == 1 else np.moveaxis(x, 0, -1)

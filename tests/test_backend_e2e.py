@@ -4,8 +4,9 @@ worker process, default sink: no ``LA_SINK``):
 connect the backend -> retrieve predictions (stamped with Otsu's version) -> an annotation
 with Background + Cell is admitted, one with only Cell quarantined, both visible in Label
 Studio (``la_status`` / ``la_warnings``) -> ``POST /api/ml/{id}/train`` (``START_TRAINING``)
-trains v0001 in the background while ``/predict`` keeps answering -> predictions stamped
-v0001 -> the worker re-ranks the unlabeled tasks (``sequence+entropy``; the labeled tasks'
+trains v0001 in the background while ``/predict`` keeps answering; it is kept (nothing to
+validate it on) until ``rounds --promote v0001`` -> predictions stamped v0001 -> the worker
+notices what serves changed and its ranking job re-ranks the unlabeled tasks (``sequence+entropy``; the labeled tasks'
 sequences come last) and writes ``la_rank`` -> an annotator labeling through the "Next to
 label" tab receives the tasks in that order. Also: ``select --project`` (project form).
 """
@@ -196,6 +197,11 @@ def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
         j for j in store.jobs(str(project)) if j["state"] in ("done", "failed")], 240, 1.0)[0]
     assert job["state"] == "done", job
     assert job["version"] == "v0001"
+    # A one-step model can't be validated on one annotation: kept; Otsu keeps serving until
+    # the project manager forces it, as `rounds --promote` does.
+    assert job["promoted"] == 0 and job["detail"], job
+    assert main(["rounds", "--workdir", str(workdir), "--project", str(project),
+                 "--promote", "v0001"]) == 0
     timings["training"] = time.perf_counter() - t0
 
     # -- predictions from the new version --------------------------------------------------

@@ -64,10 +64,25 @@ def test_start_training_publishes_a_version_that_predict_then_uses(tmp_path):
         if job["state"] != "running":
             break
         time.sleep(0.5)
-    assert job["state"] == "done", (job, (tmp_path / "work").glob("**/train.log"))
+    assert job["state"] == "done", (job, (tmp_path / "work").glob("**/job.log"))
     assert job["version"] == "v0001"
+    # Nothing held out (val_fraction 0): nothing to compare on, so the candidate is kept.
+    assert job["promoted"] == 0 and "no validation annotations" in job["detail"]
+    registry = Workspace(settings.workdir).registry("1")
+    assert registry.current() is None and registry.get("v0001").promotion["promoted"] is False
+    assert client.post("/predict", json=predict).json["results"][0]["model_version"] \
+        .startswith("otsu-")
+    worker.tick()
+    assert not [c for c in sink.calls if c[0] == "version_published"]
+
+    # Forced (rounds --promote): it serves, and Label Studio hears of it.
+    from label_assistant.cli import main
+
+    assert main(["rounds", "--workdir", str(settings.workdir), "--project", "1",
+                 "--promote", "v0001"]) == 0
+    worker.tick()
     assert ("version_published", (1, "v0001")) in sink.calls
-    info = Workspace(settings.workdir).registry("1").current()
+    info = registry.current()
     assert info.id == "v0001" and info.class_names == ["Background", "Cell"]
     assert len(info.manifest["annotations"]) == 3
 

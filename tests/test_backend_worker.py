@@ -55,9 +55,16 @@ class FakeStarter:
         self.jobs.append(job)
         return job
 
-    def finish(self, i: int, version: str) -> None:
-        self.jobs[i].write(state="done", version=version, progress=1.0)
-        self.jobs[i].code = 0
+    def finish(self, i: int, version: str, promoted: bool = True) -> None:
+        """The job published ``version``; a promoted one serves (the registry's pointer)."""
+        job = self.jobs[i]
+        request = json.loads((job.job_dir / "request.json").read_text())
+        if promoted:
+            Path(request["registry"]).mkdir(parents=True, exist_ok=True)
+            (Path(request["registry"]) / "current").write_text(version + "\n")
+        job.write(state="done", version=version, progress=1.0, promoted=promoted,
+                  reason="beats" if promoted else "does not beat")
+        job.code = 0
 
     def die(self, i: int) -> None:
         self.jobs[i].code = -9  # killed: no final status
@@ -277,12 +284,31 @@ def test_training_starts_after_n_admitted_and_requests_coalesce(tmp_path, sink, 
     assert len(starter.jobs) == 2  # exactly one follow-up
     request = json.loads((starter.jobs[1].job_dir / "request.json").read_text())
     assert len(request["images"]) == 5
-    starter.finish(1, "v0002")
+    starter.finish(1, "v0002", promoted=False)  # kept: v0001 still serves, nothing to tell
     worker.tick()
     worker.tick()
     assert len(starter.jobs) == 2
-    assert [(j["state"], j["version"]) for j in worker.store.jobs("1")] == \
-        [("done", "v0001"), ("done", "v0002")]
+    assert [(j["state"], j["version"], j["promoted"]) for j in worker.store.jobs("1")] == \
+        [("done", "v0001", 1), ("done", "v0002", 0)]
+    assert [c for c in sink.calls if c[0] == "version_published"] == \
+        [("version_published", (1, "v0001"))]
+
+
+def test_a_rollback_is_announced_like_a_promotion(tmp_path, sink, starter):
+    from label_assistant.model.registry import OTSU
+
+    worker = make_worker(tmp_path, sink, starter)
+    post(worker, created(1, 1))
+    worker.tick()
+    registry = worker.settings.workspace.registry("1")
+    registry.root.mkdir(parents=True)
+    (registry.root / "current").write_text("v0003\n")  # rounds --promote v0003
+    worker.tick()
+    (registry.root / "current").write_text(OTSU + "\n")  # rounds --rollback, down to Otsu
+    worker.tick()
+    worker.tick()
+    assert [c[1] for c in sink.calls if c[0] == "version_published"] == [(1, "v0003"),
+                                                                         (1, OTSU)]
 
 
 def test_start_training_without_annotations_fails_with_the_reason(tmp_path, sink, starter):

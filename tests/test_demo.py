@@ -60,6 +60,22 @@ def test_label_config_has_background_a_class_and_the_warnings_header():
     assert "$la_warnings" in demo.LABEL_CONFIG
 
 
+def test_label_config_shows_the_partial_labeling_hint_above_the_image():
+    import xml.etree.ElementTree as ET
+
+    hint = demo.PARTIAL_LABELING_HINT
+    assert "Background" in hint and "unlabeled" in hint
+    assert "$" not in hint  # literal text, not a task data field
+    root = ET.fromstring(demo.LABEL_CONFIG)
+    tags = [child.tag for child in root]
+    headers = [child for child in root if child.tag == "Header"]
+    assert [h.get("value") for h in headers] == ["$la_warnings", hint]
+    assert tags.index("Image") > max(i for i, t in enumerate(tags) if t == "Header")
+    config = parse_label_config(demo.LABEL_CONFIG)  # still parses: same image, same classes
+    assert (config.to_name, config.data_key) == ("image", "image")
+    assert config.labels == ("Background", demo.CLASS_NAME)
+
+
 @pytest.mark.labelstudio
 @pytest.mark.slow
 def test_demo_check_against_an_existing_label_studio(labelstudio, tmp_path, monkeypatch, capsys):

@@ -195,6 +195,92 @@ def test_model_rules_are_skipped_without_probabilities_or_on_another_size():
     assert codes(ctx_for(lm, probabilities=other), InspectionConfig(model_min_area=1)) == []
 
 
+def border_bands(size: int = 40, width: int = 4) -> np.ndarray:
+    """A size x size map with Background only in bands along the four edges (the real trial's
+    mistake), the interior unlabeled."""
+    lm = np.full((size, size), U, np.uint8)
+    lm[:width], lm[-width:], lm[:, :width], lm[:, -width:] = 0, 0, 0, 0
+    return lm
+
+
+def test_background_far_from_objects_fires_on_border_bands():
+    lm = border_bands()
+    lm[15:19, 15:19] = 1  # two nuclei in the middle, 11+ px from the nearest band
+    lm[15:19, 22:26] = 1
+    report = inspect(ctx_for(lm), CONFIG)
+    (finding,) = report.findings
+    assert finding.code == "background_far_from_objects" and finding.severity == "warning"
+    assert report.admitted
+    assert finding.bbox == (15, 15, 26, 19) and finding.pixels == 32
+    assert "only along the image border" in finding.message
+    assert "all 2 objects" in finding.message and "thin ring" in finding.message
+
+
+def test_background_far_from_objects_quiet_on_a_good_partial_annotation():
+    # Whole objects, each with a thin Background ring (2 px), anywhere: against the image
+    # edge, in a corner, in the middle; the rest unlabeled.
+    lm = np.full((40, 40), U, np.uint8)
+    for y, x in ((0, 10), (34, 34), (18, 18)):
+        lm[max(y - 2, 0):y + 6, max(x - 2, 0):x + 6] = 0
+        lm[y:y + 4, x:x + 4] = 1
+    assert codes(ctx_for(lm)) == []
+    # Edge bands as well as the rings are fine too.
+    lm[:4], lm[:, :4] = 0, 0
+    assert codes(ctx_for(lm)) == []
+
+
+def test_background_far_from_objects_quiet_on_dense_and_one_sided_annotations():
+    dense = np.zeros((40, 40), np.uint8)
+    dense[15:19, 15:19] = 1
+    dense[5:30, 25:35] = 2
+    assert codes(ctx_for(dense)) == []
+    objects_only = np.full((40, 40), U, np.uint8)
+    objects_only[15:19, 15:19] = 1
+    assert codes(ctx_for(objects_only)) == ["no_background"]  # not this rule as well
+    assert codes(ctx_for(border_bands())) == []  # Background and no object
+    lm = border_bands()
+    lm[15:19, 15:19] = 1
+    assert codes(ctx_for(lm, uses_background=False)) == []
+
+
+def test_background_far_from_objects_needs_more_than_half_the_objects_far():
+    lm = border_bands()
+    lm[15:19, 15:19] = 1  # far: 11+ px from the bands
+    lm[15:19, 22:26] = 1  # far
+    lm[30:33, 30:33] = 2  # near: 3 px from the bottom and right bands
+    (finding,) = inspect(ctx_for(lm), CONFIG).findings
+    assert "2 of 3 objects" in finding.message
+    assert finding.bbox == (15, 15, 26, 19) and finding.pixels == 32  # only the far ones
+    lm[5:8, 30:33] = 2  # near the top band: 2 of 4 far is not more than half
+    assert codes(ctx_for(lm)) == []
+
+
+def test_background_far_from_objects_off_the_border_and_scaled_with_the_image():
+    lm = np.full((40, 40), U, np.uint8)
+    lm[0:4, 0:4] = 1
+    lm[15:20, 15:20] = 0  # Background in the middle, the object in a corner
+    (finding,) = inspect(ctx_for(lm), CONFIG).findings
+    assert finding.code == "background_far_from_objects"
+    assert "border" not in finding.message and "the object at x 0-3, y 0-3 has" in \
+        finding.message
+    # 9 px away: far on a small image, near on a large one (2% of 500 = 10 px)
+    for size, expected in ((40, ["background_far_from_objects"]), (500, [])):
+        lm = np.full((size, size), U, np.uint8)
+        lm[10:14, 10:14] = 1
+        lm[10:14, 22] = 0  # 9 px right of the object's last column (13)
+        assert codes(ctx_for(lm)) == expected, size
+
+
+def test_background_far_from_objects_ignores_stray_fragments():
+    lm = border_bands()
+    lm[15:19, 15:19] = 1
+    lm[15:19, 22:26] = 1
+    lm[1, 10], lm[1, 20], lm[1, 30] = 1, 1, 1  # stray one-pixel strokes in the top band
+    assert "background_far_from_objects" in codes(ctx_for(lm), CONFIG)
+    # counted as objects they would make the two nuclei a minority
+    assert codes(ctx_for(lm), InspectionConfig(min_fragment_size=1)) == []
+
+
 # --- severities and the gate ----------------------------------------------------------------
 
 
@@ -287,12 +373,15 @@ def test_bad_context_raises():
 
 
 def contexts() -> list[InspectionContext]:
-    """Full and bare contexts, including an all-unlabeled map."""
+    """Full and bare contexts, including an all-unlabeled map and Background only along
+    the border."""
     lm = good_map()
     lm[8, 1] = 2
     inst = np.where(lm == 1, 1, 0).astype(np.int32)
     full = ctx_for(lm, class_names=["a", "b"], image_shape=(10, 10), instances=inst,
                    conflicts=[(1, 2, 4)], probabilities=probabilities(lm.shape, 2))
+    far_from_background = border_bands(30, 3)
+    far_from_background[12:18, 12:18] = 1
     return [
         full,
         ctx_for(lm),
@@ -301,6 +390,7 @@ def contexts() -> list[InspectionContext]:
                 probabilities=probabilities((6, 7), 1)),
         ctx_for(np.full((6, 7), U, np.uint8)),
         ctx_for(np.zeros((0, 0), np.uint8)),
+        ctx_for(far_from_background),
     ]
 
 

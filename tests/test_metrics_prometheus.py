@@ -175,3 +175,18 @@ def test_request_counts_add_up_over_gunicorn_workers(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert code == 0, proc.stderr.read().decode()[-2000:]
+
+
+def test_candidates_by_outcome(tmp_path):
+    settings = Settings(workdir=tmp_path / "work")
+    client = create_app(settings).test_client()
+    store = Store.for_workdir(settings.workdir)
+    store.upsert_project("7")
+    for version, promoted in (("v0001", True), ("v0002", False), ("v0003", False)):
+        _, job_id = store.request_job("7", "train", "test")
+        store.claim_job(job_id, str(tmp_path / version))
+        store.finish_job(job_id, "done", version=version, promoted=promoted, detail="why")
+    samples = parse(client.get("/metrics").get_data(as_text=True))
+    assert samples[("la_candidates", (("outcome", "promoted"), ("project", "7")))] == 1
+    assert samples[("la_candidates", (("outcome", "kept"), ("project", "7")))] == 2
+    assert samples[("la_model_version_number", (("project", "7"),))] == 0  # Otsu serves

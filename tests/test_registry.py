@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from label_assistant.model.registry import (
+    OTSU,
     ModelRegistry,
     RegistryError,
     UnknownVersionError,
@@ -94,13 +95,16 @@ def test_publish_list_get_current(registry: ModelRegistry) -> None:
 
 
 def test_rollback_and_history(registry: ModelRegistry) -> None:
+    assert registry.serving() == OTSU and registry.current_id() is None
     v1 = publish(registry)
     v2 = publish(registry, seed=1, parent=v1.id)
     publish(registry, seed=2, parent=v2.id)
     assert registry.rollback().id == "v0002"  # the parent of v0003
     assert registry.current().id == "v0002"
     assert registry.rollback().id == "v0001"
-    with pytest.raises(RegistryError, match="no parent"):
+    assert registry.rollback() is None  # a first model's parent: Otsu
+    assert registry.serving() == OTSU and registry.current() is None
+    with pytest.raises(RegistryError, match="Otsu serves"):
         registry.rollback()
     assert registry.rollback("v0003").id == "v0003"
     with pytest.raises(UnknownVersionError):
@@ -110,11 +114,23 @@ def test_rollback_and_history(registry: ModelRegistry) -> None:
     assert registry.current().id == "v0003"
     events = [(h["event"], h["version"], h["previous"]) for h in registry.history()]
     assert events == [
-        ("publish", "v0001", None), ("publish", "v0002", "v0001"),
+        ("publish", "v0001", OTSU), ("publish", "v0002", "v0001"),
         ("publish", "v0003", "v0002"), ("rollback", "v0002", "v0003"),
-        ("rollback", "v0001", "v0002"), ("rollback", "v0003", "v0001"),
+        ("rollback", "v0001", "v0002"), ("rollback", OTSU, "v0001"),
+        ("rollback", "v0003", OTSU),
     ]
     assert all(isinstance(h["at"], float) for h in registry.history())
+
+
+def test_a_candidate_is_kept_without_serving_until_promoted(registry: ModelRegistry) -> None:
+    v1 = publish(registry)
+    verdict = {"promoted": False, "reason": "does not beat v0001"}
+    kept = publish(registry, seed=1, parent=v1.id, make_current=False, promotion=verdict)
+    assert registry.current().id == "v0001"
+    assert registry.get(kept.id).promotion == verdict
+    assert registry.set_current(kept.id, event="promote", reason="forced").id == kept.id
+    assert registry.history()[-1]["reason"] == "forced"
+    assert registry.set_current(OTSU) is None and registry.current_id() is None
 
 
 def test_ids_are_never_reused(registry: ModelRegistry) -> None:

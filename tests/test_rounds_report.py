@@ -26,8 +26,12 @@ ORIGINAL_KEYS = ("version", "current", "created_at", "parent", "classes", "train
 
 
 def _publish(registry: ModelRegistry, seed: int, annotations: list[int], job: int | None,
-             dice: float) -> None:
-    """A version as a training job would record it, without training: 2 train + 1 val image."""
+             dice: float, champion_dice: float = 0.6, promoted: bool = True) -> None:
+    """A version as a training job would record it, without training: 2 train + 1 val image,
+    and the verdict against the champion (``dice`` against ``champion_dice``)."""
+    champion = registry.serving()
+    reason = (f"mean Dice (all classes) {dice:.4f} {'beats' if promoted else 'does not beat'} "
+              f"{champion}'s {champion_dice:.4f} on the same 1000 validation pixels")
     images = [{"name": f"i{seed}{k}.png", "split": "train" if k < 2 else "val",
                "labeled_pixels": [1000 * (k + 1), 100 * (seed + 1) + k]} for k in range(3)]
     extra = {} if job is None else {"project": PROJECT, "job": job, "annotations": [
@@ -40,7 +44,10 @@ def _publish(registry: ModelRegistry, seed: int, annotations: list[int], job: in
                  "val_images": 1, "epochs_run": 3, "train_seconds": 1.5 + seed},
         curve=[{"epoch": e, "train_loss": 1.0 / (e + seed), "val_mean_dice": dice * e / 3}
                for e in (1, 2, 3)],
-        config={"epochs": 3}, parent=registry.current_id())
+        config={"epochs": 3}, parent=registry.current_id(), make_current=promoted,
+        promotion={"promoted": promoted, "reason": reason, "champion": champion,
+                   "candidate_scores": {"mean_dice": dice}, "champion_scores": {
+                       "mean_dice": champion_dice}})
     time.sleep(0.01)  # what the store records next is after the version, even rounded to ms
 
 
@@ -61,7 +68,7 @@ def _job(store: Store, state: str, version: str | None = None, error: str | None
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """Project 7: v0001 (annotations 1, 2; 3 quarantined), then 3 fixed and 4, 5 quarantined,
-    v0002 (1, 2, 3), then a job that failed."""
+    v0002 (1, 2, 3), then a job that failed, then v0003, kept: it did not beat v0002."""
     work = tmp_path / "work"
     registry = Workspace(work).registry(PROJECT)
     store = Store.for_workdir(work)
@@ -73,6 +80,7 @@ def workdir(tmp_path: Path) -> Path:
         _annotate(store, a, state)
     _publish(registry, 1, [1, 2, 3], _job(store, "done", "v0002"), 0.7)
     _job(store, "failed", error="ValueError: boom")
+    _publish(registry, 2, [1, 2, 3], _job(store, "done", "v0003"), 0.65, 0.7, promoted=False)
     store.close()
     return work
 
@@ -84,8 +92,13 @@ def _rounds_json(capsys, *args: str) -> dict:
 
 def test_rounds_json_with_store(workdir, capsys):
     listing = _rounds_json(capsys, "--workdir", str(workdir), "--project", PROJECT)
-    v1, v2 = listing["versions"]
+    v1, v2, v3 = listing["versions"]
     assert listing["current"] == "v0002" and listing["store"].endswith("backend.sqlite3")
+    assert listing["serving"] == "v0002" and "beats v0001's 0.6000" in listing["serving_reason"]
+    assert (v1["promoted"], v2["promoted"], v3["promoted"]) == (True, True, False)
+    assert v1["champion"] == "otsu" and v3["champion"] == "v0002"
+    assert (v3["val_mean_dice_all"], v3["champion_mean_dice_all"]) == (0.65, 0.7)
+    assert "does not beat" in v3["verdict"]
     assert all(key in v1 for key in ORIGINAL_KEYS)
     assert (v1["admitted"], v1["quarantined"]) == (2, 1)
     # Annotation 3 was fixed after v0001: v0001 still counts it, v0002 doesn't.
@@ -108,8 +121,8 @@ def test_rounds_without_store_and_edge_cases(workdir, tmp_path, capsys):
     (plain / "models").parent.mkdir()
     Workspace(workdir).models_dir(PROJECT).rename(plain / "models")
     listing = _rounds_json(capsys, "--workdir", str(plain))
-    assert [v["quarantined"] for v in listing["versions"]] == [None, None]
-    assert [v["admitted"] for v in listing["versions"]] == [2, 3]  # the manifest's annotations
+    assert [v["quarantined"] for v in listing["versions"]] == [None, None, None]
+    assert [v["admitted"] for v in listing["versions"]] == [2, 3, 3]  # the manifest's
     assert listing["jobs"] == [] and listing["store"] is None
     assert main(["rounds", "--workdir", str(plain)]) == 0
     assert "v0002" in capsys.readouterr().out
@@ -128,7 +141,12 @@ def test_rounds_text(workdir, capsys):
     assert max(len(line) for line in lines) <= LINE_WIDTH
     (v1,) = [line for line in lines if line.startswith("  v0001 ")]
     (v2,) = [line for line in lines if line.startswith("* v0002 ")]
-    assert v2.startswith("*") and v2.endswith("published, job 2") and "0.700" in v2
+    (v3,) = [line for line in lines if line.startswith("  v0003 ")]
+    assert lines[0].startswith("serving: v0002 (promoted: mean Dice (all classes) 0.7000")
+    assert v2.endswith("serving, job 2") and "0.700    0.600" in v2
+    assert v3.endswith("kept, job 4")
+    assert any(line.startswith("    verdict: mean Dice (all classes) 0.6500 does not beat "
+                               "v0002's 0.7000") for line in lines)
     assert v1.split()[4:6] == ["2", "1"]  # admitted, quarantined (the date is 2 words)
     assert "Background" in text and "Cell" in text and "603" in text
     (job,) = [line for line in lines if "job 3" in line]

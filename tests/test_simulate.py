@@ -188,7 +188,12 @@ def test_simulation_end_to_end_and_resume(dataset_dirs, tmp_path, capsys):
     for strategy in ("random", "sequence+entropy"):
         run = [r for r in rows if r["strategy"] == strategy]
         assert [r["labeled_images"] for r in run] == [2, 4, 6]
-        assert [r["prelabel_source"] for r in run] == ["otsu", "model", "model"]
+        # What served after a round (Otsu until a candidate beats it) pre-labels the next.
+        assert run[0]["prelabel_source"] == "otsu"
+        for before, after in zip(run, run[1:], strict=False):
+            served_otsu = before["serving_version"].startswith("otsu")
+            assert after["prelabel_source"] == ("otsu" if served_otsu else "model")
+        assert all(r["promoted"] in (True, False) and r["verdict"] for r in run)
         assert all(0.0 <= r["test_dice"] <= 1.0 and r["train_seconds"] > 0 for r in run)
         names = [n for r in run for n in r["new_images"]]
         assert len(set(names)) == 6 and not set(names) & {"img_07", "img_08", "img_09"}
@@ -200,6 +205,9 @@ def test_simulation_end_to_end_and_resume(dataset_dirs, tmp_path, capsys):
     assert len(csv_lines) == 8 and csv_lines[0].startswith("strategy,seed,round,labeled_images")
     result = json.loads((out / "results.json").read_text())
     assert len(result["rows"]) == 7 and result["summary"]["full_data"]["seeds"] == 1
+    guard = result["summary"]["guard"]
+    assert guard["candidates"] == 6 and guard["promoted"] + guard["kept"] == 6
+    assert guard["serving_below_otsu"] == []  # what serves never scores below Otsu
     for png in ("dice_vs_images.png", "dice_vs_pixels.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (out / "summary.md").read_text()
@@ -219,6 +227,7 @@ def test_simulation_end_to_end_and_resume(dataset_dirs, tmp_path, capsys):
     assert (redone["strategy"], redone["round"]) == (rows[-1]["strategy"], rows[-1]["round"])
     assert redone["new_images"] == rows[-1]["new_images"]
     assert redone["test_dice"] == pytest.approx(rows[-1]["test_dice"])
+    assert redone["serving_version"] == rows[-1]["serving_version"]
 
     # other settings in the same folder: one line, exit 2
     assert main(_argv(images, masks, out, "--epochs", "2")) == 2

@@ -79,23 +79,33 @@ def _write_dataset(root: Path, n: int = 3) -> tuple[Path, Path]:
     return images, labels
 
 
-def test_cli_train_registers_versions_and_rounds_lists_them(tmp_path, capsys):
+def test_cli_train_registers_candidates_that_serve_only_when_they_beat_otsu(tmp_path, capsys):
     images, labels = _write_dataset(tmp_path)
     work = tmp_path / "work"
     args = ["train", str(images), str(labels), "--workdir", str(work), "--epochs", "1",
             "--steps-per-epoch", "1", "--batch-size", "2", "--tile", "64", "--device", "cpu",
             "--classes", "Cell"]
     assert main(args) == 0
+    out = capsys.readouterr().out
+    # One step of training does not beat Otsu on the bright blobs: kept, Otsu still serves.
+    assert "registered v0001" in out and "kept, otsu-" in out and "does not beat" in out
     assert main(args) == 0
     capsys.readouterr()
     assert main(["rounds", "--workdir", str(work), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert [v["version"] for v in listing["versions"]] == ["v0001", "v0002"]
-    assert listing["current"] == "v0002"
-    assert listing["versions"][1]["parent"] == "v0001"
+    assert listing["current"] is None and listing["serving"] == "otsu"
+    assert [v["promoted"] for v in listing["versions"]] == [False, False]
+    assert listing["versions"][1]["parent"] is None  # trained while Otsu served
     assert listing["versions"][0]["classes"] == ["Background", "Cell"]
+    assert listing["versions"][0]["champion"].startswith("otsu-")
+    assert main(["rounds", "--workdir", str(work), "--promote", "v0002"]) == 0
+    assert "serving now: v0002 (forced)" in capsys.readouterr().out
     assert main(["rounds", "--workdir", str(work), "--rollback"]) == 0
-    assert "now v0001" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "serving now: Otsu" in out and out.splitlines()[1].startswith("serving: Otsu")
+    assert main(["rounds", "--workdir", str(work), "--rollback"]) == 2  # nothing to go back to
+    assert "Otsu serves" in capsys.readouterr().err
 
 
 def test_cli_train_bad_input_is_one_line(tmp_path, capsys):
@@ -125,7 +135,8 @@ def test_job_killed_mid_training_leaves_published_version_untouched(tmp_path):
     assert start_process(first).wait(timeout=300) == 0
     assert job.read_status(first).state == "done"
     registry = ModelRegistry(registry_root)
-    assert registry.current().id == "v0001"
+    assert registry.get("v0001").promotion["promoted"] is False  # a 1-step model: kept
+    registry.set_current("v0001", event="promote", reason="forced (test)")
 
     second = job.write_request(tmp_path / "job2", {**request, "config": {**TINY, "epochs": 500}})
     process = start_process(second)
@@ -147,6 +158,11 @@ def test_prelabel_with_a_trained_version(tmp_path, capsys):
                  "--device", "cpu"]) == 0
     out = tmp_path / "pre"
     assert main(["prelabel", str(images), "--out", str(out), "--model", "current",
+                 "--workdir", str(work), "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # v0001 did not beat Otsu: "current" serves Otsu, as the backend would.
+    assert summary["source"] == "otsu" and summary["version"].startswith("otsu-")
+    assert main(["prelabel", str(images), "--out", str(out), "--model", "v0001",
                  "--workdir", str(work), "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"] == "model" and summary["version"] == "v0001"

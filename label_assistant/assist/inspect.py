@@ -18,6 +18,9 @@ Rules (code, default severity: what it finds):
 - ``touching_objects``, warning: objects of one class touching without a gap (from the
   instance map); cleanup carves the gap.
 - ``small_fragments``, warning: class fragments smaller than ``min_fragment_size``.
+- ``background_far_from_objects``, warning: background painted, but not around the
+  objects: most labeled objects have no background near their outline (typically
+  background painted only in bands along the image border).
 - ``background_over_object``, warning: background where the model confidently sees a class.
 - ``class_over_background``, warning: a class where the model confidently sees background.
 
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -436,6 +440,82 @@ def small_fragments(ctx: InspectionContext, config: InspectionConfig) -> list[Fi
                 bbox, pixels,
             ))
     return findings
+
+
+# ``background_far_from_objects``: an object "has background nearby" when a Background pixel
+# lies within NEAR_BACKGROUND_PX (Euclidean, pixel centres) of its outline, with that distance
+# growing to NEAR_BACKGROUND_FRACTION of the shorter image side on large images. A careful
+# annotator's ring is 1-5 px wide and touches the object, so this is lenient: it only
+# catches objects with no Background anywhere close. The rule fires when more than
+# FAR_OBJECTS_FRACTION of the objects (8-connected class regions of at least
+# ``min_fragment_size`` pixels) lack it. Whether Background lies only in the border band
+# (BORDER_BAND_FRACTION of the shorter side from an edge, for at least BORDER_BACKGROUND_SHARE
+# of the Background pixels) only chooses the message's wording.
+NEAR_BACKGROUND_PX = 8
+NEAR_BACKGROUND_FRACTION = 0.02
+FAR_OBJECTS_FRACTION = 0.5
+BORDER_BAND_FRACTION = 0.10
+BORDER_BACKGROUND_SHARE = 0.9
+
+
+def _near_distance(shape: tuple[int, ...]) -> int:
+    """How close Background must come to an object (pixels) for a map of this shape."""
+    return max(NEAR_BACKGROUND_PX, round(NEAR_BACKGROUND_FRACTION * min(shape)))
+
+
+def _background_on_border_only(background: np.ndarray) -> bool:
+    """At least BORDER_BACKGROUND_SHARE of the Background lies in the image's border band."""
+    h, w = background.shape
+    band = max(1, round(BORDER_BAND_FRACTION * min(h, w)))
+    total = int(np.count_nonzero(background))
+    inner = int(np.count_nonzero(background[band:h - band, band:w - band]))
+    return total > 0 and (total - inner) >= BORDER_BACKGROUND_SHARE * total
+
+
+@register_rule("background_far_from_objects", "warning",
+               "background painted, but not around the labeled objects")
+def background_far_from_objects(ctx: InspectionContext, config: InspectionConfig
+                                ) -> list[Finding]:
+    lm = ctx.label_map
+    if not ctx.uses_background or lm.size == 0:
+        return []
+    background = lm == BACKGROUND
+    if not background.any():
+        return []  # the `no_background` rule's finding
+    ids, n = ndi.label((lm >= 1) & (lm <= ctx.n_classes), structure=_EIGHT)
+    if n == 0:
+        return []  # background only: nothing to be around
+    sizes = np.bincount(ids.ravel(), minlength=n + 1)
+    counted = sizes >= max(config.min_fragment_size, 1)  # stray strokes don't count
+    counted[0] = False
+    if not counted.any():
+        return []
+    d = _near_distance(lm.shape)
+    # Distance of every pixel to the nearest Background pixel (0 on Background itself).
+    to_background = cv2.distanceTransform((~background).view(np.uint8), cv2.DIST_L2,
+                                          cv2.DIST_MASK_PRECISE)
+    # An object has Background within d of its outline iff one of its pixels has.
+    near = np.bincount(ids[(ids > 0) & (to_background <= d)], minlength=n + 1) > 0
+    far = counted & ~near
+    n_far, n_counted = int(far.sum()), int(counted.sum())
+    if n_far <= FAR_OBJECTS_FRACTION * n_counted:
+        return []
+    boxes = [box for i, box in enumerate(ndi.find_objects(ids), start=1) if far[i]]
+    bbox = (min(b[1].start for b in boxes), min(b[0].start for b in boxes),
+            max(b[1].stop for b in boxes), max(b[0].stop for b in boxes))
+    bbox = tuple(int(v) for v in bbox)
+    where = ("only along the image border, far from" if _background_on_border_only(background)
+             else "far from")
+    which = "the object" if n_counted == 1 else (
+        f"all {n_counted} objects" if n_far == n_counted else f"{n_far} of {n_counted} objects")
+    return [_finding(
+        "background_far_from_objects",
+        f"{BACKGROUND_NAME} is painted {where} the objects you labeled: {which} "
+        f"{_where(bbox)} {'has' if n_far == 1 else 'have'} no {BACKGROUND_NAME} within "
+        f"{_px(d)}. Paint {BACKGROUND_NAME} between and right around the objects too (a thin "
+        f"ring around each one is enough): the model learns what is not an object from there.",
+        bbox, int(sizes[far].sum()),
+    )]
 
 
 @register_rule("background_over_object", "warning",

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from label_assistant.images import normalize_for_model
+from label_assistant.images import chw_to_hwc, normalize_for_model
 from label_assistant.labelmap import separate_touching
 
 POLARITIES = ("auto", "bright", "dark")
@@ -341,3 +341,9 @@ class OtsuPrelabeler:
 
     def prelabel(self, image: np.ndarray) -> PreLabel:
         return otsu_prelabel(image, self.params)
+
+    def label_map(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
+        """``(label map, confidence, None)`` of a model input (float (C, H, W)), as
+        :meth:`label_assistant.model.predictor.Predictor.label_map` gives a model's."""
+        pre = self.prelabel(chw_to_hwc(x))
+        return pre.label_map, pre.confidence, None

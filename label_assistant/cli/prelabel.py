@@ -112,16 +112,26 @@ def make_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dic
 
 
 def _model_prelabeler(args: argparse.Namespace) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+    """A version (``--model v0003``), or whatever serves (``--model current``: Otsu with
+    these options until a model has been promoted, or after a rollback to Otsu)."""
+    from label_assistant.assist.pre import OtsuPrelabeler, PreLabelError
     from label_assistant.model.predictor import Predictor
     from label_assistant.model.registry import RegistryError
     from label_assistant.workspace import Workspace
 
     if args.workdir is None:
         raise CliError("--model needs --workdir (where the model versions are)")
-    workspace = Workspace(existing_dir(args.workdir, "work directory"))
+    registry = Workspace(existing_dir(args.workdir, "work directory")).registry(args.project)
+    if args.model == "current" and registry.current_id() is None:
+        try:
+            otsu = OtsuPrelabeler(otsu_params_from_args(args))
+        except PreLabelError as error:
+            raise CliError(str(error)) from None
+        return otsu.prelabel, {"source": "otsu", "version": otsu.version,
+                               "params": asdict(otsu.params),
+                               "serving": "Otsu (no model version serves)"}
     try:
-        predictor = Predictor.from_registry(workspace.registry(args.project), args.model,
-                                            device=args.device)
+        predictor = Predictor.from_registry(registry, args.model, device=args.device)
     except RegistryError as error:
         raise CliError(str(error)) from None
     source = {"source": "model", "version": predictor.version,

@@ -45,11 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="selection rounds after the initial one (default 3)")
     p.add_argument("--seeds", default="3", metavar="S",
                    help="number of seeds (0..S-1), or a comma-separated list (default 3)")
-    p.add_argument("--annotation", choices=["dense", "sparse"], default="dense",
-                   help="oracle annotation: the full mask, or a sparse part (whole objects "
-                   "and context, see --sparse-fraction)")
+    p.add_argument("--annotation", choices=["dense", "sparse", "ring", "border"],
+                   default="dense",
+                   help="oracle annotation: dense (the full mask); sparse (whole objects and "
+                   "context, see --sparse-fraction); ring (whole objects with a 2-pixel "
+                   "Background ring); border (the Otsu pre-label's objects accepted, "
+                   "Background only in bands along the image borders)")
     p.add_argument("--sparse-fraction", type=float, default=0.1,
-                   help="sparse annotation: share of pixels labeled (default 0.1)")
+                   help="sparse and ring annotation: share of pixels labeled (default 0.1)")
     add_mask_type(p, "binary")
     seq = p.add_mutually_exclusive_group()
     seq.add_argument("--sequence-regex", default=None, metavar="R",

@@ -1,4 +1,6 @@
-"""``label-assistant train``: one training round on image/label files; registers a version."""
+"""``label-assistant train``: one training round on image/label files; registers a candidate
+version, which serves only if it beats the serving one (Otsu included) on the validation
+pixels of the given label maps (:mod:`label_assistant.model.round`)."""
 
 from __future__ import annotations
 
@@ -20,11 +22,15 @@ from label_assistant.cli.common import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a model on images and label maps; registers a new version",
+        help="train a model on images and label maps; registers a candidate version",
         description="Train a segmentation model (segmentation-models-pytorch) with a masked "
         "loss on IMAGES and LABELS (paired by file name) and register it as a new version in "
-        "WORKDIR/models. Labels are label maps (0 = background, 1..K = classes, 255 = "
-        "unlabeled, ignored in training) unless --mask-type says otherwise.",
+        "WORKDIR/models. It serves (becomes current) only if it beats what serves now, Otsu "
+        "before any model, by mean Dice over all classes on the labeled pixels of the "
+        "validation images (a fixed share, --val-fraction, chosen by a stable hash of the "
+        "file names); otherwise it is kept, and 'rounds --promote V' can force it. Labels "
+        "are label maps (0 = background, 1..K = classes, 255 = unlabeled, ignored in "
+        "training) unless --mask-type says otherwise.",
     )
     p.add_argument("images", help="folder of images (PNG, JPEG, TIFF)")
     p.add_argument("labels", help="folder of label maps / masks, same file names")
@@ -49,7 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from label_assistant.cli.common import progress
     from label_assistant.datasets import DatasetError, load_example, pair_files
     from label_assistant.images import ImageError
-    from label_assistant.model.train import TrainConfig, TrainingError, train
+    from label_assistant.model.job import publish_round
+    from label_assistant.model.predictor import serving
+    from label_assistant.model.round import train_round
+    from label_assistant.model.train import TrainConfig, TrainingError
     from label_assistant.workspace import Workspace
 
     try:
@@ -82,31 +91,27 @@ def run(args: argparse.Namespace) -> int:
             next(bar, None)
             if not sys.stderr.isatty():
                 return
-            dice = entry.get("val_mean_dice")
-            print(f"  epoch {entry['epoch']}: loss {entry['train_loss']:.4f}"
-                  + (f", val dice {dice:.3f}" if dice is not None else ""), file=sys.stderr)
+            dice = entry.get("val_mean_dice_all")
+            print(f"  epoch {entry['epoch']}/{entry['epochs']}: loss {entry['train_loss']:.4f}"
+                  + (f", validation mean Dice (all classes) {dice:.3f}" if dice is not None
+                     else ""), file=sys.stderr)
 
-        result = train(examples, class_names, config, on_epoch=on_epoch)
+        registry = Workspace(args.workdir).registry(args.project)
+        champion = serving(registry, class_names, device=args.device)
+        trained = train_round(examples, class_names, config, champion, on_epoch=on_epoch)
     except (TrainingError, ValueError) as error:
         raise CliError(str(error)) from None
-    registry = Workspace(args.workdir).registry(args.project)
-    current = registry.current()
-    info = registry.publish(
-        result.state_dict,
-        spec=result.spec,
-        class_names=class_names,
-        label_config_hash=None,
-        manifest=result.manifest,
-        metrics={**result.metrics, "train_seconds": round(result.seconds, 2)},
-        curve=result.curve,
-        config=result.config,
-        parent=current.id if current else None,
-    )
-    dice = result.metrics.get("val_mean_dice")
+    info = publish_round(registry, trained, class_names)
+    result, verdict = trained.result, trained.verdict
+    dice = result.metrics.get("val_mean_dice_all")
     print(f"registered {info.id} in {registry.root} "
-          f"({len(examples)} images, {result.metrics['epochs_run']} epochs, "
-          f"{result.seconds:.0f} s" + (f", validation Dice {dice:.3f}" if dice is not None else "")
+          f"({len(examples)} images, {result.metrics['epochs_run']} epochs from "
+          f"{result.metrics['init']}, {result.seconds:.0f} s"
+          + (f", validation mean Dice (all classes) {dice:.3f}" if dice is not None else "")
           + ")")
+    print(("it serves now: " if verdict.promoted else
+           f"kept, {verdict.champion} still serves ('rounds --promote {info.id}' forces it): ")
+          + verdict.reason)
     if args.json:
-        write_json(info.to_dict() if hasattr(info, "to_dict") else vars(info), args.json)
+        write_json(info.to_dict(), args.json)
     return 0

@@ -70,8 +70,13 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository
 SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
 PROJECT_TITLE = "label-assistant demo"
 CLASS_NAME = "Nucleus"
+#: How partial labeling works, always shown above the image (plain text: no ``$``, no XML).
+PARTIAL_LABELING_HINT = (
+    "Label a few objects completely, then paint Background between and around them. Leave "
+    "the rest unlabeled: unlabeled pixels are ignored in training.")
 LABEL_CONFIG = f"""<View>
   {WARNINGS_HEADER}
+  <Header value="{PARTIAL_LABELING_HINT}" size="6"/>
   <Image name="image" value="$image" zoom="true" zoomControl="true"/>
   <BrushLabels name="tag" toName="image">
     <Label value="Background" background="#1e88e5"/>

@@ -126,7 +126,8 @@ class Supervisor:
                 self._dead(job, status)
                 return
         if status.state == "done":
-            self._finished(job, "done", version=status.version)
+            self._finished(job, "done", version=status.version, promoted=status.promoted,
+                           detail=status.reason)
         elif status.state == "failed":
             if job["kind"] == "rank" and job["attempts"] < MAX_RANK_ATTEMPTS:
                 log.warning("project %s ranking job %d failed (%s); again in %.0f s",
@@ -161,13 +162,18 @@ class Supervisor:
             self._finished(job, "failed", error=reason)
 
     def _finished(self, job: Mapping[str, Any], state: str, *, version: str | None = None,
-                  error: str | None = None) -> None:
+                  error: str | None = None, promoted: bool | None = None,
+                  detail: str | None = None) -> None:
         self._handles.pop(job["id"], None)
-        followup = self.store.finish_job(job["id"], state, version=version, error=error)
+        followup = self.store.finish_job(job["id"], state, version=version, error=error,
+                                         promoted=promoted, detail=detail)
         what = "ranking job" if job["kind"] == "rank" else "job"
-        if state == "done":
-            log.info("project %s %s %d done%s", job["project"], what, job["id"],
-                     f": published {version}" if version else "")
+        if state == "done" and job["kind"] == "train":
+            log.info("project %s job %d done: %s %s (%s)", job["project"], job["id"],
+                     "published" if promoted is not False else "kept, not promoted:",
+                     version, detail or "no verdict recorded")
+        elif state == "done":
+            log.info("project %s %s %d done", job["project"], what, job["id"])
         else:
             log.error("project %s %s %d failed, current version stays %s: %s", job["project"],
                       what, job["id"], self.current(job["project"]), error)

@@ -24,8 +24,10 @@ Everything else is read from the store and the model registry at scrape time by
   ``la_training_running{project}``, ``la_training_progress{project}`` (0..1 of the running
   training job, from its status file), ``la_training_followup{project}`` (a follow-up
   training job is asked for): these three are about ``train`` jobs only;
-- ``la_model_version{project,version}`` = 1 for the current version, and
-  ``la_model_version_number{project}`` (``v0003`` -> 3; 0 before the first version).
+- ``la_candidates{project,outcome}``: trained candidates, ``promoted`` (they beat what
+  served) or ``kept`` (they did not, or could not be validated);
+- ``la_model_version{project,version}`` = 1 for the serving model version, and
+  ``la_model_version_number{project}`` (``v0003`` -> 3; 0 while Otsu serves).
 """
 
 from __future__ import annotations
@@ -151,6 +153,16 @@ class StoreCollector:
             progress.add_metric([p], value)
             followup.add_metric([p], int(bool(job and job["followup"])))
         yield from (running_gauge, progress, followup)
+        outcomes = collections.Counter(
+            (j["project"], "promoted" if j["promoted"] else "kept") for j in jobs
+            if j["kind"] == "train" and j["state"] == "done" and j["promoted"] is not None)
+        candidates = GaugeMetricFamily(
+            "la_candidates", "Trained candidates by outcome: promoted (it beat what served) "
+            "or kept (it did not, or could not be validated).", labels=["project", "outcome"])
+        for p in projects:
+            for outcome in ("promoted", "kept"):
+                candidates.add_metric([p, outcome], outcomes[(p, outcome)])
+        yield candidates
 
         versions = GaugeMetricFamily("la_model_version",
                                      "The current model version of each project (value 1).",

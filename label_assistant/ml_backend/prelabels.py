@@ -74,20 +74,20 @@ class Prelabels:
         return current.id
 
     def serving(self, project: str | None, config: LabelConfig) -> Any:
-        """The project's serving version: a model ``Predictor`` or Otsu (both have
-        ``version`` and ``prelabel(image)``)."""
+        """The project's serving version (:func:`label_assistant.model.predictor.serving`):
+        a model ``Predictor`` or Otsu."""
         if project is None:
             return self.otsu
-        # Only the pointer is read when no version exists: Otsu needs no torch.
         registry = self.workspace.registry(project)
-        if registry.current_id() is None:
+        if registry.current_id() is None:  # Otsu: no torch import, no model cache
             return self.otsu
+        from label_assistant.model.predictor import serving
+
         try:
-            predictor = self.versions.current(registry, list(config.labels))
+            return serving(registry, list(config.labels), otsu=self.otsu, cache=self.versions)
         except Exception:  # a broken version must not stop pre-labels
             log.exception("project %s: the model can't be used; pre-labels from Otsu", project)
-            predictor = None
-        return predictor if predictor is not None else self.otsu
+            return self.otsu
 
     def warm_up(self, project: str, config: LabelConfig) -> None:
         """Load the project's model now (run in a background thread after /setup)."""

@@ -11,7 +11,8 @@ Tables:
 
 - ``projects``: one row per Label Studio project: label config, the Label Studio origin
   and token from ``/setup`` (always stored and replaced together: a token belongs to the
-  origin it came with), and ``admitted_since_job`` (the training policy's counter);
+  origin it came with), ``admitted_since_job`` (the training policy's counter) and
+  ``announced`` (the serving version Label Studio last heard of);
 - ``events``: webhook events, ``pending`` -> ``processing`` -> ``done`` | ``failed``;
 - ``annotations``: one row per *revision* of an annotation (a created or updated event):
   ``admitted`` | ``quarantined``, then ``superseded`` by a later revision or ``deleted``.
@@ -20,7 +21,8 @@ Tables:
   maps of the project's current config train); ``findings`` is the report for people;
 - ``jobs``: background jobs of a ``kind`` (``train``, ``rank``), ``queued`` -> ``running``
   -> ``done`` | ``failed``, one running per project and kind, with a ``followup`` flag set
-  by requests that arrive while the job runs, and ``not_before`` for a delayed retry.
+  by requests that arrive while the job runs, and ``not_before`` for a delayed retry. A
+  training job's ``version`` serves only if ``promoted``; ``detail`` says why.
 
 Rows come back as the ``TypedDict`` records below. Project ids are Label Studio's project
 numbers as strings (``"7"``). Where the file lives is :class:`~label_assistant.workspace.
@@ -56,6 +58,7 @@ class ProjectRow(TypedDict):
     hostname: str | None
     token: str | None
     admitted_since_job: int
+    announced: str | None  # what serves, as last told to Label Studio (None: Otsu, never told)
     updated: float | None
 
 
@@ -85,10 +88,11 @@ class JobRow(TypedDict):
     pid: int | None
     job_dir: str | None
     version: str | None
+    promoted: int | None  # a training job's version serves (1) or was kept (0)
+    detail: str | None  # why: the champion/challenger verdict, or a ranking job's summary
     error: str | None
     followup: int
     attempts: int
-    notified: int
     not_before: float
     created: float | None
     updated: float | None
@@ -100,6 +104,7 @@ CREATE TABLE IF NOT EXISTS projects (
     hostname TEXT,
     token TEXT,
     admitted_since_job INTEGER NOT NULL DEFAULT 0,
+    announced TEXT,
     updated REAL
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -142,10 +147,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     job_dir TEXT,
     version TEXT,
+    promoted INTEGER,
+    detail TEXT,
     error TEXT,
     followup INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
-    notified INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
     created REAL,
     updated REAL
@@ -155,10 +161,13 @@ CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (project, state);
 
 #: Columns added after the first release: (table, column, declaration).
 _ADDED_COLUMNS = (
+    ("projects", "announced", "TEXT"),
     ("annotations", "verdict", "TEXT"),
     ("annotations", "config_hash", "TEXT"),
     ("jobs", "kind", "TEXT NOT NULL DEFAULT 'train'"),
     ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "promoted", "INTEGER"),
+    ("jobs", "detail", "TEXT"),
 )
 
 
@@ -626,7 +635,8 @@ class Store:
                              (pid, time.time(), job_id))
 
     def finish_job(self, job_id: int, state: str, *, version: str | None = None,
-                   error: str | None = None) -> int | None:
+                   error: str | None = None, promoted: bool | None = None,
+                   detail: str | None = None) -> int | None:
         """End a running job; returns the id of its follow-up job, if one was asked for."""
         if state not in ("done", "failed"):
             raise ValueError(f"a job finishes as done or failed, not {state!r}")
@@ -636,8 +646,10 @@ class Store:
             if job is None or job["state"] != "running":
                 return None
             conn.execute(
-                "UPDATE jobs SET state = ?, version = ?, error = ?, notified = ?, updated = ? "
-                "WHERE id = ?", (state, version, error, int(state != "done"), now, job_id))
+                "UPDATE jobs SET state = ?, version = ?, error = ?, promoted = ?, detail = ?, "
+                "updated = ? WHERE id = ?",
+                (state, version, error, None if promoted is None else int(promoted), detail,
+                 now, job_id))
             if not job["followup"]:
                 return None
             cursor = conn.execute(
@@ -662,10 +674,7 @@ class Store:
                 params.append(str(value))
         return self._query(sql + " ORDER BY id", tuple(params))
 
-    def unnotified_versions(self) -> list[JobRow]:
-        """Training jobs that made a version Label Studio has not heard of yet."""
-        return self._query("SELECT * FROM jobs WHERE kind = 'train' AND state = 'done' AND "
-                           "notified = 0 ORDER BY id")
-
-    def mark_job_notified(self, job_id: int) -> None:
-        self._execute("UPDATE jobs SET notified = 1 WHERE id = ?", (job_id,))
+    def set_announced(self, project: str, serving: str) -> None:
+        """Record that Label Studio heard that ``serving`` serves the project."""
+        self._execute("UPDATE projects SET announced = ?, updated = ? WHERE id = ?",
+                      (serving, time.time(), str(project)))

@@ -62,6 +62,7 @@ from label_assistant.ml_backend.protocol import load_label_config, task_image_ur
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.ml_backend.sinks import Sink, load_sink
 from label_assistant.ml_backend.store import Event, Store
+from label_assistant.model.registry import OTSU
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Worker:
                                job_starter or (lambda job_dir: start_process(job_dir, env)),
                                self.job_request)
         self.wake = threading.Event()  # set by an in-process app when an event arrives
-        self._version_retry: dict[int, float] = {}
+        self._serving_retry: dict[str, float] = {}
 
     # --- running -------------------------------------------------------------------------------
 
@@ -318,6 +319,8 @@ class Worker:
         return TrainingRequest(
             images=[r["image_path"] for r in usable],
             labels=[r["label_path"] for r in usable],
+            keys=[f"task-{r['task_id']}" if r["task_id"] is not None else
+                  f"annotation-{r['annotation_id']}" for r in usable],
             class_names=list(config.labels),
             registry=str(self.settings.workspace.models_dir(project)),
             config=self.settings.training_config(),
@@ -345,7 +348,7 @@ class Worker:
             self.sink.annotation_deleted(project, row["task_id"])
 
     def notify(self) -> None:
-        """Send pending inspection reports and published versions to the sink."""
+        """Send pending inspection reports, and what serves each project, to the sink."""
         for row in self.store.unnotified_annotations():
             try:
                 self._notify_annotation(row)
@@ -356,18 +359,29 @@ class Worker:
                 self.store.mark_annotation_notified(row["id"], ok=False, retry_after=NOTIFY_RETRY)
                 break  # Label Studio is likely down: the rest waits for the next round
             self.store.mark_annotation_notified(row["id"])
+        self.announce_serving()
+
+    def announce_serving(self) -> None:
+        """Tell the sink when what serves a project changed: a promoted candidate, a forced
+        promotion (``rounds --promote``) or a rollback, down to Otsu. The default sink then
+        queues a ranking job, which re-ranks with the new version and refreshes the
+        pre-labels at the head of the order."""
         now = time.time()
-        for job in self.store.unnotified_versions():
-            if self._version_retry.get(job["id"], 0) > now:
+        for project in self.store.project_ids():
+            serving = self.settings.workspace.registry(project).serving()
+            row = self.store.get_project(project)
+            if row is None or serving == (row["announced"] or OTSU):
+                continue
+            if self._serving_retry.get(project, 0) > now:
                 continue
             try:
-                self.sink.version_published(int(job["project"]), job["version"])
+                self.sink.version_published(int(project), serving)
             except Exception as error:
-                log.warning("project %s: can't tell Label Studio about %s (%s)", job["project"],
-                            job["version"], error)
-                self._version_retry[job["id"]] = now + NOTIFY_RETRY
+                log.warning("project %s: can't tell Label Studio that %s serves (%s)", project,
+                            serving, error)
+                self._serving_retry[project] = now + NOTIFY_RETRY
                 continue
-            self.store.mark_job_notified(job["id"])
+            self.store.set_announced(project, serving)
 
 
 # --- process entry point -----------------------------------------------------------------------

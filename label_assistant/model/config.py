@@ -34,12 +34,22 @@ class TrainConfig:
     min_labeled_pixels: int = 64
     max_background_only_share: float = 0.5
     augment: bool = True
+    #: Share of annotations held out for validation, by a stable hash of their names.
     val_fraction: float = 0.2
     patience: int = 10  # epochs without improvement before stopping early
     seed: int = 0
     device: str | None = None  # None = CUDA when present, else CPU
     inference_tile: int = 512
     inference_overlap: int | None = None  # None: model.predictor.overlap_for(tile)
+    #: Weight of the champion's pre-label on pixels the annotator left unlabeled (0: off).
+    #: Measured on the trial's case (Background only along the borders; tests/
+    #: test_partial_labels.py, benchmarks/bench_partial_labels.py): without it the model
+    #: paints the interior, 1.0 keeps the champion's background (0.3 does too, a little worse).
+    weak_weight: float = 1.0
+    #: Start from the champion's weights when it has the same architecture and classes.
+    warm_start: bool = True
+    #: Epochs of a warm-started round (its own, shorter schedule); None: ``epochs``.
+    warm_epochs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

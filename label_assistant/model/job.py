@@ -1,8 +1,10 @@
 """Training as a job in its own process, with progress readable from a status file.
 
 A job is a folder holding ``request.json`` (a :class:`TrainingRequest`: what to train on,
-how, where to publish). :func:`run` trains and publishes a version, writing ``status.json``
-(a :class:`JobStatus`) atomically after every epoch. A crash or kill leaves the registry's
+how, where to publish). :func:`run` trains a candidate against the serving version
+(:func:`label_assistant.model.round.train_round`) and publishes it, serving only when it won
+(:func:`publish_round`), writing ``status.json`` (a :class:`JobStatus`) atomically after
+every epoch. A crash or kill leaves the registry's
 published versions untouched: publishing is the last, atomic step. The backend starts jobs
 through :mod:`label_assistant.ml_backend.jobs`, which supervises them.
 """
@@ -34,6 +36,9 @@ class TrainingRequest:
     labels: list[str]
     class_names: list[str]  # background first
     registry: str
+    #: One stable name per image (``task-7``; default: the label file's stem): the names
+    #: decide which annotations validate (:func:`label_assistant.model.promotion.validation_keys`).
+    keys: list[str] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     label_config_hash: str | None = None
     mask_type: str = "labelmap"
@@ -64,6 +69,8 @@ class JobStatus:
     epochs: int | None = None
     progress: float | None = None
     version: str | None = None
+    promoted: bool | None = None
+    reason: str | None = None  # why the version serves, or why it was kept
     error: str | None = None
     traceback: str | None = None
     last: dict[str, Any] | None = None
@@ -136,11 +143,36 @@ class NamesJob(logging.Filter):
         return True
 
 
+def publish_round(registry: Any, trained: Any, class_names: list[str], *,
+                  label_config_hash: str | None = None,
+                  manifest_extra: dict[str, Any] | None = None) -> Any:
+    """Publish a round's candidate (:class:`label_assistant.model.round.Round`): it serves
+    when the verdict promoted it, else it is kept; its record."""
+    result = trained.result
+    return registry.publish(
+        result.state_dict,
+        spec=result.spec,
+        class_names=list(class_names),
+        label_config_hash=label_config_hash,
+        manifest={**result.manifest, **(manifest_extra or {})},
+        metrics={**result.metrics, "train_seconds": round(result.seconds, 2)},
+        curve=result.curve,
+        config=result.config,
+        parent=registry.current_id(),
+        make_current=trained.verdict.promoted,
+        promotion=trained.verdict.to_dict(),
+    )
+
+
 def run(job_dir: Path) -> JobStatus:
     """Run the training job in this process; returns the final status."""
+    from dataclasses import replace
+
     from label_assistant.datasets import load_example
+    from label_assistant.model.predictor import serving
     from label_assistant.model.registry import ModelRegistry
-    from label_assistant.model.train import TrainConfig, train
+    from label_assistant.model.round import train_round
+    from label_assistant.model.train import TrainConfig
 
     job_dir = Path(job_dir)
     data = read_request(job_dir)
@@ -151,41 +183,38 @@ def run(job_dir: Path) -> JobStatus:
     try:
         request = TrainingRequest.from_dict(data)
         registry = ModelRegistry(Path(request.registry))
-        log.info("%s: training on %d images after %s", label, len(request.images),
-                 registry.current_id() or "no version")
         config = TrainConfig.from_dict(request.config)
-        examples = [load_example(Path(i), Path(lb), request.mask_type, request.invert)
-                    for i, lb in zip(request.images, request.labels, strict=True)]
+        champion = serving(registry, request.class_names, device=config.device)
+        log.info("%s: training on %d images against %s", label, len(request.images),
+                 champion.version)
+        keys = request.keys or [Path(lb).stem for lb in request.labels]
+        examples = [replace(load_example(Path(i), Path(lb), request.mask_type, request.invert),
+                            name=key)
+                    for i, lb, key in zip(request.images, request.labels, keys, strict=True)]
 
         def on_epoch(entry: dict[str, Any]) -> None:
-            status.epoch, status.epochs = entry["epoch"], config.epochs
-            status.progress, status.last = entry["epoch"] / config.epochs, entry
+            status.epoch, status.epochs = entry["epoch"], entry["epochs"]
+            status.progress, status.last = entry["epoch"] / entry["epochs"], entry
             status.write(job_dir)
 
-        result = train(examples, request.class_names, config, on_epoch=on_epoch)
-        current = registry.current()
-        info = registry.publish(
-            result.state_dict,
-            spec=result.spec,
-            class_names=list(request.class_names),
-            label_config_hash=request.label_config_hash,
-            manifest={**result.manifest, **request.manifest_extra},
-            metrics={**result.metrics, "train_seconds": round(result.seconds, 2)},
-            curve=result.curve,
-            config=result.config,
-            parent=current.id if current else None,
-        )
+        trained = train_round(examples, request.class_names, config, champion,
+                              on_epoch=on_epoch)
+        info = publish_round(registry, trained, request.class_names,
+                             label_config_hash=request.label_config_hash,
+                             manifest_extra=request.manifest_extra)
         status.state, status.version = "done", info.id
+        status.promoted, status.reason = trained.verdict.promoted, trained.verdict.reason
         status.finished_at, status.progress = time.time(), 1.0
-        dice = result.metrics.get("val_mean_dice")
-        log.info("%s: published %s (parent %s, %d epochs, %.0f s%s)", label, info.id,
-                 info.parent or "none", result.metrics["epochs_run"], result.seconds,
-                 f", val Dice {dice:.3f}" if dice is not None else "")
+        result = trained.result
+        log.info("%s: %s %s (%s; %d epochs, %.0f s, from %s; %s)", label,
+                 "published" if status.promoted else "kept, not promoted:", info.id,
+                 status.reason, result.metrics["epochs_run"], result.seconds,
+                 result.metrics["init"], result.metrics["kept"])
     except Exception as error:  # a failed job must say why, in its status
         status.state, status.error = "failed", f"{type(error).__name__}: {error}"
         status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
         kept = registry.current_id() if registry is not None else None
         log.error("%s: training failed, current version stays %s: %s (%s)", label,
-                  kept or "none", error, job_dir)
+                  kept or "Otsu", error, job_dir)
     status.write(job_dir)
     return status

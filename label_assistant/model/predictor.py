@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import torch
 
     from label_assistant.assist.pre import PreLabel
+    from label_assistant.model.factory import ModelSpec
     from label_assistant.model.registry import ModelRegistry, VersionInfo
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,10 @@ class Predictor:
     """A model version, ready to run on images."""
 
     def __init__(self, model: torch.nn.Module, *, version: str, class_names: list[str],
-                 tiling: Tiling | None = None, device: Any = None) -> None:
+                 tiling: Tiling | None = None, device: Any = None,
+                 spec: ModelSpec | None = None) -> None:
         self.model = model
+        self.spec = spec  # the architecture, when known (a warm start needs to compare it)
         self.version = version
         self.class_names = list(class_names)
         self.tiling = tiling or Tiling()
@@ -129,8 +132,11 @@ class Predictor:
     @classmethod
     def of_version(cls, model: torch.nn.Module, info: VersionInfo, *, device: Any = None,
                    default_tile: int = DEFAULT_TILE) -> Predictor:
+        from label_assistant.model.factory import ModelSpec
+
         return cls(model, version=info.id, class_names=list(info.class_names),
-                   tiling=Tiling.of_config(info.config, default_tile), device=device)
+                   tiling=Tiling.of_config(info.config, default_tile), device=device,
+                   spec=ModelSpec.from_dict(info.spec))
 
     @property
     def n_classes(self) -> int:
@@ -224,3 +230,22 @@ class VersionCache:
                             list(expected_classes))
             return None
         return loaded
+
+
+def serving(registry: ModelRegistry, class_names: list[str], *, otsu: Any = None,
+            cache: VersionCache | None = None, device: Any = None,
+            default_tile: int = DEFAULT_TILE) -> Any:
+    """What serves for a registry and these classes (background first): its current model
+    version as a :class:`Predictor`, or Otsu (``otsu``, an
+    :class:`~label_assistant.assist.pre.OtsuPrelabeler`, default parameters when None) before
+    any promotion, after a rollback to Otsu, or when the version was trained for other
+    classes or can't be loaded. Both answer ``version``, ``prelabel(image)`` and
+    ``label_map(model_input)``. With ``cache`` the version stays loaded between calls."""
+    from label_assistant.assist.pre import OtsuPrelabeler
+
+    otsu = otsu if otsu is not None else OtsuPrelabeler()
+    if registry.current_id() is None:  # reads the pointer only: Otsu needs no model
+        return otsu
+    cache = cache or VersionCache(device, default_tile)
+    predictor = cache.current(registry, list(class_names))
+    return predictor if predictor is not None else otsu

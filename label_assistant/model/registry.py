@@ -3,15 +3,23 @@
 Layout of ``root``::
 
     v0001/model.safetensors   weights (safetensors)
-    v0001/version.json        id, created_at, parent, spec, classes, manifest, metrics, ...
-    current                   the current version id (one line, replaced atomically)
-    history.jsonl             one line per change of the current version
+    v0001/version.json        id, created_at, parent, spec, classes, manifest, metrics,
+                              promotion (why it serves, or why it was kept), ...
+    current                   what serves: a version id, or ``otsu`` (one line, replaced
+                              atomically; no file: Otsu, the version before any model)
+    history.jsonl             one line per change of what serves, with the reason
     .last_id                  the last id handed out: ids are never reused
     .lock                     fcntl lock serialising writers (publish, set_current, cleanup)
     .tmp-*                    a publish in progress, or one killed before its rename
 
 A version appears only by ``os.rename`` of a complete, fsynced temporary directory, so a
 reader never sees half a version, and a killed publish leaves the current version untouched.
+
+Otsu is the version that exists before any model (:data:`OTSU`): :meth:`ModelRegistry.current_id`
+is None while it serves. A trained version is a *candidate*: ``publish(...,
+make_current=False)`` keeps it without serving it (the champion/challenger rule of
+:mod:`label_assistant.model.promotion` decides), :meth:`ModelRegistry.set_current` promotes
+one by hand, and :meth:`ModelRegistry.rollback` goes back to what served before, down to Otsu.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ _LAST_ID_FILE = ".last_id"
 _LOCK_FILE = ".lock"
 _TMP_PREFIX = ".tmp-"
 _ID_PATTERN = re.compile(r"^v(\d{4,})$")
+#: What ``current`` holds while Otsu serves (the version before any model).
+OTSU = "otsu"
 
 
 class RegistryError(ValueError):
@@ -74,6 +84,9 @@ class VersionInfo:
     curve: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     status: str = "published"
+    #: The champion/challenger verdict when it was published: ``promoted``, ``reason``,
+    #: ``champion``, and both versions' scores on the same validation pixels.
+    promotion: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,13 +161,19 @@ class ModelRegistry:
             raise UnknownVersionError(f"no version {version_id} in {self.root}")
         return info
 
-    def current_id(self) -> str | None:
-        """The id the ``current`` pointer names, or None before the first publish."""
+    def serving(self) -> str:
+        """What serves: a version id, or :data:`OTSU`."""
         try:
             text = (self.root / CURRENT_FILE).read_text().strip()
-        except FileNotFoundError:
-            return None
-        return text or None
+        except (FileNotFoundError, NotADirectoryError):
+            return OTSU
+        return text or OTSU
+
+    def current_id(self) -> str | None:
+        """The model version that serves, or None while Otsu does (before any promotion,
+        or after a rollback to Otsu)."""
+        serving = self.serving()
+        return None if serving == OTSU else serving
 
     def current(self) -> VersionInfo | None:
         """The current version, or None (none published yet, or its directory is gone)."""
@@ -263,8 +282,11 @@ class ModelRegistry:
         curve: list[dict[str, Any]],
         config: dict[str, Any],
         parent: str | None,
+        make_current: bool = True,
+        promotion: dict[str, Any] | None = None,
     ) -> VersionInfo:
-        """Store a new version and make it current; returns its record."""
+        """Store a new version; it serves at once with ``make_current``, else it is kept as a
+        candidate. ``parent``: what served when it was trained (None: Otsu). Its record."""
         from safetensors.torch import save_file
 
         tensors = _cpu_tensors(state_dict)
@@ -281,6 +303,7 @@ class ModelRegistry:
                 metrics=metrics,
                 curve=list(curve),
                 config=config,
+                promotion=dict(promotion or {}),
             )
             # Serialise before touching the disk: a record that isn't JSON fails here.
             record = json.dumps(info.to_dict(), indent=2, default=json_default).encode()
@@ -295,26 +318,29 @@ class ModelRegistry:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             fsync_dir(self.root)
-            self._point_current(version_id, "publish")
-        log.info("published model version %s in %s", version_id, self.root)
+            if make_current:
+                self._point_current(version_id, "publish", (promotion or {}).get("reason"))
+        log.info("published model version %s in %s%s", version_id, self.root,
+                 "" if make_current else " (a candidate: it does not serve)")
         return VersionInfo.from_dict(json.loads(record))  # as readers will see it
 
-    def set_current(self, version_id: str, *, event: str = "set_current") -> VersionInfo:
-        """Make an existing version current."""
+    def set_current(self, version_id: str, *, event: str = "set_current",
+                    reason: str | None = None) -> VersionInfo | None:
+        """Make an existing version, or :data:`OTSU`, serve; its record (None for Otsu)."""
         with self._locked():
-            info = self.get(version_id)
-            self._point_current(info.id, event)
+            info = None if version_id == OTSU else self.get(version_id)
+            self._point_current(OTSU if info is None else info.id, event, reason)
         return info
 
-    def rollback(self, version_id: str | None = None) -> VersionInfo:
-        """Make ``version_id`` current, or by default the parent of the current version."""
+    def rollback(self, version_id: str | None = None) -> VersionInfo | None:
+        """Make ``version_id`` (or :data:`OTSU`) serve, by default what served before the
+        current version: its parent, which is Otsu for a first model. The record of what
+        serves now (None: Otsu)."""
         if version_id is None:
             current = self.current()
             if current is None:
-                raise RegistryError(f"no current version in {self.root} to roll back from")
-            if current.parent is None:
-                raise RegistryError(f"current version {current.id} has no parent to roll back to")
-            version_id = current.parent
+                raise RegistryError(f"Otsu serves in {self.root}: nothing to roll back")
+            version_id = current.parent or OTSU
         return self.set_current(version_id, event="rollback")
 
     def delete(self, version_id: str) -> None:
@@ -346,12 +372,12 @@ class ModelRegistry:
             log.info("removed incomplete %s", p)
         return removed
 
-    def _point_current(self, version_id: str, event: str) -> None:
+    def _point_current(self, version_id: str, event: str, reason: str | None = None) -> None:
         """Point ``current`` at ``version_id`` and log the change; call under the lock."""
-        previous = self.current_id()
+        previous = self.serving()
         write_atomic(self.root / CURRENT_FILE, f"{version_id}\n", durable=True)
         entry = {"at": round(time.time(), 3), "event": event, "version": version_id,
-                 "previous": previous}
+                 "previous": previous, "reason": reason}
         with open(self.root / HISTORY_FILE, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()

@@ -8,11 +8,16 @@ background-only (labeled pixels all background): when that share is reached, the
 is placed around a labeled foreground pixel instead. The bound holds for every prefix of the
 draws, not only on average. Images smaller than the tile are padded (images with 0 or by
 reflection, labels with UNLABELED, pixel weights with 0).
+
+Optional per-image companions travel with the tiles and go through the same flips and
+rotations: pixel weights (float) and weak labels (uint8 label maps, e.g. the champion's
+pre-label; padded with UNLABELED): :meth:`TileSampler.sample_batch` returns them together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,6 +42,16 @@ def _pad_to(array: np.ndarray, size: int, mode: str, value: float) -> np.ndarray
     return np.pad(array, extra, mode="constant", constant_values=value)
 
 
+@dataclass
+class TileBatch:
+    """Tiles ``x`` (N, C, T, T), labels ``y`` (N, T, T) and their optional companions."""
+
+    x: np.ndarray
+    y: np.ndarray
+    weights: np.ndarray | None = None
+    weak: np.ndarray | None = None
+
+
 class TileSampler:
     """Seeded tiles of ``tile`` x ``tile`` pixels that hold labeled pixels; see the module doc."""
 
@@ -51,12 +66,15 @@ class TileSampler:
         pixel_weights: Sequence[np.ndarray] | None = None,
         pad_mode: str = "constant",
         max_tries: int = 200,
+        weak_labels: Sequence[np.ndarray] | None = None,
     ) -> None:
         if len(images) != len(labels) or not images:
             raise TileError(f"need as many label maps as images (>0), got {len(images)} "
                             f"images and {len(labels)} label maps")
         if pixel_weights is not None and len(pixel_weights) != len(images):
             raise TileError("need one pixel-weight map per image")
+        if weak_labels is not None and len(weak_labels) != len(images):
+            raise TileError("need one weak label map per image")
         if tile < 1 or min_labeled_pixels < 0 or not 0.0 <= max_background_only_share <= 1.0:
             raise TileError("tile >= 1, min_labeled_pixels >= 0 and a share in [0, 1] expected")
         if min_labeled_pixels > tile * tile:
@@ -69,6 +87,7 @@ class TileSampler:
         self.max_tries = int(max_tries)
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.has_weights = pixel_weights is not None
+        self.has_weak = weak_labels is not None
 
         channels = {np.asarray(im).shape[0] if np.ndim(im) == 3 else None for im in images}
         if None in channels or len(channels) != 1:
@@ -77,6 +96,7 @@ class TileSampler:
         self.images: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.weights: list[np.ndarray] = []
+        self.weak: list[np.ndarray] = []
         any_labeled, fg_labeled = [], []
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             image = np.asarray(image, dtype=np.float32)
@@ -92,6 +112,11 @@ class TileSampler:
                 if weight.shape != label.shape:
                     raise TileError(f"pixel-weight map {i} must have shape {label.shape}")
                 self.weights.append(_pad_to(weight, self.tile, "constant", 0.0))
+            if weak_labels is not None:
+                weak = np.asarray(weak_labels[i])
+                if weak.dtype != np.uint8 or weak.shape != label.shape:
+                    raise TileError(f"weak label map {i} must be uint8 of shape {label.shape}")
+                self.weak.append(_pad_to(weak, self.tile, "constant", UNLABELED))
             flat = self.labels[-1].ravel()
             # int32 indices: 4 bytes per labeled pixel, fine up to 46k x 46k images
             index_type = np.int32 if flat.size < 2**31 else np.int64
@@ -149,14 +174,13 @@ class TileSampler:
             "lower min_labeled_pixels"
         )
 
-    def sample(
-        self, n: int
-    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(x float32 (n, C, T, T), y uint8 (n, T, T))``, plus pixel weights if given."""
+    def sample_batch(self, n: int) -> TileBatch:
+        """``n`` tiles with their labels, and their pixel weights and weak labels if given."""
         t = self.tile
         x = np.empty((n, self.channels, t, t), np.float32)
         y = np.empty((n, t, t), np.uint8)
         w = np.empty((n, t, t), np.float32) if self.has_weights else None
+        weak = np.empty((n, t, t), np.uint8) if self.has_weak else None
         for k in range(n):
             i, r0, c0, bg_only = self._draw_one()
             self.drawn += 1
@@ -165,7 +189,16 @@ class TileSampler:
             y[k] = self.labels[i][r0:r0 + t, c0:c0 + t]
             if w is not None:
                 w[k] = self.weights[i][r0:r0 + t, c0:c0 + t]
-        return (x, y) if w is None else (x, y, w)
+            if weak is not None:
+                weak[k] = self.weak[i][r0:r0 + t, c0:c0 + t]
+        return TileBatch(x, y, w, weak)
+
+    def sample(
+        self, n: int
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x float32 (n, C, T, T), y uint8 (n, T, T))``, plus pixel weights if given."""
+        batch = self.sample_batch(n)
+        return (batch.x, batch.y) if batch.weights is None else (batch.x, batch.y, batch.weights)
 
     def batches(
         self,
@@ -205,31 +238,58 @@ def augment(
     if single:
         x, y = x[None], y[None]
         weights = None if weights is None else weights[None]
-    if x.ndim != 4 or y.shape != (x.shape[0], *x.shape[2:]):
-        raise TileError(f"need x (N, C, H, W) and y (N, H, W), got {x.shape} and {y.shape}")
-    if weights is not None and weights.shape != y.shape:
-        raise TileError(f"weights shape {weights.shape} differs from labels {y.shape}")
-    x_out, y_out = np.empty_like(x), np.empty_like(y)
-    w_out = None if weights is None else np.empty_like(weights)
-    square = x.shape[-1] == x.shape[-2]
-    for k in range(x.shape[0]):
-        xi, yi = x[k], y[k]
-        wi = None if weights is None else weights[k]
-        if flips:
-            for axis in (-1, -2):
-                if rng.random() < 0.5:
-                    xi, yi = np.flip(xi, axis), np.flip(yi, axis)
-                    wi = None if wi is None else np.flip(wi, axis)
-        if rot90:
-            turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
-            xi, yi = np.rot90(xi, turns, axes=(-2, -1)), np.rot90(yi, turns, axes=(-2, -1))
-            wi = None if wi is None else np.rot90(wi, turns, axes=(-2, -1))
-        scale = 1.0 if intensity_scale is None else rng.uniform(*intensity_scale)
-        shift = 0.0 if intensity_shift is None else rng.uniform(*intensity_shift)
-        x_out[k] = xi * scale + shift
-        y_out[k] = yi
-        if w_out is not None:
-            w_out[k] = wi
+    x_out, (y_out, w_out) = _augment(x, [y, weights], rng, flips=flips, rot90=rot90,
+                                     intensity_scale=intensity_scale,
+                                     intensity_shift=intensity_shift)
     if single:
         return x_out[0], y_out[0], None if w_out is None else w_out[0]
     return x_out, y_out, w_out
+
+
+def augment_batch(batch: TileBatch, rng: np.random.Generator) -> TileBatch:
+    """:func:`augment` of a batch: labels, pixel weights and weak labels move alike."""
+    x, (y, w, weak) = _augment(batch.x, [batch.y, batch.weights, batch.weak], rng)
+    return TileBatch(x, y, w, weak)
+
+
+def _augment(
+    x: np.ndarray,
+    maps: list[np.ndarray | None],
+    rng: np.random.Generator,
+    *,
+    flips: bool = True,
+    rot90: bool = True,
+    intensity_scale: tuple[float, float] | None = (0.9, 1.1),
+    intensity_shift: tuple[float, float] | None = (-0.1, 0.1),
+) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """The augmentation of ``x`` (N, C, H, W), with every (N, H, W) map of ``maps`` (the
+    labels first; None entries stay None) flipped and rotated like its tile."""
+    y = maps[0]
+    if x.ndim != 4 or y is None or y.shape != (x.shape[0], *x.shape[2:]):
+        raise TileError(f"need x (N, C, H, W) and y (N, H, W), got {x.shape} and "
+                        f"{None if y is None else y.shape}")
+    for m in maps[1:]:
+        if m is not None and m.shape != y.shape:
+            raise TileError(f"a map of shape {m.shape} differs from labels {y.shape}")
+    x_out = np.empty_like(x)
+    outs = [None if m is None else np.empty_like(m) for m in maps]
+    square = x.shape[-1] == x.shape[-2]
+    for k in range(x.shape[0]):
+        xi = x[k]
+        mi = [None if m is None else m[k] for m in maps]
+        if flips:
+            for axis in (-1, -2):
+                if rng.random() < 0.5:
+                    xi = np.flip(xi, axis)
+                    mi = [None if m is None else np.flip(m, axis) for m in mi]
+        if rot90:
+            turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
+            xi = np.rot90(xi, turns, axes=(-2, -1))
+            mi = [None if m is None else np.rot90(m, turns, axes=(-2, -1)) for m in mi]
+        scale = 1.0 if intensity_scale is None else rng.uniform(*intensity_scale)
+        shift = 0.0 if intensity_shift is None else rng.uniform(*intensity_shift)
+        x_out[k] = xi * scale + shift
+        for out, m in zip(outs, mi, strict=True):
+            if out is not None:
+                out[k] = m
+    return x_out, outs

@@ -1,7 +1,16 @@
 """Masked training of a segmentation model on partial label maps.
 
-Unlabeled pixels (255) carry no loss; validation uses annotated images held out from
-training and counts labeled pixels only. ``train`` is pure computation (examples in, weights
+Unlabeled pixels (255) carry no loss; validation uses annotations held out from training
+(:func:`split_examples`: a fixed share by a stable hash of each example's name, see
+:func:`label_assistant.model.promotion.validation_keys`) and counts labeled pixels only. The
+best epoch is the one with the best **mean Dice over all classes, Background included** on
+them, the score that also decides promotion.
+
+Optional, per call: ``init_state`` warm-starts from a version's weights (fine-tuning the
+champion); ``weak`` gives, per example, the champion's dense pre-label, which supervises the
+pixels the annotator left unlabeled at ``config.weak_weight`` (ramped up over the first
+epochs; the annotator's labels always win); images are given the project's channel count
+(:func:`channel_policy`). ``train`` is pure computation (examples in, weights
 and metrics out); publishing a version is :func:`train_and_publish`, and running it in a
 separate process with readable progress is :mod:`label_assistant.model.job`.
 """
@@ -12,20 +21,25 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from label_assistant.datasets import Example
-from label_assistant.labelmap import labeled_pixel_counts
+from label_assistant.images import match_channels
+from label_assistant.labelmap import UNLABELED, labeled_pixel_counts
 from label_assistant.metrics import confusion_matrix, dice_iou_from_confusion
 from label_assistant.model.config import TrainConfig, TrainingError
 from label_assistant.model.inference import default_device
 from label_assistant.model.predictor import Predictor, Tiling
+from label_assistant.model.promotion import Scores
 
 log = logging.getLogger(__name__)
+
+#: Share of all training steps over which the weak supervision's weight ramps up from 0.
+WEAK_RAMP = 0.3
 
 
 @dataclass
@@ -40,22 +54,25 @@ class TrainResult:
     config: dict[str, Any]
     seconds: float = 0.0
     stopped_early: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The examples held out for validation (the champion is scored on them too).
+    validation: list[Example] = field(default_factory=list)
 
 
-def split_examples(
-    examples: list[Example], val_fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Hold out ``val_fraction`` of the annotated images (at least one training image).
+def split_examples(examples: list[Example], share: float
+                   ) -> tuple[list[Example], list[Example]]:
+    """``(training, validation)``: the examples whose names
+    :func:`~label_assistant.model.promotion.validation_keys` holds out (a stable share)."""
+    from label_assistant.model.promotion import validation_keys
 
-    With fewer than 3 images nothing is held out: early stopping then follows the training loss.
-    """
-    n_val = int(round(len(examples) * val_fraction)) if len(examples) >= 3 else 0
-    n_val = min(n_val, len(examples) - 1)
-    order = np.random.default_rng(seed).permutation(len(examples))
-    val = [examples[i] for i in sorted(order[:n_val])]
-    train = [examples[i] for i in sorted(order[n_val:])]
-    return train, val
+    held = validation_keys([e.name for e in examples], share)
+    return ([e for e in examples if e.name not in held], [e for e in examples if e.name in held])
+
+
+def channel_policy(examples: list[Example]) -> int:
+    """The channel count a project's model takes: 3 (colour) when any image has three or
+    more channels, else 1 (grey). Grey images are then repeated to colour, and colour is
+    averaged to grey only for a grey model (:func:`label_assistant.images.match_channels`)."""
+    return 3 if any(e.image.shape[0] >= 3 for e in examples) else 1
 
 
 def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> dict[str, Any]:
@@ -68,10 +85,13 @@ def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> d
         cm += confusion_matrix(example.label_map, prediction, n_classes)
     dice, iou = dice_iou_from_confusion(cm)
     fg = dice[1:]
+    scores = Scores.of_confusion(cm)
     return {
         "dice": [None if np.isnan(d) else float(d) for d in dice],
         "iou": [None if np.isnan(v) else float(v) for v in iou],
         "mean_dice": float(np.nanmean(fg)) if np.isfinite(fg).any() else None,
+        "mean_dice_all": scores.mean_dice,
+        "pixel_accuracy": scores.pixel_accuracy,
         "labeled_pixels": int(cm.sum()),
     }
 
@@ -94,27 +114,41 @@ def train(
     class_names: list[str],
     config: TrainConfig | None = None,
     *,
+    init_state: dict[str, torch.Tensor] | None = None,
+    init_version: str | None = None,
+    weak: list[np.ndarray] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a model on ``examples``; ``class_names`` = background first, then the K classes.
 
-    ``on_epoch`` receives each epoch's log entry (progress reporting); ``should_stop`` lets a
-    caller end training early (the best weights so far are returned).
+    ``init_state`` (``init_version`` names it) starts from a version's weights;
+    ``weak`` holds one dense label map per example (the champion's pre-label, 255 where it
+    is unsure) for the pixels the annotator left unlabeled. ``on_epoch`` receives each
+    epoch's log entry (progress reporting); ``should_stop`` lets a caller end training early
+    (the best weights so far are returned).
     """
     from label_assistant.model.factory import ModelSpec, create_model
-    from label_assistant.model.losses import class_weights_from_counts, make_loss, unet_weight_map
-    from label_assistant.model.tiles import TileSampler, augment
+    from label_assistant.model.losses import (
+        class_weights_from_counts,
+        make_loss,
+        masked_cross_entropy,
+        unet_weight_map,
+    )
+    from label_assistant.model.tiles import TileSampler, augment_batch
 
     config = config or TrainConfig()
     started = time.perf_counter()
     n_classes = len(class_names) - 1
     if not examples:
         raise TrainingError("no annotated images to train on")
-    channels = {e.image.shape[0] for e in examples}
-    if len(channels) != 1:
-        raise TrainingError(f"images have different channel counts: {sorted(channels)}")
-    train_set, val_set = split_examples(examples, config.val_fraction, config.seed)
+    if weak is not None and len(weak) != len(examples):
+        raise TrainingError(f"{len(weak)} weak label maps for {len(examples)} examples")
+    channels = channel_policy(examples)
+    weak_by_name = {e.name: w for e, w in zip(examples, weak, strict=True)} if weak else {}
+    examples = [e if e.image.shape[0] == channels else
+                replace(e, image=match_channels(e.image, channels)) for e in examples]
+    train_set, val_set = split_examples(examples, config.val_fraction)
     counts = sum(labeled_pixel_counts(e.label_map, n_classes) for e in train_set)
     if counts.sum() == 0:
         raise TrainingError("the training images hold no labeled pixel")
@@ -122,14 +156,12 @@ def train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = torch.device(config.device) if config.device else default_device()
-    spec = ModelSpec(
-        arch=config.arch,
-        encoder=config.encoder,
-        in_channels=channels.pop(),
-        classes=tuple(class_names),
-        dropout=config.dropout,
-    )
-    model = create_model(spec).to(device)
+    spec = ModelSpec(arch=config.arch, encoder=config.encoder, in_channels=channels,
+                     classes=tuple(class_names), dropout=config.dropout)
+    model = create_model(spec)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
     # Validation runs the model in training as a version would be run (same tiling).
     validator = Predictor(model, version="training", class_names=list(class_names),
                           tiling=Tiling(config.inference_tile, config.inference_overlap),
@@ -145,6 +177,7 @@ def train(
                             w0=config.w0, sigma=config.sigma)
             for e in train_set
         ]
+    use_weak = bool(weak_by_name) and config.weak_weight > 0
     sampler = TileSampler(
         [e.image for e in train_set],
         [e.label_map for e in train_set],
@@ -153,47 +186,60 @@ def train(
         max_background_only_share=config.max_background_only_share,
         seed=config.seed,
         pixel_weights=pixel_weights,
+        weak_labels=[weak_by_name[e.name] for e in train_set] if use_weak else None,
     )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    total_steps = max(1, config.epochs * config.steps_per_epoch)
+    ramp_steps = max(1, round(WEAK_RAMP * total_steps))
 
     curve: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -np.inf, None, 0, 0
-    stopped_early = False
+    stop_reason = f"ran all {config.epochs} epochs"
+    step = 0
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         losses = []
         for _ in range(config.steps_per_epoch):
-            batch = sampler.sample(config.batch_size)
-            x, y = batch[0], batch[1]
-            w = batch[2] if len(batch) > 2 else None
+            batch = sampler.sample_batch(config.batch_size)
             if config.augment:
-                x, y, w = augment(x, y, rng, weights=w)
+                batch = augment_batch(batch, rng)
+            x, y, w, wk = batch.x, batch.y, batch.weights, batch.weak
             xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
             yt = torch.from_numpy(np.ascontiguousarray(y)).long().to(device)
             wt = None if w is None else torch.from_numpy(np.ascontiguousarray(w)).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt), yt, pixel_weights=wt) if wt is not None else loss_fn(
-                model(xt), yt
-            )
+            logits = model(xt)
+            loss = loss_fn(logits, yt, pixel_weights=wt) if wt is not None else \
+                loss_fn(logits, yt)
+            if wk is not None:
+                # The champion's labels where the annotator left pixels unlabeled only.
+                target = np.where(y == UNLABELED, wk, UNLABELED)
+                wkt = torch.from_numpy(np.ascontiguousarray(target)).long().to(device)
+                factor = config.weak_weight * min(1.0, (step + 1) / ramp_steps)
+                loss = loss + factor * masked_cross_entropy(logits, wkt)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
+            step += 1
         scheduler.step()
         entry: dict[str, Any] = {
             "epoch": epoch,
+            "epochs": config.epochs,
             "train_loss": float(np.mean(losses)),
             "lr": float(scheduler.get_last_lr()[0]),
         }
+        score = -entry["train_loss"]
         if val_set:
             val = evaluate(validator, val_set, n_classes)
-            entry.update(val_dice=val["dice"], val_iou=val["iou"], val_mean_dice=val["mean_dice"])
-            score = val["mean_dice"] if val["mean_dice"] is not None else -entry["train_loss"]
-        else:
-            score = -entry["train_loss"]
+            entry.update(val_dice=val["dice"], val_iou=val["iou"], val_mean_dice=val["mean_dice"],
+                         val_mean_dice_all=val["mean_dice_all"],
+                         val_pixel_accuracy=val["pixel_accuracy"])
+            if val["mean_dice_all"] is not None:
+                score = val["mean_dice_all"]
         entry["seconds"] = round(time.perf_counter() - epoch_start, 3)
         curve.append(entry)
         if score > best_score:
@@ -201,29 +247,39 @@ def train(
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             stale += 1
-        log.info(
-            "epoch %d/%d loss %.4f%s", epoch, config.epochs, entry["train_loss"],
-            f" val dice {entry['val_mean_dice']:.4f}" if entry.get("val_mean_dice") is not None
-            else "",
-        )
+        log.info("epoch %d/%d loss %.4f%s", epoch, config.epochs, entry["train_loss"],
+                 f" val mean Dice (all classes) {entry['val_mean_dice_all']:.4f}"
+                 if entry.get("val_mean_dice_all") is not None else "")
         if on_epoch is not None:
             on_epoch(entry)
         if stale >= config.patience:
-            stopped_early = True
+            stop_reason = f"no better score for {config.patience} epochs (patience)"
             break
         if should_stop is not None and should_stop():
-            stopped_early = True
+            stop_reason = "asked to stop"
             break
 
     assert best_state is not None  # at least one epoch ran
     best = curve[best_epoch - 1]
+    kept = (f"kept epoch {best_epoch} of {len(curve)}: "
+            + ("best validation mean Dice (all classes)" if val_set and
+               best.get("val_mean_dice_all") is not None else "lowest training loss "
+               "(no validation annotations)") + f"; stopped: {stop_reason}")
+    log.info("%s", kept)
     metrics = {
         "best_epoch": best_epoch,
         "epochs_run": len(curve),
+        "stop_reason": stop_reason,
+        "kept": kept,
+        "init": init_version or "scratch",
+        "weak_supervision": config.weak_weight if use_weak else 0.0,
+        "channels": channels,
         "train_loss": best["train_loss"],
         "val_dice": best.get("val_dice"),
         "val_iou": best.get("val_iou"),
         "val_mean_dice": best.get("val_mean_dice"),
+        "val_mean_dice_all": best.get("val_mean_dice_all"),
+        "val_pixel_accuracy": best.get("val_pixel_accuracy"),
         "train_images": len(train_set),
         "val_images": len(val_set),
         "labeled_pixels": counts.tolist(),
@@ -240,5 +296,6 @@ def train(
         manifest=manifest,
         config=config.to_dict(),
         seconds=time.perf_counter() - started,
-        stopped_early=stopped_early,
+        stopped_early=len(curve) < config.epochs,
+        validation=val_set,
     )

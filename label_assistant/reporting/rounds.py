@@ -180,6 +180,9 @@ def version_row(info: Any, current_id: str | None, facts: StoreFacts | None = No
     images = manifest.get("images") or []
     names = list(info.class_names)
     job = _job_of(info, facts)
+    promotion = info.promotion or {}
+    candidate = promotion.get("candidate_scores") or {}
+    champion = promotion.get("champion_scores") or {}
     return {
         "version": info.id,
         "current": info.id == current_id,
@@ -203,17 +206,43 @@ def version_row(info: Any, current_id: str | None, facts: StoreFacts | None = No
         "val_iou_by_class": by_class(names, metrics.get("val_iou")),
         "status": info.status,
         "job": None if job is None else job_summary(job),
+        "promoted": promotion.get("promoted"),  # None: published before the rule existed
+        "verdict": promotion.get("reason"),
+        "champion": promotion.get("champion"),
+        "val_mean_dice_all": candidate.get("mean_dice", metrics.get("val_mean_dice_all")),
+        "champion_mean_dice_all": champion.get("mean_dice"),
+        "val_pixel_accuracy": candidate.get("pixel_accuracy"),
+        "init": metrics.get("init"),
+        "kept_epoch": metrics.get("kept"),
     }
 
 
 def version_status(row: dict[str, Any]) -> str:
-    """``published``; ``published, job 4`` when the store knows the job that made it, with
-    the job's state when that is not ``done`` (yet)."""
+    """``serving``, ``promoted`` (served, since replaced), ``kept`` (not promoted), or
+    ``published`` for a version older than the champion/challenger rule; then ``job 4`` when
+    the store knows the job that made it, with its state when that is not ``done`` (yet)."""
+    if row["current"]:
+        text = "serving"
+    elif row.get("promoted") is False:
+        text = "kept"
+    elif row.get("promoted"):
+        text = "promoted"
+    else:
+        text = row["status"]
     job = row.get("job")
     if not job:
-        return row["status"]
-    return f"{row['status']}, job {job['id']}" + ("" if job["state"] == "done"
-                                                  else f" {job['state']}")
+        return text
+    return f"{text}, job {job['id']}" + ("" if job["state"] == "done" else f" {job['state']}")
+
+
+def serving_line(history: dict[str, Any]) -> str:
+    """What serves the pre-labels, and why: the first line of ``rounds``."""
+    serving = history.get("serving") or "otsu"
+    why = history.get("serving_reason")
+    if serving == "otsu":
+        text = "serving: Otsu (the version before any model)"
+        return text + (f": {why}" if why else ": no candidate has beaten it yet")
+    return f"serving: {serving}" + (f" ({why})" if why else "")
 
 
 def gather(workdir: str | Path, project: str | int | None = None, *,
@@ -228,6 +257,8 @@ def gather(workdir: str | Path, project: str | int | None = None, *,
     root = registry.root
     facts = load_store_facts(workdir, project)
     current = registry.current_id() if registry.root.is_dir() else None
+    changes = registry.history()
+    last = changes[-1] if changes else {}
     versions = registry.list()
     known = {v.id for v in versions}
     if current not in known:
@@ -247,9 +278,23 @@ def gather(workdir: str | Path, project: str | int | None = None, *,
         "project": None if project is None else str(project),
         "store": None if facts is None else str(facts.path),
         "current": current,
+        "serving": current or "otsu",
+        "serving_reason": _serving_reason(last, current),
         "versions": rows,
         "jobs": jobs,
     }
+
+
+def _serving_reason(change: dict[str, Any], current: str | None) -> str | None:
+    """Why what serves serves, from the registry's last change (its event and reason)."""
+    if not change or change.get("version") != (current or "otsu"):
+        return None
+    event, reason = change.get("event"), change.get("reason")
+    if event == "publish":
+        return f"promoted: {reason}" if reason else "published"
+    if event == "rollback":
+        return f"rolled back from {change.get('previous')}"
+    return f"{event}" + (f": {reason}" if reason else "")
 
 
 def projects_with_versions(workdir: str | Path) -> list[str]:
@@ -280,9 +325,9 @@ def empty_message(history: dict[str, Any], workdir: str | Path) -> str:
 #: (title, width, align) of the table columns; the last one takes the rest of the line.
 COLUMNS = [
     ("", 1, "<"), ("version", 8, "<"), ("created (UTC)", 16, "<"), ("parent", 6, "<"),
-    ("admitted", 8, ">"), ("quarantined", 11, ">"), ("images", 6, ">"),
-    ("labeled px", 11, ">"), ("val Dice", 8, ">"), ("epochs", 6, ">"), ("train s", 7, ">"),
-    ("status", 0, "<"),
+    ("admitted", 8, ">"), ("quarantined", 11, ">"), ("labeled px", 11, ">"),
+    ("Dice all", 8, ">"), ("champion", 8, ">"), ("epochs", 6, ">"),
+    ("train s", 7, ">"), ("status", 0, "<"),
 ]
 #: The columns of a job's line: the first three, then its state and error.
 JOB_COLUMNS = [*COLUMNS[:3], ("status", 0, "<")]
@@ -315,9 +360,9 @@ def version_cells(row: dict[str, Any]) -> list[str]:
         row["parent"] or "-",
         _num(row["admitted"]),
         _num(row["quarantined"]),
-        _num(row["images"]),
         _num(_total(row["labeled_pixels_by_class"]), ","),
-        _num(row["val_mean_dice"], ".3f"),
+        _num(row["val_mean_dice_all"], ".3f"),
+        _num(row["champion_mean_dice_all"], ".3f"),
         _num(row["epochs_run"]),
         _num(row["train_seconds"], ".1f"),
         version_status(row),
@@ -340,13 +385,16 @@ def class_cells(row: dict[str, Any]) -> list[list[str]]:
              _num(iou.get(name), ".3f")] for name in row["classes"]]
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= LINE_WIDTH else text[: LINE_WIDTH - 3] + "..."
+
+
 def _line(cells: list[str], columns: list[tuple[str, int, str]], indent: int = 0) -> str:
     parts = []
     for cell, (_, width, align) in zip(cells, columns, strict=True):
         parts.append(cell if width == 0 else format(cell[:width] if align == "<" else cell,
                                                     f"{align}{width}"))
-    text = " " * indent + " ".join(parts).rstrip()
-    return text if len(text) <= LINE_WIDTH else text[: LINE_WIDTH - 3] + "..."
+    return _clip(" " * indent + " ".join(parts).rstrip())
 
 
 def timeline(history: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -359,12 +407,17 @@ def timeline(history: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def text_table(history: dict[str, Any]) -> list[str]:
     """The table as lines: a version per line, its classes indented below; jobs in between,
     placed by time."""
-    lines = [_line([c[0] for c in COLUMNS], COLUMNS),
+    lines = [_clip(serving_line(history)),
+             "Dice all: mean validation Dice, all classes with Background; champion: what "
+             "served, same pixels",
+             _line([c[0] for c in COLUMNS], COLUMNS),
              _line([c[0] for c in CLASS_COLUMNS], CLASS_COLUMNS, CLASS_INDENT)]
     for kind, item in timeline(history):
         if kind == "job":
             lines.append(_line(job_cells(item), JOB_COLUMNS))
             continue
         lines.append(_line(version_cells(item), COLUMNS))
+        if item.get("verdict"):
+            lines.append(_clip(" " * CLASS_INDENT + "verdict: " + item["verdict"]))
         lines += [_line(cells, CLASS_COLUMNS, CLASS_INDENT) for cells in class_cells(item)]
     return lines

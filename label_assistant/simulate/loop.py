@@ -149,6 +149,7 @@ class Simulation:
         self.index = {e.name: i for i, e in enumerate(data.pool)}
         self._steps_done = 0
         self._step_seconds: list[float] = []
+        self._otsu_test_dice: float | None = None
 
     # --- driving ------------------------------------------------------------------------
 
@@ -167,9 +168,18 @@ class Simulation:
             self._run_full_data(seed)
             for strategy in self.settings.strategies:
                 self._run_strategy(strategy, seed)
-                write_reports(self.out, self.rows(), self.settings, self.data)
-        write_reports(self.out, self.rows(), self.settings, self.data)
+                write_reports(self.out, self.rows(), self.settings, self.data,
+                              self.otsu_test_dice)
+        write_reports(self.out, self.rows(), self.settings, self.data, self.otsu_test_dice)
         return self.rows()
+
+    @property
+    def otsu_test_dice(self) -> float | None:
+        """Otsu's foreground Dice on the test images: what a served model must not fall
+        below (computed once)."""
+        if self._otsu_test_dice is None:
+            self._otsu_test_dice = self._evaluate(self._otsu())["test_dice"]
+        return self._otsu_test_dice
 
     def rows(self) -> list[dict[str, Any]]:
         """Finished rows of the strategies and seeds asked for (the file may hold more)."""
@@ -281,23 +291,99 @@ class Simulation:
     def _round(self, strategy: str, seed: int, r: int, state: RunState, *,
                select_next: bool) -> RunState | None:
         """Train on the admitted annotations, evaluate, select and take in the next images
-        (``select_next``), append the row; returns the next round's state."""
+        (``select_next``), append the row; returns the next round's state.
+
+        A strategy's round is the service's round (:func:`label_assistant.model.round.
+        train_round`): a candidate trained against what serves, promoted only if it beats
+        it on the validation annotations; what serves then is evaluated on the test images,
+        pre-labels the next images and scores the pool. The full-data baseline trains once,
+        from scratch, and is evaluated as it is."""
         started = time.perf_counter()
         dense = strategy == FULL_DATA
         examples = [self._annotation(n, seed, dense) for n in state.admitted]
-        model, trained = self._train(examples, seed)
-        row = self._row(strategy, seed, r, state, examples, trained, self._evaluate(model))
+        if dense:
+            serving, trained = self._train(examples, seed)
+            test = self._evaluate(serving)
+        else:
+            serving, trained, test = self._challenge(strategy, seed, r, examples)
+        row = self._row(strategy, seed, r, state, examples, trained, test)
         next_state = None
         if select_next:
-            next_state = self._next_round(strategy, seed, r, state, model)
+            next_state = self._next_round(strategy, seed, r, state, serving)
             row["next"] = next_state.to_dict()
         self.store.append(row)
         self._progress(row, time.perf_counter() - started)
         return next_state
 
+    def _registry(self, strategy: str, seed: int) -> Any:
+        """The run's model versions (``OUT/models/<strategy>/seed<k>``): what serves between
+        rounds, so that an interrupted run resumes with the same champion."""
+        from label_assistant.model.registry import ModelRegistry
+
+        return ModelRegistry(self.out / "models" / strategy.replace("+", "_") / f"seed{seed}")
+
+    def _otsu(self) -> Any:
+        from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
+
+        return OtsuPrelabeler(OtsuParams(n_classes=self.data.n_classes))
+
+    def _challenge(self, strategy: str, seed: int, r: int, examples: list[Example]
+                   ) -> tuple[Predictor | None, dict[str, Any], dict[str, Any]]:
+        """A candidate against what served after round ``r - 1``; what serves now, the
+        training facts and the test scores (of what serves, and of the candidate)."""
+        from label_assistant.model.config import TrainingError
+        from label_assistant.model.job import publish_round
+        from label_assistant.model.predictor import serving as serving_of
+        from label_assistant.model.registry import OTSU
+        from label_assistant.model.round import train_round
+
+        registry = self._registry(strategy, seed)
+        before = self.store.done(strategy, seed)
+        # On resume, what served after the previous round serves again (see _registry).
+        previous = before[r - 1].get("serving_version") if 0 < r <= len(before) else None
+        back_to = OTSU if r == 0 or not previous or previous.startswith("otsu") else previous
+        if registry.serving() != back_to:
+            registry.set_current(back_to, event="resume")
+        otsu = self._otsu()
+        champion = serving_of(registry, self.data.class_names, otsu=otsu, device=self.device)
+        trained: dict[str, Any] = {}
+        candidate_test: dict[str, Any] = {}
+        if not examples:
+            trained = {"error": "no admitted annotation"}
+        else:
+            config = self.settings.train_config(seed, self.device)
+            try:
+                round_ = train_round(examples, self.data.class_names, config, champion)
+            except TrainingError as error:
+                trained = {"error": str(error)}
+            else:
+                info = publish_round(registry, round_, self.data.class_names)
+                verdict = round_.verdict
+                result = round_.result
+                trained = {"train_seconds": round(result.seconds, 3),
+                           "epochs_run": result.metrics["epochs_run"],
+                           "best_epoch": result.metrics["best_epoch"],
+                           "init": result.metrics["init"], "candidate": info.id,
+                           "promoted": verdict.promoted, "verdict": verdict.reason,
+                           "candidate_val_dice_all": _mean(verdict.candidate_scores),
+                           "champion_val_dice_all": _mean(verdict.champion_scores)}
+                candidate_test = self._evaluate(round_.candidate)
+        serving = serving_of(registry, self.data.class_names, otsu=otsu, device=self.device)
+        test = self._evaluate(serving)
+        test.update(serving_version=serving.version,
+                    candidate_test_dice=candidate_test.get("test_dice"),
+                    candidate_test_dice_all=candidate_test.get("test_dice_all"))
+        if r == self.settings.rounds:  # the run is over: candidates that never served go
+            served = {row.get("serving_version") for row in before} | {serving.version}
+            for info in registry.list():
+                if info.id not in served:
+                    registry.delete(info.id)
+        return (serving if hasattr(serving, "model") else None), trained, test
+
     def _train(self, examples: list[Example], seed: int
                ) -> tuple[Predictor | None, dict[str, Any]]:
-        """Train on the admitted examples; the model comes back as a version would be run."""
+        """Train from scratch on the examples (the full-data baseline); the model comes back
+        as a version would be run."""
         from label_assistant.model.config import TrainingError
         from label_assistant.model.factory import ModelSpec, create_model
         from label_assistant.model.predictor import Predictor, Tiling
@@ -319,15 +405,18 @@ class Simulation:
                            "epochs_run": result.metrics["epochs_run"],
                            "best_epoch": result.metrics["best_epoch"]}
 
-    def _evaluate(self, model: Predictor | None) -> dict[str, Any]:
+    def _evaluate(self, model: Any | None) -> dict[str, Any]:
+        """Test scores of a version (a model or Otsu): foreground Dice (the reference
+        paper's number), mean Dice over all classes, IoU."""
         from label_assistant.model.train import evaluate
 
         if model is None:
-            return {"test_dice": None, "test_iou": None, "test_dice_per_class": None}
+            return {"test_dice": None, "test_dice_all": None, "test_iou": None,
+                    "test_dice_per_class": None}
         started = time.perf_counter()
         metrics = evaluate(model, self.data.test, self.data.n_classes)
         fg_iou = [v for v in metrics["iou"][1:] if v is not None]
-        return {"test_dice": metrics["mean_dice"],
+        return {"test_dice": metrics["mean_dice"], "test_dice_all": metrics["mean_dice_all"],
                 "test_iou": float(np.mean(fg_iou)) if fg_iou else None,
                 "test_dice_per_class": metrics["dice"][1:],
                 "eval_seconds": round(time.perf_counter() - started, 3)}
@@ -347,6 +436,8 @@ class Simulation:
             "train_seconds": trained.get("train_seconds"),
             "select_seconds": state.intake.select_seconds,
             "epochs_run": trained.get("epochs_run"),
+            **{k: trained.get(k) for k in ("init", "candidate", "promoted", "verdict",
+                                           "candidate_val_dice_all", "champion_val_dice_all")},
             "prelabel_source": state.intake.prelabel_source,
             "prelabel_dice": state.intake.prelabel_dice,
             "inspection_warnings": state.intake.warnings,
@@ -369,6 +460,10 @@ class Simulation:
             + (f"{dice:.4f}" if dice is not None else f"- ({row['error']})")
             + f", {seconds:.0f} s; about {_duration(eta)} left"
         )
+
+
+def _mean(scores: Any) -> float | None:
+    return None if scores is None else scores.mean_dice
 
 
 def _duration(seconds: float) -> str:

@@ -34,20 +34,47 @@ def foreground_dice(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -
     return None if np.isnan(dice) else dice
 
 
+#: ``ring``: the Background ring around each object, pixels.
+RING_WIDTH = 2
+#: ``border``: the Background bands along the edges, as a share of the shorter side.
+BORDER_BAND = 0.06
+
+
 def oracle_annotation(example: Example, settings: SimulationSettings, seed: int,
                       index: int, dense: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """The oracle's label map (and instances restricted to it) for pool image ``index``."""
+    """The oracle's label map (and instances restricted to it) for pool image ``index``; see
+    :data:`label_assistant.simulate.settings.ANNOTATIONS` for the kinds."""
     from label_assistant.model.sparsify import sparsify
 
-    if dense or settings.annotation == "dense":
+    kind = "dense" if dense else settings.annotation
+    if kind == "dense":
         return example.label_map, example.instances
-    # Seeded by run seed and image: every strategy gets the same annotation of an image.
-    label_map = sparsify(example.label_map, settings.sparse_fraction,
-                         seed=np.random.default_rng([seed, index]))
+    if kind == "border":
+        label_map = border_annotation(example)
+    else:
+        # Seeded by run seed and image: every strategy gets the same annotation of an image.
+        label_map = sparsify(example.label_map, settings.sparse_fraction,
+                             band=RING_WIDTH if kind == "ring" else 3,
+                             seed=np.random.default_rng([seed, index]))
     instances = None
     if example.instances is not None:
         instances = np.where(label_map != UNLABELED, example.instances, 0)
     return label_map, instances
+
+
+def border_annotation(example: Example, band: float = BORDER_BAND) -> np.ndarray:
+    """The Otsu pre-label's objects as the annotator accepted them, and Background painted
+    only in bands along the image borders; the rest unlabeled."""
+    from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
+
+    n_classes = int(example.label_map[example.label_map != UNLABELED].max(initial=1))
+    pre, _, _ = OtsuPrelabeler(OtsuParams(n_classes=n_classes)).label_map(example.image)
+    label_map = np.full(pre.shape, UNLABELED, np.uint8)
+    width = max(4, round(band * min(pre.shape)))
+    for edge in (np.s_[:width], np.s_[-width:], np.s_[:, :width], np.s_[:, -width:]):
+        label_map[edge] = 0
+    label_map[pre > 0] = pre[pre > 0]
+    return label_map
 
 
 def cleaned_example(example: Example, label_map: np.ndarray, instances: np.ndarray | None,
@@ -64,13 +91,11 @@ def cleaned_example(example: Example, label_map: np.ndarray, instances: np.ndarr
 
 def prelabel(example: Example, serving: Any | None, n_classes: int
              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pre-label map (and the model's probabilities) the annotator would start from: the
-    round's model, run as the service runs a version, or Otsu before any model."""
+    """Pre-label map (and the model's probabilities) the annotator would start from: what
+    serves in that round, run as the service runs it (Otsu before any model)."""
     if serving is None:
         from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
 
-        image = np.moveaxis(example.image, 0, -1)
-        image = image[..., 0] if image.shape[-1] == 1 else image
-        return OtsuPrelabeler(OtsuParams(n_classes=n_classes)).prelabel(image).label_map, None
+        serving = OtsuPrelabeler(OtsuParams(n_classes=n_classes))
     label_map, _, probabilities = serving.label_map(example.image)
     return label_map, probabilities

@@ -22,9 +22,10 @@ from label_assistant.simulate.settings import FULL_DATA, SimulationSettings
 
 CSV_COLUMNS = (
     "strategy", "seed", "round", "labeled_images", "admitted", "quarantined", "labeled_pixels",
-    "labeled_pixel_share", "test_dice", "test_iou", "train_seconds", "select_seconds",
-    "eval_seconds", "epochs_run", "prelabel_source", "prelabel_dice", "inspection_warnings",
-    "error",
+    "labeled_pixel_share", "test_dice", "test_dice_all", "test_iou", "serving_version",
+    "candidate", "promoted", "candidate_test_dice", "candidate_val_dice_all",
+    "champion_val_dice_all", "init", "train_seconds", "select_seconds", "eval_seconds",
+    "epochs_run", "prelabel_source", "prelabel_dice", "inspection_warnings", "verdict", "error",
 )
 
 
@@ -58,13 +59,13 @@ def curves(rows: list[dict[str, Any]], strategies: Sequence[str]) -> dict[str, l
 
 
 def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSettings,
-                  data: Dataset) -> None:
+                  data: Dataset, otsu_test_dice: float | None = None) -> None:
     """results.csv, results.json, the two learning-curve PNGs and summary.md."""
     out = Path(out)
     ordered = sorted(rows, key=lambda r: (r["strategy"] != FULL_DATA, r["strategy"], r["seed"],
                                           r["round"]))
     _write_csv(out / "results.csv", ordered)
-    summary = summarize(rows, settings)
+    summary = summarize(rows, settings, otsu_test_dice)
     _write_atomic(out / "results.json", json.dumps(
         {"settings": {**asdict(settings), "data": data.fingerprint()},
          "rows": [{k: v for k, v in r.items() if k != "next"} for r in ordered],
@@ -83,8 +84,23 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     _write_atomic(path, text.getvalue())
 
 
-def summarize(rows: list[dict[str, Any]], settings: SimulationSettings) -> dict[str, Any]:
-    """Full-data Dice, and per strategy and budget: Dice mean/sd and share of full data."""
+def guard(rows: list[dict[str, Any]], otsu_test_dice: float | None) -> dict[str, Any]:
+    """The champion/challenger rule at work: candidates trained, promoted and kept, and the
+    rounds in which what served scored below Otsu on the test images (the goal: none)."""
+    runs = [r for r in rows if r["strategy"] != FULL_DATA and r.get("promoted") is not None]
+    below = [f"{r['strategy']} seed {r['seed']} round {r['round']}" for r in rows
+             if r["strategy"] != FULL_DATA and otsu_test_dice is not None
+             and r.get("test_dice") is not None and r["test_dice"] < otsu_test_dice - 1e-9]
+    return {"otsu_test_dice": otsu_test_dice, "candidates": len(runs),
+            "promoted": sum(1 for r in runs if r["promoted"]),
+            "kept": sum(1 for r in runs if not r["promoted"]),
+            "serving_below_otsu": below}
+
+
+def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
+              otsu_test_dice: float | None = None) -> dict[str, Any]:
+    """Full-data Dice, per strategy and budget: Dice mean/sd and share of full data, and the
+    champion/challenger counts (:func:`guard`)."""
     full_mean, full_sd, full_n = _stats([r["test_dice"] for r in rows
                                          if r["strategy"] == FULL_DATA])
     table = []
@@ -96,7 +112,8 @@ def summarize(rows: list[dict[str, Any]], settings: SimulationSettings) -> dict[
                           "pixels": p["pixels"], "dice_mean": p["dice_mean"],
                           "dice_sd": p["dice_sd"], "seeds": p["seeds"], "share_of_full": share})
     return {"full_data": {"dice_mean": full_mean, "dice_sd": full_sd, "seeds": full_n},
-            "table": table, "best_final": _best_final(table, settings)}
+            "table": table, "best_final": _best_final(table, settings),
+            "guard": guard(rows, otsu_test_dice)}
 
 
 def _best_final(table: list[dict[str, Any]], settings: SimulationSettings) -> dict | None:
@@ -156,6 +173,14 @@ def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
     best = summary["best_final"]
     if best is not None:
         lines += ["", _best_line(best, n_all)]
+    g = summary.get("guard") or {}
+    if g.get("candidates"):
+        otsu = g["otsu_test_dice"]
+        lines += ["", "## Champion and challenger", "",
+                  f"Candidates trained {g['candidates']}: promoted {g['promoted']}, kept "
+                  f"{g['kept']}. Otsu's test Dice {'-' if otsu is None else f'{otsu:.4f}'}; "
+                  "rounds where what served scored below it: "
+                  + (", ".join(g["serving_below_otsu"]) or "none") + "."]
     return "\n".join(lines) + "\n"
 
 

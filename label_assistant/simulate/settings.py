@@ -9,7 +9,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FULL_DATA = "full-data"
-ANNOTATIONS = ("dense", "sparse")
+#: How the oracle annotates: ``dense`` (the whole truth), ``sparse`` (whole objects and a
+#: band of context, ``sparse_fraction`` of the pixels), ``ring`` (whole objects with a thin
+#: Background ring, the careful partial annotator) and ``border`` (the Otsu pre-label's
+#: objects accepted as they are, Background painted only in bands along the image borders:
+#: the trial that made a model paint the whole interior).
+ANNOTATIONS = ("dense", "sparse", "ring", "border")
 RUNS_FILE = "runs.jsonl"
 SETTINGS_FILE = "settings.json"
 

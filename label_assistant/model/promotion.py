@@ -1,0 +1,144 @@
+"""Champion and challenger: a trained candidate serves only if it beats the serving version.
+
+Pure numpy. The serving version (the *champion*: Otsu before any model, else the current
+model version) and the *candidate* are scored on exactly the same pixels: the labeled pixels
+of the validation annotations, in the same run. The score that decides is the **mean Dice
+over all classes, Background included** (:class:`Scores`): a model that paints everything
+as foreground keeps a good foreground Dice on partial labels, but its Background Dice
+collapses, and so does the mean. Pixel accuracy and per-class Dice are reported beside it.
+
+Validation annotations (:func:`validation_keys`): a fixed share of the admitted annotations,
+chosen by a hash of each annotation's key (the task for the backend, the file name on disk),
+so the choice of one annotation never changes as the set grows and every round compares
+versions on the same annotations. With fewer than :data:`MIN_VALIDATION_PIXELS` labeled pixels
+of some class among them, there is too little to validate honestly: the candidate is kept,
+not promoted, and says so (``rounds --promote V`` forces it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from label_assistant.metrics import confusion_matrix, dice_iou_from_confusion
+
+#: Share of admitted annotations held out for validation (by a stable hash of their key).
+VALIDATION_SHARE = 0.2
+#: Labeled validation pixels each class (Background included) needs for an honest comparison.
+MIN_VALIDATION_PIXELS = 200
+#: With this many annotations or more, at least one is held out even if no hash falls in the
+#: share (the smallest hash): a first round can then be validated.
+MIN_ANNOTATIONS_TO_HOLD_OUT = 3
+
+
+def _fraction(key: str) -> float:
+    """A key's stable position in [0, 1): the first 8 bytes of its sha256."""
+    digest = hashlib.sha256(str(key).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def validation_keys(keys: Iterable[str], share: float = VALIDATION_SHARE) -> set[str]:
+    """The keys held out for validation: those whose hash position is below ``share``; with
+    none of them and at least :data:`MIN_ANNOTATIONS_TO_HOLD_OUT` keys, the one with the
+    smallest position. Never all of them: at least one key trains."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"the validation share must be in [0, 1), got {share}")
+    unique = sorted(set(map(str, keys)), key=_fraction)
+    if share == 0.0 or len(unique) < 2:
+        return set()
+    held = [k for k in unique if _fraction(k) < share]
+    if not held and len(unique) >= MIN_ANNOTATIONS_TO_HOLD_OUT:
+        held = unique[:1]
+    return set(held[: len(unique) - 1])
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A version's scores on the validation pixels (classes 0..K, Background first)."""
+
+    dice: tuple[float | None, ...]  # per class; None where a class is in neither map
+    mean_dice: float | None  # over the classes that occur in the truth or the prediction
+    pixel_accuracy: float | None
+    pixels: tuple[int, ...]  # labeled validation pixels per class (the truth's)
+
+    @classmethod
+    def of_confusion(cls, cm: np.ndarray) -> Scores:
+        cm = np.asarray(cm, dtype=np.int64)
+        dice = dice_iou_from_confusion(cm)[0]
+        tp = np.diag(cm).astype(np.float64)
+        total = int(cm.sum())
+        known = dice[np.isfinite(dice)]
+        return cls(
+            dice=tuple(None if not np.isfinite(d) else float(d) for d in dice),
+            mean_dice=float(known.mean()) if known.size else None,
+            pixel_accuracy=float(tp.sum() / total) if total else None,
+            pixels=tuple(int(n) for n in cm.sum(axis=1)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "dice": list(self.dice), "pixels": list(self.pixels)}
+
+
+def score(truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray], n_classes: int
+          ) -> Scores:
+    """:class:`Scores` over the labeled pixels of every truth map (255 is ignored)."""
+    if len(truths) != len(predictions):
+        raise ValueError(f"{len(truths)} truth maps for {len(predictions)} predictions")
+    cm = np.zeros((n_classes + 1, n_classes + 1), np.int64)
+    for truth, prediction in zip(truths, predictions, strict=True):
+        cm += confusion_matrix(truth, prediction, n_classes)
+    return Scores.of_confusion(cm)
+
+
+def enough_to_validate(pixels: Sequence[int], class_names: Sequence[str],
+                       minimum: int = MIN_VALIDATION_PIXELS) -> str | None:
+    """None when every class has ``minimum`` labeled validation pixels, else why not."""
+    short = [f"{name} {n}" for name, n in zip(class_names, pixels, strict=True) if n < minimum]
+    if not short:
+        return None
+    return (f"too few validation pixels to compare honestly (need {minimum} of every class, "
+            f"have {', '.join(short)})")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a candidate replaces the champion, why, and the scores behind it."""
+
+    promoted: bool
+    reason: str
+    champion: str  # the serving version's id (``otsu-...`` for Otsu)
+    candidate_scores: Scores | None = None
+    champion_scores: Scores | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "promoted": self.promoted, "reason": self.reason, "champion": self.champion,
+            "candidate_scores": self.candidate_scores and self.candidate_scores.to_dict(),
+            "champion_scores": self.champion_scores and self.champion_scores.to_dict(),
+        }
+
+
+def decide(candidate: Scores | None, champion: Scores | None, champion_version: str,
+           class_names: Sequence[str], *, min_gain: float = 0.0,
+           minimum_pixels: int = MIN_VALIDATION_PIXELS) -> Verdict:
+    """The candidate serves only if its mean Dice (all classes) beats the champion's by more
+    than ``min_gain`` on the same validation pixels, and there are enough of them."""
+    if candidate is None or champion is None:
+        return Verdict(False, "no validation annotations: nothing to compare on",
+                       champion_version, candidate, champion)
+    too_few = enough_to_validate(candidate.pixels, class_names, minimum_pixels)
+    if too_few:
+        return Verdict(False, too_few, champion_version, candidate, champion)
+    if candidate.mean_dice is None or champion.mean_dice is None:
+        return Verdict(False, "no score on the validation pixels", champion_version,
+                       candidate, champion)
+    gain = candidate.mean_dice - champion.mean_dice
+    verb = "beats" if gain > min_gain else "does not beat"
+    reason = (f"mean Dice (all classes) {candidate.mean_dice:.4f} {verb} "
+              f"{champion_version}'s {champion.mean_dice:.4f} on the same "
+              f"{sum(candidate.pixels)} validation pixels")
+    return Verdict(gain > min_gain, reason, champion_version, candidate, champion)

@@ -1,0 +1,109 @@
+"""One training round: the champion teaches and is challenged, the candidate trains, the
+verdict decides whether it serves.
+
+Used by the backend's training job (:mod:`label_assistant.model.job`), ``label-assistant
+train`` and the simulator, so all three follow the same rule:
+
+1. the **champion** is what serves now (:func:`label_assistant.model.predictor.serving`):
+   Otsu before any model, else the current model version;
+2. the candidate **warm-starts** from the champion's weights when the champion is a model of
+   the same architecture, encoder, input channels and classes (``config.warm_start``), on
+   its own shorter schedule (``config.warm_epochs``); otherwise it starts from scratch (the
+   result records which);
+3. with ``config.weak_weight`` > 0 the champion's pre-label supervises the pixels the
+   annotator left unlabeled (:func:`weak_labels`; where the champion is unsure, nothing);
+4. the candidate and the champion are scored on the same validation pixels and
+   :func:`label_assistant.model.promotion.decide` gives the verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from label_assistant.datasets import Example
+from label_assistant.labelmap import UNLABELED
+from label_assistant.model.config import TrainConfig
+from label_assistant.model.promotion import Verdict, decide, score
+from label_assistant.model.train import TrainResult, channel_policy, train
+
+log = logging.getLogger(__name__)
+
+#: The champion's pre-label supervises an unlabeled pixel only where it is at least this sure.
+WEAK_MIN_CONFIDENCE = 0.5
+
+
+@dataclass
+class Round:
+    """A trained candidate and the verdict on it."""
+
+    result: TrainResult
+    verdict: Verdict
+    candidate: Any  # a Predictor of the candidate's best epoch
+
+
+def weak_labels(champion: Any, examples: list[Example],
+                min_confidence: float = WEAK_MIN_CONFIDENCE) -> list[np.ndarray]:
+    """The champion's label map of each example, UNLABELED where it is less sure than
+    ``min_confidence``."""
+    maps = []
+    for example in examples:
+        label_map, confidence, _ = champion.label_map(example.image)
+        maps.append(np.where(confidence >= min_confidence, label_map, UNLABELED)
+                    .astype(np.uint8))
+    return maps
+
+
+def warm_state(champion: Any, config: TrainConfig, examples: list[Example],
+               class_names: list[str]) -> dict[str, Any] | None:
+    """The champion's weights when the candidate can start from them, else None."""
+    from label_assistant.model.factory import ModelSpec
+
+    model = getattr(champion, "model", None)
+    if not config.warm_start or model is None:
+        return None
+    wanted = ModelSpec(arch=config.arch, encoder=config.encoder,
+                       in_channels=channel_policy(examples), classes=tuple(class_names),
+                       dropout=config.dropout)
+    if getattr(champion, "spec", None) != wanted:
+        return None
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def train_round(examples: list[Example], class_names: list[str], config: TrainConfig,
+                champion: Any, *, on_epoch: Any = None, should_stop: Any = None) -> Round:
+    """Train a candidate against ``champion`` (a Predictor or Otsu); see the module doc."""
+    from label_assistant.model.factory import ModelSpec, create_model
+    from label_assistant.model.predictor import Predictor, Tiling
+
+    init = warm_state(champion, config, examples, class_names)
+    if init is not None and config.warm_epochs:
+        config = replace(config, epochs=config.warm_epochs)
+    weak = weak_labels(champion, examples) if config.weak_weight > 0 else None
+    result = train(examples, class_names, config, init_state=init,
+                   init_version=champion.version if init is not None else None, weak=weak,
+                   on_epoch=on_epoch, should_stop=should_stop)
+    model = create_model(ModelSpec.from_dict(result.spec))
+    model.load_state_dict(result.state_dict)
+    candidate = Predictor(model, version="candidate", class_names=list(class_names),
+                          tiling=Tiling.of_config(result.config), device=config.device,
+                          spec=ModelSpec.from_dict(result.spec))
+    verdict = challenge(candidate, champion, result.validation, class_names)
+    log.info("candidate: %s (%s)", "promoted" if verdict.promoted else "kept, not promoted",
+             verdict.reason)
+    return Round(result, verdict, candidate)
+
+
+def challenge(candidate: Any, champion: Any, validation: list[Example],
+              class_names: list[str]) -> Verdict:
+    """Score both on the same validation pixels and decide."""
+    n_classes = len(class_names) - 1
+    if not validation:
+        return decide(None, None, champion.version, class_names)
+    truths = [e.label_map for e in validation]
+    cand = score(truths, [candidate.label_map(e.image)[0] for e in validation], n_classes)
+    champ = score(truths, [champion.label_map(e.image)[0] for e in validation], n_classes)
+    return decide(cand, champ, champion.version, class_names)

@@ -1,0 +1,91 @@
+"""One training round (model.round): warm start from the champion, its schedule, the verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from label_assistant.assist.pre import OtsuPrelabeler
+from label_assistant.datasets import Example, content_hash
+from label_assistant.model.config import TrainConfig
+from label_assistant.model.factory import ModelSpec, create_model
+from label_assistant.model.predictor import Predictor, Tiling
+from label_assistant.model.round import train_round, warm_state
+
+pytestmark = pytest.mark.slow
+CLASSES = ["Background", "Cell"]
+TINY = dict(arch="Unet", encoder="resnet18", epochs=2, steps_per_epoch=1, batch_size=2,
+            tile=64, inference_tile=64, min_labeled_pixels=1, device="cpu", val_fraction=0.5)
+
+
+def _examples(n: int = 4, channels: int = 1) -> list[Example]:
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        label = np.zeros((64, 64), np.uint8)
+        label[10 + 3 * i: 30 + 3 * i, 20:40] = 1
+        image = np.clip(label * 0.7 + 0.1 + rng.normal(0, 0.05, label.shape), 0, 1)
+        x = np.repeat(image[None].astype(np.float32), channels, axis=0)
+        out.append(Example(f"im{i}", x, label, content_hash(x, label)))
+    return out
+
+
+def _champion(spec: ModelSpec, version: str = "v0007") -> Predictor:
+    return Predictor(create_model(spec).eval(), version=version, class_names=CLASSES,
+                     tiling=Tiling(64), device="cpu", spec=spec)
+
+
+def test_a_round_warm_starts_from_a_champion_of_the_same_architecture_on_its_own_schedule():
+    config = TrainConfig(**TINY, warm_epochs=1)
+    same = ModelSpec(arch="Unet", encoder="resnet18", in_channels=1, classes=tuple(CLASSES),
+                     dropout=config.dropout)
+    champion = _champion(same)
+    assert warm_state(champion, config, _examples(), CLASSES) is not None
+    trained = train_round(_examples(), CLASSES, config, champion)
+    assert trained.result.metrics["init"] == "v0007"
+    assert trained.result.metrics["epochs_run"] == 1 and trained.result.config["epochs"] == 1
+    assert trained.verdict.champion == "v0007" and trained.verdict.candidate_scores is not None
+    # Another architecture, other input channels, Otsu, or warm_start off: from scratch.
+    other = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=tuple(CLASSES),
+                      dropout=config.dropout)
+    assert warm_state(_champion(other), config, _examples(), CLASSES) is None
+    assert warm_state(OtsuPrelabeler(), config, _examples(), CLASSES) is None
+    cold = TrainConfig(**{**TINY, "warm_start": False})
+    assert warm_state(champion, cold, _examples(), CLASSES) is None
+    scratch = train_round(_examples(), CLASSES, cold, OtsuPrelabeler())
+    assert scratch.result.metrics["init"] == "scratch"
+    assert scratch.result.metrics["epochs_run"] == 2
+
+
+def test_mixed_grey_and_colour_images_train_as_colour():
+    from label_assistant.model.train import channel_policy, train
+
+    mixed = _examples(2, channels=1) + _examples(2, channels=3)[::-1]
+    mixed = [Example(f"m{i}", e.image, e.label_map, e.content_hash) for i, e in enumerate(mixed)]
+    assert channel_policy(mixed) == 3 and channel_policy(_examples(2)) == 1
+    result = train(mixed, CLASSES, TrainConfig(**TINY))
+    assert result.spec["in_channels"] == 3 and result.metrics["channels"] == 3
+
+
+def test_the_best_epoch_is_chosen_by_mean_dice_over_all_classes_and_said(caplog):
+    from label_assistant.model.train import train
+
+    result = train(_examples(), CLASSES, TrainConfig(**{**TINY, "epochs": 3}))
+    curve = result.curve
+    scores = [e["val_mean_dice_all"] for e in curve]
+    assert result.metrics["best_epoch"] == int(np.argmax(scores)) + 1
+    assert result.metrics["stop_reason"] == "ran all 3 epochs"
+    assert result.metrics["kept"].startswith(f"kept epoch {result.metrics['best_epoch']} of 3")
+
+
+@pytest.mark.parametrize("weak_weight", [0.0, 1.0])
+def test_weak_supervision_only_reaches_unlabeled_pixels(weak_weight):
+    """With every pixel labeled there is nothing for the champion to teach: same weights."""
+    from label_assistant.model.train import train
+
+    config = TrainConfig(**{**TINY, "val_fraction": 0.0, "weak_weight": weak_weight})
+    dense = _examples(2)
+    plain = train(dense, CLASSES, TrainConfig(**{**TINY, "val_fraction": 0.0}))
+    weak = train(dense, CLASSES, config, weak=[np.ones((64, 64), np.uint8)] * 2)
+    for key, value in plain.state_dict.items():
+        assert np.array_equal(value.numpy(), weak.state_dict[key].numpy()), key
