@@ -8,7 +8,8 @@ trains v0001 in the background while ``/predict`` keeps answering; it is kept (n
 validate it on) until ``rounds --promote v0001`` -> predictions stamped v0001 -> the worker
 notices what serves changed and its ranking job re-ranks the unlabeled tasks
 (``sequence+entropy``; the labeled tasks' sequences come last) and writes ``la_rank`` -> an
-annotator labeling through the "Next to label" tab receives the tasks in that order. Also: ``select --project`` (project form).
+annotator labeling through the "Next to label" tab receives the tasks in that order. Also:
+``select --project`` (project form).
 """
 
 from __future__ import annotations
