@@ -189,6 +189,23 @@ class Settings:
         "LA_SINK", None, _str,
         "`module:callable` building where results go; `none`: nowhere",
         shown="per-project Label Studio")
+    basic_auth_user: str | None = _setting(
+        "LA_BASIC_AUTH_USER", None, _str,
+        "with `LA_BASIC_AUTH_PASS`: every route but `/health` asks for HTTP basic auth (Label "
+        "Studio's \"Use Basic Authentication\" when connecting the model)", shown="off")
+    basic_auth_pass: str | None = _setting(
+        "LA_BASIC_AUTH_PASS", None, _str, "the password of `LA_BASIC_AUTH_USER`", shown="off")
+    metrics_token: str | None = _setting(
+        "LA_METRICS_TOKEN", None, _str,
+        "`/metrics` answers a request with `Authorization: Bearer <this>` (for Prometheus)",
+        shown="off")
+    max_webhook_bytes: int = _setting(
+        "LA_MAX_WEBHOOK_BYTES", 16 * 1024 * 1024, _int(1),
+        "larger `/webhook` and `/train` bodies get a 413 (they are stored)", shown="16 MiB")
+    image_cache_bytes: int = _setting(
+        "LA_IMAGE_CACHE_BYTES", 1024 * 1024 * 1024, _int(0),
+        "the image cache's size bound; the least recently used images go first (0: no cache)",
+        shown="1 GiB")
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
