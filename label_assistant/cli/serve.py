@@ -96,6 +96,7 @@ def fresh_metrics_dir(workdir: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from label_assistant.ml_backend.auth import check_settings
     from label_assistant.ml_backend.settings import Settings, SettingsError
 
     if not 0 < args.port < 65536:
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--workers and --threads must be >= 1")
     try:
         settings = Settings.from_env(workdir=Path(args.workdir).resolve())
+        check_settings(settings)  # half a basic-auth setting would leave the backend open
         settings.load_inspection_config()  # a bad file fails here, not in every child
         settings.training_config()
         settings.workdir.mkdir(parents=True, exist_ok=True)

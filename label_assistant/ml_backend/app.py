@@ -15,6 +15,7 @@ Routes (see ``docs/label-studio.md`` for what Label Studio 1.23.2 sends and expe
   model version (Label Studio asks for it when its ML settings list versions).
 
 Bad requests get a 4xx with ``{"error": "<one line>"}``; no route answers a 500 for bad input.
+With credentials configured, every route but ``/health`` asks for them (:mod:`.auth`).
 
 Production: ``gunicorn 'label_assistant.ml_backend.app:create_app()'`` (``label-assistant
 serve`` does this and starts the worker process); settings come from the environment.
@@ -32,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from label_assistant import __version__
 from label_assistant.labelstudio.config import LabelConfig, LabelConfigError
-from label_assistant.ml_backend import metrics
+from label_assistant.ml_backend import auth, metrics
 from label_assistant.ml_backend.fetch import ImageFetcher
 from label_assistant.ml_backend.jobs import JobStarter
 from label_assistant.ml_backend.origin import project_origin
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
                sink: Sink | None = None, job_starter: JobStarter | None = None) -> Flask:
     """The backend application; ``start_worker`` runs the background worker in a thread."""
     settings = settings or Settings.from_env()
+    auth.check_settings(settings)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     store = Store.for_workdir(settings.workdir)
     predictor = Prelabels(settings.workspace, device=settings.device,
@@ -109,6 +111,16 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+
+    @app.before_request
+    def _authenticate() -> tuple[Response, int] | None:
+        challenge = auth.refusal(settings, request.path, request.headers.get("Authorization"))
+        if challenge is None:
+            return None
+        response = jsonify(error="authentication required: this backend is configured with "
+                                 "credentials (LA_BASIC_AUTH_USER / LA_METRICS_TOKEN)")
+        response.headers["WWW-Authenticate"] = challenge
+        return response, 401
 
     @app.after_request
     def _count(response: Response) -> Response:
