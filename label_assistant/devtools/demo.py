@@ -68,6 +68,8 @@ from label_assistant.labelstudio.client import (
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
+#: The demo backend's basic-auth credentials (LA_BASIC_AUTH_USER / _PASS override them).
+DEMO_BACKEND_AUTH = ("label-studio", "demo-backend-secret")
 PROJECT_TITLE = "label-assistant demo"
 CLASS_NAME = "Nucleus"
 #: How partial labeling works, always shown above the image (plain text: no ``$``, no XML).
@@ -229,6 +231,7 @@ class BackendHandle:
     workdir: Path
     log: Path
     process: subprocess.Popen = field(repr=False)
+    auth: tuple[str, str] = field(default=("", ""), repr=False)  # its basic-auth credentials
 
 
 @contextmanager
@@ -239,6 +242,9 @@ def backend(folder: Path, ls: LabelStudioHandle, port: int | None) -> Iterator[B
     env = {**os.environ, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
            "HF_HUB_OFFLINE": "1"}
     env.setdefault("LA_TRAIN_AFTER", "3")
+    # The backend asks for credentials, as it should on any network (Label Studio sends them).
+    env.setdefault("LA_BASIC_AUTH_USER", DEMO_BACKEND_AUTH[0])
+    env.setdefault("LA_BASIC_AUTH_PASS", DEMO_BACKEND_AUTH[1])
     if not env.get("LA_TRAIN_CONFIG"):
         config = workdir / "train.json"
         config.write_text(json.dumps(TRAIN_CONFIG, indent=1))
@@ -263,7 +269,8 @@ def backend(folder: Path, ls: LabelStudioHandle, port: int | None) -> Iterator[B
         _wait("the backend's /health", healthy, 120, 0.3)
         url = os.environ.get("LA_DEMO_BACKEND_URL", "").strip().rstrip("/") or local_url
         _step(f"backend: label-assistant serve at {local_url} (work dir {workdir}, log {log})")
-        yield BackendHandle(url, workdir, log, process)
+        yield BackendHandle(url, workdir, log, process,
+                            (env["LA_BASIC_AUTH_USER"], env["LA_BASIC_AUTH_PASS"]))
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -341,12 +348,13 @@ def import_samples(client: LabelStudioClient, project: int,
     return {name: int(task["id"]) for name, task in tasks.items()}
 
 
-def connect_backend(client: LabelStudioClient, project: int, url: str) -> int:
-    """Connect the backend at ``url``; ones left at other addresses by earlier runs go."""
+def connect_backend(client: LabelStudioClient, project: int, url: str,
+                    auth: tuple[str, str]) -> int:
+    """Connect the backend at ``url`` with its credentials; connections left by earlier runs
+    go (their address or credentials may be stale)."""
     for old in client.ml_backends(project):
-        if str(old.get("url", "")).rstrip("/") != url:
-            client.disconnect_backend(int(old["id"]))
-    return client.connect_backend(project, url)
+        client.disconnect_backend(int(old["id"]))
+    return client.connect_backend(project, url, basic_auth=auth)
 
 
 def retrieve_prelabels(client: LabelStudioClient, project: int, task_ids: list[int]) -> int:
@@ -398,7 +406,7 @@ def set_up(ls: LabelStudioHandle, be: BackendHandle, samples: list[SampleFile],
     _step(f"project {project} {'reused' if reused else 'created'}: {ls.url}/projects/{project}")
     task_ids = import_samples(client, project, samples)
     print(f"    {len(task_ids)} tasks ({len(SEQUENCES)} sequences)", flush=True)
-    connect_backend(client, project, be.url)
+    connect_backend(client, project, be.url, be.auth)
     _step(f"backend connected to project {project} at {be.url}; retrieving pre-labels")
     started = time.monotonic()
     predicted = retrieve_prelabels(client, project, list(task_ids.values()))
@@ -501,15 +509,18 @@ def _watch(be: BackendHandle, project: int) -> None:
     from label_assistant.workspace import Workspace
 
     registry = Workspace(be.workdir).registry(project)
-    seen = registry.current()
+    seen = {v.id for v in registry.list()}
     while be.process.poll() is None:
         time.sleep(2)
-        current = registry.current()
-        if current is not None and (seen is None or current.id != seen.id):
-            dice = (current.metrics or {}).get("val_mean_dice")
-            print(f"model {current.id} published for project {project}"
-                  + (f" (validation Dice {dice:.3f})" if dice is not None else ""), flush=True)
-            seen = current
+        for version in registry.list():
+            if version.id in seen:
+                continue
+            seen.add(version.id)
+            promotion = version.promotion or {}
+            verdict = "serves now" if promotion.get("promoted") else "kept; Otsu or the " \
+                "previous version still serves"
+            print(f"model {version.id} trained for project {project}: {verdict} "
+                  f"({promotion.get('reason', 'no verdict recorded')})", flush=True)
     raise DemoError(f"the backend stopped (exit {be.process.returncode}); see {be.log}")
 
 

@@ -230,6 +230,13 @@ def _merged(data: Mapping[str, Any], fields: Mapping[str, Any], drop: Iterable[s
     return out
 
 
+def basic_auth_header(user: str, password: str) -> str:
+    """The ``Authorization`` header value of HTTP basic auth."""
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def _plain(model: Any) -> dict[str, Any]:
     """An SDK model as the JSON Label Studio sent: the SDK's JSON serialisation keeps only
     the keys the server sent (its models are built unvalidated, recording which) and turns
@@ -390,14 +397,49 @@ class LabelStudioClient:
         return [_plain(p) for p in found or []]
 
     def connect_backend(self, project_id: int, url: str, *, title: str = "label-assistant",
-                        is_interactive: bool = False) -> int:
-        """Connect an ML backend (idempotent: an existing one with that URL is reused)."""
-        for backend in self.ml_backends(project_id):
-            if backend.get("url", "").rstrip("/") == url.rstrip("/"):
-                return int(backend["id"])
-        backend = self._sdk("POST /api/ml", self.sdk.ml.create, url=url, project=project_id,
-                            title=title, is_interactive=is_interactive)
-        return int(backend.id)
+                        is_interactive: bool = False,
+                        basic_auth: tuple[str, str] | None = None) -> int:
+        """Connect an ML backend (idempotent: an existing one with that URL is reused).
+
+        With ``basic_auth`` (user, password) Label Studio sends them with ``/health``,
+        ``/setup``, ``/predict`` and interactive calls, but not with the annotation events:
+        those go through the project webhook Label Studio creates for the backend
+        (``<url>/webhook``), which carries only its own headers (measured on 1.23.2,
+        ``tests/test_backend_e2e.py``). So the webhook gets the ``Authorization`` header too
+        (:meth:`ensure_webhook_headers`)."""
+        found = next((int(b["id"]) for b in self.ml_backends(project_id)
+                      if b.get("url", "").rstrip("/") == url.rstrip("/")), None)
+        if found is None:
+            auth: dict[str, Any] = {}
+            if basic_auth is not None:
+                auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0],
+                        "basic_auth_pass": basic_auth[1]}
+            backend = self._sdk("POST /api/ml", self.sdk.ml.create, url=url, project=project_id,
+                                title=title, is_interactive=is_interactive, **auth)
+            found = int(backend.id)
+        if basic_auth is not None:
+            self.ensure_webhook_headers(project_id, url.rstrip("/") + "/webhook",
+                                        {"Authorization": basic_auth_header(*basic_auth)})
+        return found
+
+    def webhooks(self, project_id: int) -> list[dict[str, Any]]:
+        """The project's webhooks."""
+        found = self._sdk("GET /api/webhooks", self.sdk.webhooks.list, project=str(project_id))
+        return [_plain(w) for w in found or []]
+
+    def ensure_webhook_headers(self, project_id: int, url: str,
+                               headers: Mapping[str, str]) -> int | None:
+        """Give the project's webhook to ``url`` these headers (kept with its others); its
+        id, or None when the project has no webhook to that URL."""
+        for hook in self.webhooks(project_id):
+            if str(hook.get("url", "")).rstrip("/") != url.rstrip("/"):
+                continue
+            have = dict(hook.get("headers") or {})
+            if any(have.get(k) != v for k, v in headers.items()):
+                self._sdk(f"PATCH /api/webhooks/{hook['id']}", self.sdk.webhooks.update,
+                          id=int(hook["id"]), headers={**have, **headers})
+            return int(hook["id"])
+        return None
 
     def list_tasks(self, project_id: int, *, query: Mapping[str, Any] | None = None,
                    view_id: int | None = None) -> list[dict[str, Any]]:
