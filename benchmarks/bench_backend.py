@@ -70,6 +70,7 @@ def _start_training_load(tmp: Path) -> subprocess.Popen:
     """A real training job (model.job) on synthetic data, long enough to outlast the test."""
     from PIL import Image
 
+    from label_assistant.ml_backend.jobs import start_process
     from label_assistant.model import job
 
     (tmp / "img").mkdir()
@@ -84,7 +85,7 @@ def _start_training_load(tmp: Path) -> subprocess.Popen:
                "class_names": ["Background", "Cell"], "registry": str(tmp / "models"),
                "config": {"epochs": 1000, "steps_per_epoch": 10, "batch_size": 4, "tile": 128,
                           "device": "cpu", "val_fraction": 0.0}}
-    return job.start(job.write_request(tmp / "job", request))
+    return start_process(job.write_request(tmp / "job", request))
 
 
 def main() -> int:

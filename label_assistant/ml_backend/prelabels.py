@@ -25,6 +25,7 @@ app lists the reasons in its answer as ``errors`` (a key Label Studio does not r
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,11 @@ class Prelabels:
 
     def __init__(self, workspace: Workspace, *, device: str | None = None,
                  default_tile: int = 512, otsu: OtsuParams | None = None,
-                 include_background: bool = False) -> None:
+                 include_background: bool = False, inference_slots: int = 1) -> None:
         self.workspace = workspace
+        # Model runs in this process at once (LA_INFERENCE_SLOTS): on a CPU, concurrent
+        # requests share the same cores, so taking turns keeps each one fast (bench_load).
+        self._slots = threading.BoundedSemaphore(max(1, inference_slots))
         self.device, self.default_tile = device, default_tile
         self._versions: Any = None
         self.otsu = OtsuPrelabeler(otsu)
@@ -122,7 +126,11 @@ class Prelabels:
         from label_assistant.labelstudio.annotations import label_map_to_results
 
         image = fetcher.fetch_image(task_image_url(task, config)).image
-        pre = serving.prelabel(image)
+        if hasattr(serving, "model"):
+            with self._slots:
+                pre = serving.prelabel(image)
+        else:  # Otsu: cheap, no turn to take
+            pre = serving.prelabel(image)
         confidence = pre.confidence
         score = float(np.clip(np.mean(confidence, dtype=np.float64), 0.0, 1.0)) \
             if confidence.size else 0.0

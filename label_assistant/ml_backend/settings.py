@@ -202,6 +202,14 @@ class Settings:
     max_webhook_bytes: int = _setting(
         "LA_MAX_WEBHOOK_BYTES", 16 * 1024 * 1024, _int(1),
         "larger `/webhook` and `/train` bodies get a 413 (they are stored)", shown="16 MiB")
+    inference_slots: int = _setting(
+        "LA_INFERENCE_SLOTS", 1, _int(1),
+        "model predictions one web process runs at once; the others wait their turn (on a "
+        "CPU, more at once only share the same cores)")
+    job_nice: int = _setting(
+        "LA_JOB_NICE", 10, _int(0),
+        "niceness of training and ranking jobs, so that `/predict` keeps the CPU first "
+        "(0: same priority)")
     image_cache_bytes: int = _setting(
         "LA_IMAGE_CACHE_BYTES", 1024 * 1024 * 1024, _int(0),
         "the image cache's size bound; the least recently used images go first (0: no cache)",
