@@ -11,7 +11,8 @@ uint8 0/1), so the same function reads ground-truth masks.
 - TIFF: tifffile, first page (the first plane of a multi-page stack); Pillow if tifffile can't
   decode it (a compression it lacks a codec for).
 
-The format is found from the file's first bytes, not its name.
+The format is found from the file's first bytes, not its name. :func:`image_size` reads the
+size the same decoders would decode from the header alone, for limits checked before decoding.
 
 Normalization (:func:`normalize_for_model`, :func:`to_display_uint8`) stretches each channel
 between its ``low`` and ``high`` percentiles for every dtype, 8-bit included: dim 8-bit
@@ -66,6 +67,67 @@ def read_image(source: str | Path | bytes, *, palette_indices: bool = False) -> 
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ImageError(f"{name}: not a readable image ({reason})") from None
     return _check_layout(image, name)
+
+
+def image_size(source: bytes) -> tuple[int, int, int]:
+    """``(height, width, values)`` of the image :func:`read_image` would decode, read from
+    its header without decoding a pixel; ``values`` is how many numbers decoding makes
+    (height x width x samples, x depth for a volumetric TIFF page).
+
+    The same decoders as :func:`read_image` read the header: tifffile's first page for a
+    TIFF (and Pillow's, when it reads one too: the larger counts, since :func:`read_image`
+    may fall back to Pillow), Pillow's for everything else (16-bit colour PNGs too: OpenCV
+    decodes the size in their IHDR). Raises :class:`ImageError` when no header can be read
+    (:func:`read_image` would fail too); Pillow's ``DecompressionBombError`` passes through.
+    """
+    from PIL import Image
+
+    data = bytes(source)
+    if not data:
+        raise ImageError("empty file")
+    sizes = []
+    if data.startswith(_TIFF_MAGICS):
+        try:
+            sizes.append(_tiff_size(data))
+        except Exception:  # read_image falls back to Pillow: so do we
+            pass
+    try:
+        sizes.append(_pillow_size(data))
+    except Image.DecompressionBombError:
+        raise
+    except ImageError:
+        if not sizes:
+            raise
+    except Exception as error:
+        if not sizes:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ImageError(f"not a readable image ({reason})") from None
+    return max(sizes, key=lambda s: (s[0] * s[1], s[2]))
+
+
+def _tiff_size(data: bytes) -> tuple[int, int, int]:
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages.first  # what _read_tiff decodes: the whole first page
+        height, width = int(page.imagelength), int(page.imagewidth)
+        values = 1
+        for n in page.shape:
+            values *= int(n)
+    return height, width, max(values, height * width)
+
+
+def _pillow_size(data: bytes) -> tuple[int, int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        opened = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not an image in a supported format") from None
+    with opened:
+        width, height = opened.size
+        bands = len(opened.getbands())
+    return int(height), int(width), int(height) * int(width) * max(bands, 1)
 
 
 def _png_is_16bit_colour(data: bytes) -> bool:

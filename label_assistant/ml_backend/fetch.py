@@ -4,35 +4,60 @@ Accepted image references (a task's ``data[<image field>]``):
 
 - ``data:image/...;base64,...`` URLs: decoded in place, no network;
 - URLs relative to the Label Studio host (``/data/local-files/?d=...``, ``/data/upload/...``):
-  joined to the host from ``/setup`` (``hostname``) or ``LABEL_STUDIO_URL``;
+  joined to the host from ``/setup`` (``hostname``) or ``LABEL_STUDIO_URL``
+  (:func:`.origin.project_origin`);
 - absolute ``http(s)`` URLs whose origin is the Label Studio host or one of the allowed
   extra origins (``LA_ALLOWED_ORIGINS``).
 
-Everything else is refused: other hosts, ``file:``, ``s3:`` and other schemes, and redirects
-that leave the allowed origins (redirects are followed by hand, each hop checked). The
-``Authorization: Token <token>`` header goes to the Label Studio origin only, never to an
-allow-listed or redirected-to other origin.
+Everything else is refused before any request: other hosts, ``file:``, ``s3:`` and other
+schemes, and URLs whose host two URL parsers could read differently
+(:func:`.origin.split_origin`: control characters or whitespace other than a space
+anywhere; a backslash, ``@`` user info, ``%``, a space or non-ASCII in the host part; or
+``urllib.parse`` and urllib3, which requests connects with, disagreeing on scheme, host or
+port). Redirects are followed by hand, each ``Location`` checked the same way.
+Link-local and cloud metadata addresses are refused whatever the allow-list says:
+``169.254.0.0/16``, ``fe80::/10``, ``fd00:ec2::254``, ``100.100.100.200``, the names
+``metadata`` and ``metadata.google.internal``, and any host name that resolves
+(``getaddrinfo``, just before each request) to one of them; loopback stays allowed (Label
+Studio is often on ``localhost``). The ``Authorization: Token <token>`` header goes to the Label
+Studio origin only, never to an allow-listed or redirected-to other origin.
 
-Limits: downloads are streamed and stopped past ``max_bytes``; the image's width x height is
-read from its header before decoding and refused past ``max_pixels``.
+Limits: downloads are streamed and stopped past ``max_bytes``. Before any pixel is decoded,
+the image's width x height is read from its header (:func:`label_assistant.images.image_size`:
+tifffile's first page for TIFFs, Pillow's header otherwise, the larger when both read it)
+and refused past ``max_pixels``; so is a header that decodes to more than 4 values per
+pixel (a volumetric TIFF page). For the TIFF compressions tifffile decodes in Python with no
+output bound (zlib/deflate, LZMA, PackBits), each segment's decoded size is counted with a
+bounded decoder first and the image refused when a segment inflates past its share of the
+page. An image whose header no decoder can read is refused as unreadable.
 
-Cache: ``W/cache/images/<sha256 of the URL>.bin`` with a ``.json`` record (URL, ETag,
-Last-Modified, size). An entry younger than ``cache_ttl`` is used without a request; an older
-one is revalidated (``If-None-Match`` / ``If-Modified-Since``; a 304 keeps it).
+Cache: ``W/cache/images/<key>.bin`` with a ``.json`` record (URL, ETag, Last-Modified, size,
+sha256), the key being the sha256 of the URL and of the token it was fetched with. Only bytes
+that decoded as an image within the limits are stored. An entry younger than ``cache_ttl`` is
+used without a request; an older one is revalidated (``If-None-Match`` /
+``If-Modified-Since``; a 304 keeps it). The cache is bounded by ``cache_bytes``
+(``LA_IMAGE_CACHE_BYTES``; 0: no cache): an entry that would take it past the bound first
+evicts the least recently used entries (a hit refreshes the entry's mtime). Writers take an
+``flock`` on ``.lock`` in the folder; readers take none (an entry unlinked while read stays
+readable on POSIX, and one unlinked before it is opened is a miss).
 
-Errors are :class:`FetchError` subclasses (``ValueError``) with one-line reasons;
-``transient`` says whether trying again later may help (network errors, 5xx, 429).
+Errors are :class:`FetchError` subclasses (``ValueError``) with one-line reasons naming the
+URL; ``transient`` says whether trying again later may help (network errors, 5xx, 429).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
+import ipaddress
 import json
+import logging
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -43,13 +68,26 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import numpy as np
 
 from label_assistant.files import write_atomic
-from label_assistant.images import ImageError, read_image
-from label_assistant.ml_backend.origin import Origin, origin_of
+from label_assistant.images import ImageError, image_size, read_image
+from label_assistant.ml_backend.origin import Origin, UnsafeURL, format_origin, split_origin
+
+log = logging.getLogger(__name__)
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 _DATA_URL = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(;[^,;]*)*?),(?P<data>.*)$", re.S)
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Decoded values per pixel past which a header is refused (RGBA is 4).
+_MAX_VALUES_PER_PIXEL = 4
+#: Host names of cloud metadata services, refused whatever they resolve to.
+_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal"})
+#: Metadata addresses outside the link-local ranges (AWS IPv6, Alibaba Cloud).
+_METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254",
+                                                                    "100.100.100.200"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: Temporary files of a crashed writer older than this (seconds) are removed by eviction.
+_STALE_TEMP = 3600.0
 
 
 class FetchError(ValueError):
@@ -79,9 +117,26 @@ class FetchUnreadable(FetchError):
 
 
 def _short(url: str, limit: int = 160) -> str:
+    """The URL for a one-line message: control characters escaped, long ones cut."""
     if url.startswith("data:"):
         return url[:40] + "..."
+    url = "".join(c if c.isprintable() else repr(c)[1:-1] for c in url)
     return url if len(url) <= limit else url[: limit - 3] + "..."
+
+
+def forbidden_address(address: str) -> bool:
+    """True for a link-local or cloud metadata IP address (IPv4-mapped and NAT64 forms too);
+    False for anything else, loopback and names included."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.is_link_local or ip in _METADATA_ADDRESSES
 
 
 @dataclass(frozen=True)
@@ -101,7 +156,7 @@ class FetchedImage:
             return ".png"
         if head.startswith(b"\xff\xd8"):
             return ".jpg"
-        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        if head[:4] in _TIFF_MAGICS:
             return ".tif"
         return ".img"
 
@@ -120,22 +175,25 @@ class ImageFetcher:
         timeout: float = 30.0,
         cache_dir: Path | None = None,
         cache_ttl: float = 3600.0,
+        cache_bytes: int = 1024 * 1024 * 1024,
     ) -> None:
-        self.base_url = label_studio_url.rstrip("/") if label_studio_url else None
-        self.ls_origin = origin_of(self.base_url) if self.base_url else ""
+        self.base_url = label_studio_url.strip().rstrip("/") if label_studio_url else None
+        self.ls_origin = _origin_or_empty(self.base_url) if self.base_url else ""
         self.token = token
-        self.allowed = {self.ls_origin} | {origin_of(o) for o in allowed_origins}
+        self.allowed = {self.ls_origin} | {_origin_or_empty(o) for o in allowed_origins}
         self.allowed.discard("")
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.timeout = timeout
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_bytes = max(0, int(cache_bytes))
+        self.cache_dir = Path(cache_dir) if cache_dir and self.cache_bytes else None
         self.cache_ttl = cache_ttl
 
     @classmethod
     def for_origin(cls, settings: Any, origin: Origin | None) -> ImageFetcher:
         """A fetcher for a project's Label Studio (:func:`.origin.project_origin`): relative
         URLs are joined to its address, and its token goes to that origin only."""
+        cache_bytes = settings.image_cache_bytes
         return cls(
             label_studio_url=origin.url if origin else None,
             token=origin.token if origin else None,
@@ -143,8 +201,9 @@ class ImageFetcher:
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
             timeout=settings.fetch_timeout,
-            cache_dir=settings.workspace.image_cache,
+            cache_dir=settings.workspace.image_cache if cache_bytes > 0 else None,
             cache_ttl=settings.image_cache_ttl,
+            cache_bytes=cache_bytes,
         )
 
     # --- URLs ----------------------------------------------------------------------------------
@@ -174,24 +233,66 @@ class ImageFetcher:
         return url
 
     def _check_origin(self, url: str, after: str | None = None) -> None:
-        origin = origin_of(url)
-        if origin and origin in self.allowed:
-            return
+        """Refuse a URL that is ambiguous, not http(s), not allowed, or a metadata host (no
+        network: see :meth:`_check_address` for what the host resolves to)."""
         what = f"redirect from {_short(after)} to" if after else "image URL"
+        try:
+            scheme, host, port = split_origin(url)
+        except UnsafeURL as error:
+            raise FetchRefused(f"{what} {_short(url)}: refused, {error}") from None
+        if scheme not in ("http", "https"):
+            raise FetchRefused(f"{what} {_short(url)}: not an http(s) URL")
+        if host.rstrip(".") in _METADATA_NAMES or forbidden_address(host):
+            raise FetchRefused(f"{what} {_short(url)}: {host} is a link-local or cloud "
+                               "metadata address, never fetched")
+        origin = format_origin(scheme, host, port)
+        if origin in self.allowed:
+            return
         allowed = ", ".join(sorted(self.allowed)) or "none (no Label Studio host is known)"
-        raise FetchRefused(f"{what} {_short(url)}: host {origin or '?'} is not the Label Studio "
+        raise FetchRefused(f"{what} {_short(url)}: host {origin} is not the Label Studio "
                            f"host (allowed: {allowed}; add others to LA_ALLOWED_ORIGINS)")
+
+    def _check_address(self, url: str) -> None:
+        """Refuse a host that resolves to any link-local or metadata address (just before
+        connecting to it)."""
+        scheme, host, port = split_origin(url)  # checked already by _check_origin
+        try:
+            infos = socket.getaddrinfo(host, port or (443 if scheme == "https" else 80),
+                                       type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            raise FetchFailed(f"{_short(url)}: can't resolve {host} "
+                              f"({type(error).__name__})", transient=True) from None
+        for info in infos:
+            address = str(info[4][0])
+            if forbidden_address(address):
+                raise FetchRefused(f"{_short(url)}: {host} resolves to {address}, a link-local "
+                                   "or cloud metadata address, never fetched")
 
     # --- fetching ------------------------------------------------------------------------------
 
     def fetch_image(self, url: Any) -> FetchedImage:
         """Fetch and decode an image, within the byte and pixel limits."""
         resolved = self.resolve(url)
-        if resolved[:5].lower() == "data:":
-            data, cached = self._data_url(resolved), False
-        else:
-            data, cached = self._fetch_cached(resolved)
         name = _short(resolved)
+        if resolved[:5].lower() == "data:":
+            data = self._data_url(resolved)
+            return FetchedImage(resolved, data, self._decode(data, name), False)
+        data, record = self._fetch(resolved)
+        try:
+            image = self._decode(data, name)
+        except FetchError:
+            if record is None:  # cached bytes that no longer pass (the limits changed)
+                self._cache_drop(resolved)
+            raise
+        if record is not None:  # fresh from the network and an image: worth keeping
+            self._cache_put(resolved, data, record)
+        return FetchedImage(resolved, data, image, record is None)
+
+    def fetch_bytes(self, url: Any) -> bytes:
+        """The image's bytes, within the limits (they are decoded once to check them)."""
+        return self.fetch_image(url).data
+
+    def _decode(self, data: bytes, name: str) -> np.ndarray:
         self._check_pixels(data, name)
         try:
             image = read_image(data)
@@ -200,33 +301,32 @@ class ImageFetcher:
             raise FetchUnreadable(f"{name}: {reason}") from None
         if image.shape[0] * image.shape[1] > self.max_pixels:
             raise FetchTooLarge(self._pixels_message(name, image.shape[1], image.shape[0]))
-        return FetchedImage(resolved, data, image, cached)
-
-    def fetch_bytes(self, url: Any) -> bytes:
-        """The image's bytes (no decoding), within the byte limit."""
-        resolved = self.resolve(url)
-        if resolved[:5].lower() == "data:":
-            return self._data_url(resolved)
-        return self._fetch_cached(resolved)[0]
+        return image
 
     def _pixels_message(self, name: str, width: int, height: int) -> str:
         return (f"{name}: the image is {width} x {height} = {width * height} pixels, over the "
                 f"limit of {self.max_pixels} (LA_MAX_IMAGE_PIXELS)")
 
     def _check_pixels(self, data: bytes, name: str) -> None:
-        """Refuse an image whose header says it is too large, before decoding it."""
+        """Refuse an image whose header says it is too large, before any pixel is decoded."""
         from PIL import Image
 
         try:
-            with Image.open(io.BytesIO(data)) as opened:
-                width, height = opened.size
+            height, width, values = image_size(data)
         except Image.DecompressionBombError:
             raise FetchTooLarge(f"{name}: the image is over Pillow's decompression-bomb "
                                 "limit") from None
-        except Exception:
-            return  # not for Pillow (some TIFFs): the size is checked after decoding
+        except ImageError as error:
+            reason = str(error).removeprefix("<bytes>: ")
+            raise FetchUnreadable(f"{name}: {reason}") from None
         if width * height > self.max_pixels:
             raise FetchTooLarge(self._pixels_message(name, width, height))
+        if values > _MAX_VALUES_PER_PIXEL * self.max_pixels:
+            raise FetchTooLarge(f"{name}: the image decodes to {values} values, over "
+                                f"{_MAX_VALUES_PER_PIXEL} per pixel of the limit of "
+                                f"{self.max_pixels} (LA_MAX_IMAGE_PIXELS)")
+        if data[:4] in _TIFF_MAGICS:
+            _check_tiff_segments(data, name)
 
     def _data_url(self, url: str) -> bytes:
         match = _DATA_URL.match(url)
@@ -247,24 +347,68 @@ class ImageFetcher:
             raise FetchUnreadable(f"{_short(url)}: the data: URL is empty")
         return data
 
-    # --- HTTP with the cache -------------------------------------------------------------------
+    # --- the cache -----------------------------------------------------------------------------
 
     def _cache_paths(self, url: str) -> tuple[Path, Path] | None:
         if self.cache_dir is None:
             return None
-        key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        token = hashlib.sha256(self.token.encode()).hexdigest() if self.token else ""
+        key = hashlib.sha256(f"{url}\n{token}".encode()).hexdigest()
         return self.cache_dir / f"{key}.bin", self.cache_dir / f"{key}.json"
 
-    def _fetch_cached(self, url: str) -> tuple[bytes, bool]:
+    def _cache_read(self, paths: tuple[Path, Path], record: dict[str, Any]) -> bytes | None:
+        """The entry's bytes when they are the ones its record describes; None otherwise."""
+        try:
+            data = paths[0].read_bytes()
+        except OSError:
+            return None
+        if len(data) != record.get("size") or \
+                hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(paths[0])  # recently used: the last to be evicted
+        return data
+
+    def _cache_put(self, url: str, data: bytes, meta: dict[str, Any]) -> None:
+        """Store a decoded image's bytes, evicting the least recently used entries first."""
         paths = self._cache_paths(url)
-        record: dict[str, Any] | None = None
+        if paths is None:
+            return
+        record = json.dumps({**meta, "url": url, "size": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest(),
+                             "checked_at": time.time()}).encode()
+        if len(data) + len(record) > self.cache_bytes:
+            return  # larger than the whole cache
+        try:
+            with _cache_lock(self.cache_dir):
+                _evict(self.cache_dir, self.cache_bytes - len(data) - len(record),
+                       keep=paths[0].stem)
+                write_atomic(paths[0], data)
+                write_atomic(paths[1], record)
+        except OSError as error:  # a full disk must not fail the fetch
+            log.warning("image cache %s: can't store %s (%s)", self.cache_dir, _short(url),
+                        error)
+
+    def _cache_drop(self, url: str) -> None:
+        paths = self._cache_paths(url)
         if paths is not None:
-            record = _read_record(paths)
-            if record is not None and time.time() - record.get("checked_at", 0) < self.cache_ttl:
-                try:
-                    return paths[0].read_bytes(), True
-                except OSError:
-                    record = None
+            for path in (paths[1], paths[0]):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    # --- HTTP with the cache -------------------------------------------------------------------
+
+    def _fetch(self, url: str) -> tuple[bytes, dict[str, Any] | None]:
+        """The URL's bytes, and the record to cache them under when they came from the
+        network (None: from the cache, checked by its sha256)."""
+        paths = self._cache_paths(url)
+        record = _read_record(paths) if paths is not None else None
+        if paths is not None and record is not None \
+                and time.time() - record.get("checked_at", 0) < self.cache_ttl:
+            data = self._cache_read(paths, record)
+            if data is not None:
+                return data, None
+            record = None
         conditional = {}
         if record is not None:
             if record.get("etag"):
@@ -273,22 +417,16 @@ class ImageFetcher:
                 conditional["If-Modified-Since"] = record["last_modified"]
         status, data, headers = self._get(url, conditional)
         if status == 304 and paths is not None and record is not None:
-            try:
-                data = paths[0].read_bytes()
-            except OSError:
-                status, data, headers = self._get(url, {})
-            else:
+            cached = self._cache_read(paths, record)
+            if cached is not None:
                 record["checked_at"] = time.time()
-                write_atomic(paths[1], json.dumps(record).encode())
-                return data, True
-        if paths is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(paths[0], data)
-            write_atomic(paths[1], json.dumps({
-                "url": url, "size": len(data), "etag": headers.get("ETag"),
-                "last_modified": headers.get("Last-Modified"), "checked_at": time.time(),
-            }).encode())
-        return data, False
+                with contextlib.suppress(OSError):
+                    write_atomic(paths[1], json.dumps(record).encode())
+                return cached, None
+            status, data, headers = self._get(url, {})
+        if status != 200:
+            raise FetchFailed(f"{_short(url)}: HTTP {status} without a cached copy")
+        return data, {"etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
 
     def _get(self, url: str, extra_headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         """GET with redirects followed by hand (each hop checked); (status, body, headers)."""
@@ -297,8 +435,10 @@ class ImageFetcher:
         session = _session()
         current = url
         for _ in range(_MAX_REDIRECTS + 1):
+            self._check_origin(current)  # again: cheap, and every hop passes through here
+            self._check_address(current)
             headers = dict(extra_headers)
-            if self.token and origin_of(current) == self.ls_origin:
+            if self.token and self.ls_origin and _origin_or_empty(current) == self.ls_origin:
                 headers["Authorization"] = f"Token {self.token}"
             try:
                 response = session.get(current, headers=headers, stream=True,
@@ -315,7 +455,7 @@ class ImageFetcher:
                     location = response.headers.get("Location")
                     if not location:
                         raise FetchFailed(f"{_short(current)}: a redirect without a Location")
-                    target = urljoin(current, location)
+                    target = urljoin(current, location.strip())
                     if urlsplit(target).scheme.lower() not in ("http", "https"):
                         raise FetchRefused(f"redirect from {_short(current)} to {_short(target)}: "
                                            "not an http(s) URL")
@@ -355,6 +495,167 @@ class ImageFetcher:
         return data
 
 
+def _origin_or_empty(url: str) -> str:
+    try:
+        return format_origin(*split_origin(url))
+    except UnsafeURL:
+        return ""
+
+
+# --- TIFF segments -----------------------------------------------------------------------------
+
+_ZLIB, _LZMA, _PACKBITS = (8, 32946), (34925,), (32773,)
+
+
+def _check_tiff_segments(data: bytes, name: str) -> None:
+    """Refuse a TIFF whose first page has a segment that inflates past its decoded size.
+
+    tifffile (without imagecodecs) inflates zlib, LZMA and PackBits segments with no output
+    bound: a 16 x 16 page whose one tile is a 400 KB zlib stream of zeros makes 400 MB. Here
+    each segment is inflated by a bounded decoder that stops past the segment's share.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages.first
+            compression = int(page.compression)
+            if compression not in (*_ZLIB, *_LZMA, *_PACKBITS):
+                return  # none, or a codec tifffile bounds or hands to Pillow/libtiff
+            segment = int(np.prod(page.chunks)) * page.dtype.itemsize
+            offsets, counts = page.dataoffsets, page.databytecounts
+    except Exception:
+        return  # tifffile can't read it: read_image hands it to Pillow, which bounds it
+    limit = 2 * segment + 4096  # writers may pad; a bomb is 100s of times over
+    if sum(min(int(c), len(data)) for c in counts) > 2 * len(data):
+        raise FetchTooLarge(f"{name}: the TIFF's segments overlap (they add up to more than "
+                            "the file)")
+    for offset, count in zip(offsets, counts, strict=False):
+        chunk = data[int(offset): int(offset) + int(count)]
+        if not chunk:
+            continue
+        if compression in _ZLIB:
+            size = _inflated_zlib(chunk, limit)
+        elif compression in _LZMA:
+            size = _inflated_lzma(chunk, limit)
+        else:
+            size = _inflated_packbits(chunk, limit)
+        if size > limit:
+            raise FetchTooLarge(f"{name}: a TIFF segment inflates past {limit} bytes, its "
+                                f"share of the image (a decompression bomb)")
+
+
+def _inflated_zlib(chunk: bytes, limit: int) -> int:
+    import zlib
+
+    decoder, total, pending = zlib.decompressobj(), 0, chunk
+    try:
+        while True:
+            out = decoder.decompress(pending, _CHUNK * 16)
+            total += len(out)
+            if total > limit:
+                return total
+            pending = decoder.unconsumed_tail
+            if decoder.eof or (not pending and not out):
+                return total
+    except zlib.error:
+        return 0  # tifffile fails on it too, and read_image hands it to Pillow
+
+
+def _inflated_lzma(chunk: bytes, limit: int) -> int:
+    import lzma
+
+    total, pending = 0, chunk
+    try:
+        while pending:  # lzma.decompress (tifffile's) reads concatenated streams: so do we
+            decoder = lzma.LZMADecompressor()
+            out = decoder.decompress(pending, max_length=_CHUNK * 16)
+            total += len(out)
+            while total <= limit and not decoder.eof and not decoder.needs_input:
+                total += len(decoder.decompress(b"", max_length=_CHUNK * 16))
+            if total > limit or not decoder.eof:
+                return total
+            pending = decoder.unused_data
+    except lzma.LZMAError:
+        return 0
+    return total
+
+
+def _inflated_packbits(chunk: bytes, limit: int) -> int:
+    total, i, n = 0, 0, len(chunk)
+    while i < n and total <= limit:
+        header = chunk[i]
+        if header < 128:  # a literal run of header + 1 bytes
+            total += header + 1
+            i += header + 2
+        elif header > 128:  # one byte repeated 257 - header times
+            total += 257 - header
+            i += 2
+        else:
+            i += 1  # no-op
+    return total
+
+
+# --- cache housekeeping ------------------------------------------------------------------------
+
+
+_local_cache_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cache_lock(folder: Path) -> Any:
+    """An exclusive ``flock`` on ``folder/.lock``: one writer (thread or process) at a time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one writer per process at least
+        with _local_cache_lock:
+            yield
+        return
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _evict(folder: Path, room: int, keep: str) -> None:
+    """Remove the least recently used entries (``.bin`` mtime) until the folder's entries,
+    but ``keep``'s, fit in ``room`` bytes. Called with the cache lock held."""
+    entries: dict[str, list[float]] = {}  # key -> [bytes, last used]
+    now = time.time()
+    try:
+        scan = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in scan:
+        stem, ext = os.path.splitext(entry.name)
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if entry.name.startswith(".tmp-"):  # a crashed writer's leftovers
+            if now - info.st_mtime > _STALE_TEMP:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+            continue
+        if ext not in (".bin", ".json") or stem == keep:
+            continue
+        sizes = entries.setdefault(stem, [0, 0.0])
+        sizes[0] += info.st_size
+        if ext == ".bin":
+            sizes[1] = info.st_mtime
+    total = sum(int(size) for size, _ in entries.values())
+    for stem, (size, _) in sorted(entries.items(), key=lambda item: item[1][1]):
+        if total <= room:
+            break
+        for ext in (".json", ".bin"):  # the record first: a reader then sees a miss
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / f"{stem}{ext}")
+        total -= int(size)
+
+
 _sessions = threading.local()
 
 
@@ -375,4 +676,4 @@ def _read_record(paths: tuple[Path, Path]) -> dict[str, Any] | None:
         record = json.loads(paths[1].read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and paths[0].is_file() else None
+    return record if isinstance(record, dict) and record.get("sha256") else None
