@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import statistics
@@ -338,3 +339,208 @@ def test_several_projects_keep_their_own_config(client, server):
     assert labels_1 == {"Cell"} and labels_2 == {"Nucleus"}
     regions_2 = [r for x in answers["2.1795273793"] for r in x["result"]]
     assert {(r["from_name"], r["to_name"]) for r in regions_2} == {("paint", "img")}
+
+
+# --- what a fuzz run of 10,716 malformed requests found (one test per finding) ---------------
+
+CONFIG_XML = ('<View><Image name="image" value="$image"/><BrushLabels name="tag" toName="image">'
+              '<Label value="Background"/><Label value="Cell"/></BrushLabels></View>')
+
+
+def _error(response, status: int) -> str:
+    assert response.status_code == status, (response.status_code, response.get_data()[:300])
+    error = response.json["error"]
+    assert error and "\n" not in error
+    return error
+
+
+def test_a_project_id_is_a_bounded_positive_integer(client, settings):
+    """A 300-digit project was accepted: its job folder name was too long for the disk."""
+    for route, body in (("/train", {"project": "9" * 300}),
+                        ("/setup", {"project": "9" * 13 + ".1", "schema": CONFIG_XML}),
+                        ("/webhook", {"action": "START_TRAINING", "project": {"id": 10**12}}),
+                        ("/train", {"project": 0}), ("/train", {"project": "²"}),
+                        ("/train", {"project": 7.0}), ("/train", {"project": -7})):
+        error = _error(client.post(route, json=body), 400)
+        assert "not a Label Studio project id" in error
+        if body.get("project") != "²":
+            assert "at most 12 digits" in error or "like" in error
+    assert client.post("/train", json={"project": "9" * 12 + ".5"}).status_code == 200
+    count = sqlite3.connect(Workspace(settings.workdir).store_file).execute(
+        "SELECT COUNT(*) FROM events WHERE length(project) > 12").fetchone()[0]
+    assert count == 0
+
+
+def test_bodies_are_utf8_with_an_optional_bom_and_stored_decoded(client, settings):
+    """A BOM was accepted and stored as is (the worker's json.loads refused it); UTF-16 was
+    a 500."""
+    body = json.dumps(fixture("019_POST_webhook_START_TRAINING.json"))
+    response = client.post("/webhook", data=b"\xef\xbb\xbf" + body.encode(),
+                           content_type="application/json")
+    assert response.status_code == 200
+    payload = sqlite3.connect(Workspace(settings.workdir).store_file).execute(
+        "SELECT payload FROM events WHERE id = ?", (response.json["event"],)).fetchone()[0]
+    assert json.loads(payload)["action"] == "START_TRAINING"
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        response = client.post("/webhook", data=body.encode(encoding),
+                               content_type="application/json")
+        assert "UTF" in _error(response, 400)
+    assert "UTF-8" in _error(client.post("/setup", data=b'{"project": "\xff"}',
+                                         content_type="application/json"), 400)
+
+
+@pytest.mark.parametrize("bad", ['"7"', "[7]", '{"id": 7}', "1e400", "1" + "0" * 300, "true",
+                                 "-1", "7.0", str(2**63)])
+@pytest.mark.parametrize("where", ["annotation.id", "task.id", "annotations[].id"])
+def test_ids_are_json_integers_within_int64(client, settings, bad, where):
+    """Such ids were acknowledged, then failed in the worker (int(), SQLite's INTEGER)."""
+    if where == "annotations[].id":
+        text = ('{"action": "ANNOTATIONS_DELETED", "project": {"id": 1}, '
+                f'"annotations": [{{"id": {bad}}}]}}')
+    else:
+        body = fixture("015_POST_webhook_ANNOTATION_CREATED.json")
+        key = where.split(".")[0]
+        body[key]["id"] = "__ID__"
+        text = json.dumps(body).replace('"__ID__"', bad)
+    response = client.post("/webhook", data=text, content_type="application/json")
+    assert "non-negative integer below 2**63" in _error(response, 400)
+    count = sqlite3.connect(Workspace(settings.workdir).store_file).execute(
+        "SELECT COUNT(*) FROM events").fetchone()[0]
+    assert count == 0
+
+
+def test_a_webhook_config_must_parse_before_anything_is_stored(client, settings):
+    """A broken project.label_config was stored by the worker over the good one; /predict for
+    that project failed from then on."""
+    assert client.post("/setup", json={"project": "1.1", "schema": CONFIG_XML}).status_code == 200
+    for action in ("ANNOTATION_CREATED", "START_TRAINING"):
+        body = fixture("015_POST_webhook_ANNOTATION_CREATED.json")
+        body["action"] = action
+        body["project"]["label_config"] = "<View"
+        assert "not XML" in _error(client.post("/webhook", json=body), 422)
+    body = fixture("015_POST_webhook_ANNOTATION_CREATED.json")
+    body["project"]["label_config"] = ["<View/>"]
+    _error(client.post("/webhook", json=body), 400)
+    db = sqlite3.connect(Workspace(settings.workdir).store_file)
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    assert db.execute("SELECT label_config FROM projects").fetchone()[0] == CONFIG_XML
+    # An annotation with no config sent and none known can't be processed: refused too.
+    body = fixture("015_POST_webhook_ANNOTATION_CREATED.json")
+    body["project"] = {"id": 2}
+    assert "no label config known for project 2" in _error(client.post("/webhook", json=body),
+                                                            422)
+
+
+@pytest.mark.parametrize("field", ["schema", "hostname", "access_token", "project"])
+def test_strings_that_are_not_unicode_are_refused(client, field):
+    """A lone surrogate (JSON allows the escape) was a 500: UTF-8 can't encode it."""
+    body = {"project": "1.1", "schema": CONFIG_XML, "hostname": "http://ls:8080",
+            "access_token": "abc"}
+    body[field] = "__S__"
+    text = json.dumps(body).replace('"__S__"', '"a\\ud800b"')
+    assert "not valid Unicode" in _error(
+        client.post("/setup", data=text, content_type="application/json"), 400)
+    # A surrogate pair is a real character: fine.
+    text = json.dumps({**body, field: "__S__"}).replace('"__S__"', '"\\ud83d\\ude00"')
+    assert client.post("/setup", data=text, content_type="application/json").status_code != 500
+
+
+@pytest.mark.parametrize("route", ["/setup", "/predict", "/webhook", "/train"])
+def test_deeply_nested_json_is_refused(client, route):
+    """JSON nested 1,000 deep was a RecursionError (500)."""
+    for depth in (1000, 200):
+        text = '{"a": ' * depth + "1" + "}" * depth
+        assert "nests deeper than" in _error(
+            client.post(route, data=text, content_type="application/json"), 400)
+    text = '{"project": "1.1", "x": ' + "[" * 90 + "]" * 90 + "}"  # deep, not too deep
+    assert client.post("/train", data=text, content_type="application/json").status_code == 200
+
+
+@pytest.mark.parametrize("hostname", ["http://[", "http://[::1", "http://host:99999",
+                                      "http://host:port", "ftp://host", "http://", "host:8080",
+                                      "http://a b", "http://user:pw@host", 42, ["http://h"]])
+def test_setup_hostname_must_be_an_http_url_with_a_host(client, settings, hostname):
+    """``http://[`` was stored; every later /predict of the project failed (ValueError)."""
+    body = {"project": "1.1", "schema": CONFIG_XML, "hostname": hostname, "access_token": "t"}
+    assert "hostname" in _error(client.post("/setup", json=body), 400)
+    assert sqlite3.connect(Workspace(settings.workdir).store_file).execute(
+        "SELECT COUNT(*) FROM projects").fetchone()[0] == 0
+    ok = client.post("/setup", json={**body, "hostname": "http://ls.example:8080/"})
+    assert ok.status_code == 200
+    assert client.post("/setup", json={**body, "hostname": "http://h", "access_token": "a b"}
+                       ).status_code == 400
+
+
+def test_namespaced_config_is_not_a_500(client):
+    """``<v:View xmlns:v="urn:x">`` was a KeyError in the config parser."""
+    xml = ('<v:View xmlns:v="urn:x"><v:Image name="image" value="$image"/><v:BrushLabels '
+           'name="tag" toName="image"><v:Label value="Background"/><v:Label value="Cell"/>'
+           '</v:BrushLabels></v:View>')
+    image, _ = blob_image()
+    response = client.post("/predict", json={
+        "project": "1.1", "label_config": xml,
+        "tasks": [{"id": 1, "data": {"image": data_url(png_bytes(image))}}]})
+    assert response.status_code == 200 and response.json["results"][0]["result"]
+
+
+def test_a_broken_chunked_body_is_a_400(client):
+    """A chunk size of ``ZZ`` raised gunicorn's InvalidChunkSize in the app: a 500."""
+    from gunicorn.http.errors import InvalidChunkSize
+
+    class BrokenChunks(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            raise InvalidChunkSize("ZZ")
+
+    response = client.post("/webhook", headers={"Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input": BrokenChunks(),
+                                              "wsgi.input_terminated": True})
+    assert "can't be read" in _error(response, 400)
+
+
+def _chunked(client, route: str, data: bytes):
+    """A chunked request as gunicorn passes it on: no Content-Length, a terminated stream."""
+    return client.post(route, headers={"Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input": io.BytesIO(data),
+                                          "wsgi.input_terminated": True})
+
+
+def test_webhook_and_train_bodies_have_their_own_size_limit(settings):
+    """Webhook bodies were stored whole up to LA_MAX_REQUEST_BYTES (three 100 MiB webhooks:
+    740 MB of database)."""
+    client = create_app(Settings(workdir=settings.workdir, max_webhook_bytes=1000,
+                                 max_request_bytes=100_000)).test_client()
+    big = {"action": "START_TRAINING", "project": {"id": 1}, "padding": "x" * 2000}
+    for route in ("/webhook", "/train"):
+        error = _error(client.post(route, json={**big, "project": 1} if route == "/train"
+                                   else big), 413)
+        assert "LA_MAX_WEBHOOK_BYTES" in error and "1000" in error
+        # A chunked body (no Content-Length) is bounded while it is read.
+        _error(_chunked(client, route, json.dumps(big).encode()), 413)
+    small = {"action": "START_TRAINING", "project": {"id": 1}}
+    assert _chunked(client, "/webhook", json.dumps(small).encode()).status_code == 200
+    # /predict keeps LA_MAX_REQUEST_BYTES.
+    response = client.post("/predict", json={"tasks": [], "label_config": CONFIG_XML,
+                                             "padding": "x" * 2000})
+    assert response.status_code == 200
+    assert "LA_MAX_REQUEST_BYTES" in _error(client.post(
+        "/predict", json={"tasks": [], "padding": "x" * 200_000}), 413)
+    assert sqlite3.connect(Workspace(settings.workdir).store_file).execute(
+        "SELECT MAX(length(payload)) FROM events").fetchone()[0] < 1000
+
+
+def test_metrics_answer_with_odd_rows(client, settings):
+    """A running job of a 300-digit project (its folder can't be named) made /metrics a 500."""
+    from label_assistant.ml_backend.store import Store
+
+    store = Store.for_workdir(settings.workdir)
+    (settings.workdir / "projects" / "1").mkdir(parents=True)
+    huge = "9" * 300
+    _, job_id = store.request_job(huge, "train", "test")
+    store.claim_job(job_id, str(settings.workdir / "projects" / huge / "jobs" / "job-1"))
+    assert store.jobs(state="running")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert "la_training_running" in response.get_data(as_text=True)

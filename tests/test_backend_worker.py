@@ -363,6 +363,84 @@ def test_a_job_that_finished_while_the_worker_was_down_is_picked_up(tmp_path, si
     assert ("version_published", (1, "v0001")) in sink.calls
 
 
+
+# --- what a fuzz run of 10,716 malformed requests found ------------------------------------
+
+
+def test_a_job_that_cannot_start_fails_alone(tmp_path, sink, starter):
+    """A job whose folder name was too long for the disk (a 300-digit project): its error
+    handler raised again, it stayed running, and every round raised: no job of any project
+    started again, no Label Studio notification was sent."""
+    worker = make_worker(tmp_path, sink, starter)
+    (tmp_path / "work" / "projects" / "2").mkdir(parents=True)  # other projects exist
+    huge = "9" * 300
+    _, odd = worker.store.request_job(huge, "rank", "test")
+    _, fine = worker.store.request_job("2", "rank", "test")
+    worker.tick()  # raised before
+    assert worker.store.jobs(huge)[0]["state"] == "failed"
+    assert "too long" in worker.store.jobs(huge)[0]["error"]
+    assert worker.store.jobs("2")[0]["state"] == "running" and len(starter.jobs) == 1
+    worker.tick()  # and again: nothing left running, nothing raised
+    assert [j["state"] for j in worker.store.jobs()] == ["failed", "running"]
+
+
+def test_a_job_whose_folder_cannot_be_named_fails_with_the_reason(tmp_path, sink, starter,
+                                                                  monkeypatch):
+    from label_assistant.workspace import Workspace
+
+    def no_folder(self, project, job_id, attempt, kind="train"):
+        raise OSError(f"no folder for project {project}")
+
+    worker = make_worker(tmp_path, sink, starter)
+    _, job_id = worker.store.request_job("1", "rank", "test")
+    monkeypatch.setattr(Workspace, "job_dir", no_folder)
+    worker.jobs.manage()
+    (job,) = worker.store.jobs("1")
+    assert job["state"] == "failed" and "no folder for project 1" in job["error"]
+    assert starter.jobs == []
+
+
+def test_a_config_that_does_not_parse_is_never_stored(tmp_path, sink, starter):
+    """A webhook's broken label_config replaced the project's config before it was checked;
+    the event failed, and so did every later /predict of the project."""
+    worker = make_worker(tmp_path, sink, starter)
+    good = created(1, 1)
+    worker.store.upsert_project("1", label_config=good["project"]["label_config"])
+    broken = created(2, 2)
+    broken["project"]["label_config"] = "<View"
+    event_id = post(worker, broken)  # stored before the app checked configs
+    worker.tick()
+    assert worker.store.get_event(event_id)["state"] == "done"
+    assert worker.store.get_project("1")["label_config"] == good["project"]["label_config"]
+    (row,) = worker.store.annotations("1")
+    assert row["state"] == "quarantined" and row["config_hash"] is None
+    assert "label config sent with the event can't be used" in row["findings"]["reasons"][0]
+    post(worker, good)  # the project still works
+    worker.tick()
+    assert worker.store.annotations("1", annotation_id=1)[0]["state"] == "admitted"
+
+
+def test_an_annotation_of_a_project_without_a_config_is_quarantined(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    body = created(1, 1)
+    body["project"] = {"id": 4}
+    event_id = post(worker, body)
+    worker.tick()
+    assert worker.store.get_event(event_id)["state"] == "done"
+    (row,) = worker.store.annotations("4")
+    assert row["state"] == "quarantined"
+    assert "no label config known for project 4" in row["findings"]["reasons"][0]
+
+
+def test_a_body_with_a_byte_order_mark_is_processed(tmp_path, sink, starter):
+    """The app accepted a UTF-8 BOM, the store kept it, the worker's json.loads refused it."""
+    worker = make_worker(tmp_path, sink, starter)
+    event_id = worker.store.record_event(
+        "1", "ANNOTATION_CREATED", b"\xef\xbb\xbf" + json.dumps(created(1, 1)).encode())
+    worker.tick()
+    assert worker.store.get_event(event_id)["state"] == "done"
+    assert worker.store.annotations("1")[0]["state"] == "admitted"
+
 @pytest.mark.slow
 def test_killing_the_worker_process_loses_nothing(tmp_path):
     workdir = tmp_path / "work"

@@ -195,3 +195,67 @@ def test_classes_in_first_appearance_order(brush, poly, bg_at, ws):
     assert [cfg.class_index(v) for v in expected] == list(range(1, len(expected) + 1))
     assert cfg.class_index("Background") == 0
     assert cfg.config_hash == config_hash(re.sub(r">\s+<", "><", xml))
+
+
+# --- configs from the network (issue: fuzzing the backend) --------------------------------
+
+_NAMESPACED = (
+    '<v:View xmlns:v="urn:x"><v:Image name="image" value="$image"/><v:BrushLabels name="tag" '
+    'toName="image"><v:Label value="Background"/><v:Label value="Cell"/></v:BrushLabels>'
+    "</v:View>"
+)
+
+
+def test_a_namespaced_config_reads_as_its_local_names():
+    """Was a KeyError (in ``Control.result_type``) on the first use of its brush control."""
+    config = parse_label_config(_NAMESPACED)
+    assert config.brush_control is not None
+    assert config.brush_control.type == "BrushLabels"
+    assert config.brush_control.result_type == "brushlabels"
+    assert config.class_names == ("Cell",)
+
+
+def test_entity_expansion_is_refused_cheaply():
+    """A "billion laughs" (10^9 expansions) is refused at its DTD, without expanding."""
+    import time
+
+    laughs = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+              + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+                        for i in range(1, 10))
+              + ']><View><Image name="image" value="$image"/><BrushLabels name="tag" '
+              'toName="image"><Label value="Background"/><Label value="&lol9;"/></BrushLabels>'
+              "</View>")
+    external = ('<!DOCTYPE v [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+                + SIMPLE.replace('value="Cell"', 'value="&e;"'))
+    for xml in (laughs, external):
+        started = time.perf_counter()
+        with pytest.raises(LabelConfigError, match="DTD"):
+            parse_label_config(xml)
+        assert time.perf_counter() - started < 0.5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.text(max_size=60),
+    st.lists(st.sampled_from(["<View>", "</View>", '<Image name="image" value="$image"/>',
+                              '<Image name="image" value="$image">', "<Image/>",
+                              '<BrushLabels name="tag" toName="image">', "</BrushLabels>",
+                              '<Label value="Background"/>', '<Label value="Cell"/>',
+                              '<Label value="Cell" alias="Background"/>', "<Label/>",
+                              '<Label value="Background" alias="Cell"/>', '<x:a xmlns:x="u">',
+                              "</x:a>", "<!-- c -->", "<?pi x?>", "&amp;", "&bogus;", "\x00",
+                              '<PolygonLabels name="tag" toName="image">', "</PolygonLabels>",
+                              '<v:BrushLabels xmlns:v="u" name="b" toName="image">',
+                              "</v:BrushLabels>"]),
+             max_size=12).map("".join)))
+def test_anything_unusable_is_a_label_config_error(xml):
+    """The contract: a LabelConfig, or LabelConfigError, for any text (never another error)."""
+    try:
+        config = parse_label_config(xml)
+    except LabelConfigError:
+        return
+    assert config.to_name and config.controls
+    for control in config.controls:
+        assert control.result_type in ("brushlabels", "polygonlabels")
+    for label in config.labels:
+        assert config.class_index(label) in range(config.n_classes + 1)

@@ -4,6 +4,11 @@ The classes of every label map come from here: background is the label named
 ``background_label`` (``"Background"`` by default) and gets index 0; the other labels of the
 ``BrushLabels`` / ``PolygonLabels`` controls on the image are classes 1..K in config order
 (first appearance across controls). Other controls (Choices, TextArea, ...) are ignored.
+
+Configs come from the network (``/setup``, ``/predict``, webhooks): they are parsed with
+entity expansion and DTDs refused (:mod:`defusedxml`: no "billion laughs", no external
+entities), and anything the parser can't use is a :class:`LabelConfigError`, never another
+exception.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as _safe_fromstring
 
 from label_assistant.labelmap import BACKGROUND, MAX_CLASSES
 
@@ -120,9 +128,13 @@ def config_hash(xml: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _local(tag: object) -> str:
+def _tag_name(tag: object) -> str:
     # Comments and processing instructions have a non-str tag; namespaces are dropped.
-    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _local(tag: object) -> str:
+    return _tag_name(tag).lower()
 
 
 def _names(attr: str | None) -> tuple[str, ...]:
@@ -136,14 +148,30 @@ def parse_label_config(
 
     ``image_name`` picks the ``Image`` tag when the config has several. Controls pointing at
     another image are ignored; a control pointing at no image of the config is an error.
-    Tag names are matched case-insensitively, as Label Studio does.
+    Tag names are matched case-insensitively, as Label Studio does; XML namespaces are
+    dropped. A DTD (``<!DOCTYPE>``, entities) is refused.
     """
     if not isinstance(xml, str) or not xml.strip():
         raise LabelConfigError("the label config is empty")
     try:
-        root = ET.fromstring(xml)
+        return _parse(xml, background_label, image_name)
+    except LabelConfigError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError,
+            RecursionError) as e:  # the contract: a config this parser can't use says so
+        raise LabelConfigError(f"the label config can't be read ({type(e).__name__}: "
+                               f"{str(e)[:200]})") from None
+
+
+def _parse(xml: str, background_label: str, image_name: str | None) -> LabelConfig:
+    try:
+        root = _safe_fromstring(xml, forbid_dtd=True)
     except ET.ParseError as e:
         raise LabelConfigError(f"the label config is not XML ({e})") from None
+    except DefusedXmlException as e:
+        raise LabelConfigError(
+            f"the label config has a DTD or entity declarations, which are not allowed "
+            f"({type(e).__name__})") from None
     elements = list(root.iter())
 
     images = [el for el in elements if _local(el.tag) == "image"]
@@ -202,7 +230,7 @@ def parse_label_config(
                     aliases.append((lab.get("alias"), label))
         if not labels:
             raise LabelConfigError(f"control {name!r} has no <Label>")
-        controls.append(Control(name, el.tag, targets, tuple(labels)))
+        controls.append(Control(name, _tag_name(el.tag), targets, tuple(labels)))
 
     if not controls:
         raise LabelConfigError(

@@ -14,7 +14,9 @@ A job is a folder (:meth:`~label_assistant.workspace.Workspace.job_dir`) with
 the worker) starts queued jobs (one running per project and kind; the store coalesces
 requests), notices ends, reruns a job whose process died without a final status once, then
 fails it with the reason; a ranking job that failed (Label Studio down) is retried after
-:data:`RANK_RETRY` seconds, up to :data:`MAX_RANK_ATTEMPTS` runs.
+:data:`RANK_RETRY` seconds, up to :data:`MAX_RANK_ATTEMPTS` runs. A job that can't be
+started (its folder can't be named or made, its request can't be built) fails alone, with
+the reason: nothing one job raises stops the supervision of the others.
 """
 
 from __future__ import annotations
@@ -58,14 +60,19 @@ class JobHandle(Protocol):
 JobStarter = Callable[[Path], JobHandle]
 
 
-def start_process(job_dir: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """Start ``python -m label_assistant.ml_backend.jobs JOB_DIR``; output to its log."""
+def start_process(job_dir: Path, env: Mapping[str, str] | None = None,
+                  nice: int = 0) -> subprocess.Popen:
+    """Start ``python -m label_assistant.ml_backend.jobs JOB_DIR``; output to its log.
+
+    ``nice`` lowers its priority (``LA_JOB_NICE``): a training job then takes the cores
+    ``/predict`` leaves idle instead of sharing them (bench_load)."""
     job_dir = Path(job_dir)
     with open(job_dir / LOG_FILE, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "label_assistant.ml_backend.jobs", str(job_dir)],
             stdout=out, stderr=subprocess.STDOUT, env=None if env is None else dict(env),
             start_new_session=True,  # a Ctrl-C in the parent's terminal doesn't kill it
+            preexec_fn=(lambda: os.nice(nice)) if nice > 0 else None,
         )
 
 
@@ -116,7 +123,11 @@ class Supervisor:
                 log.exception("project %s job %d: supervision failed", job["project"],
                               job["id"])
         for job in self.store.startable_jobs():
-            self.start(job)
+            try:
+                self.start(job)
+            except Exception:  # start() fails a job it can't start; this is the last guard
+                log.exception("project %s job %d: starting it failed", job["project"],
+                              job["id"])
 
     def _watch(self, job: Mapping[str, Any]) -> None:
         status = self._status(job)
@@ -139,7 +150,12 @@ class Supervisor:
 
     @staticmethod
     def _status(job: Mapping[str, Any]) -> JobStatus:
-        return read_status(Path(job["job_dir"])) if job["job_dir"] else JobStatus("missing")
+        if not job["job_dir"]:
+            return JobStatus("missing")
+        try:
+            return read_status(Path(job["job_dir"]))
+        except OSError:  # a folder that can't be read (or named): no status
+            return JobStatus("missing")
 
     def _alive(self, job: Mapping[str, Any]) -> bool:
         handle = self._handles.get(job["id"])
@@ -181,21 +197,29 @@ class Supervisor:
             log.info("project %s: follow-up %s %d queued", job["project"], what, followup)
 
     def start(self, job: Mapping[str, Any]) -> None:
+        """Claim a queued job and start its process; a job that can't be started ends
+        ``failed`` with the reason (never left ``running``)."""
         project = job["project"]
-        job_dir = self.settings.workspace.job_dir(project, job["id"], job["attempts"] + 1,
-                                                  job["kind"])
-        claimed = self.store.claim_job(job["id"], str(job_dir))
+        try:
+            job_dir: Path | None = self.settings.workspace.job_dir(
+                project, job["id"], job["attempts"] + 1, job["kind"])
+            problem = None
+        except Exception as error:  # its folder can't even be named: it fails, claimed
+            job_dir, problem = None, error
+        claimed = self.store.claim_job(job["id"], str(job_dir) if job_dir else "")
         if claimed is None:
             return
         try:
+            if problem is not None:
+                raise problem
             request = self.request_of(project, claimed)
             write_request(job_dir, request)
             handle = self.starter(job_dir)
         except Exception as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            reason = _reason(error)
+            self.store.finish_job(job["id"], "failed", error=reason)  # first: never left running
             log.error("project %s job %d can't start, current version stays %s: %s", project,
                       job["id"], self.current(project), reason)
-            self.store.finish_job(job["id"], "failed", error=reason)
             return
         self._handles[job["id"]] = handle
         self.store.set_job_pid(job["id"], handle.pid)
@@ -205,8 +229,21 @@ class Supervisor:
                  handle.pid, what, self.current(project), job_dir)
 
     def current(self, project: str) -> str:
-        """The project's current model version id (what predictions use now), for logs."""
-        return self.settings.workspace.registry(project).current_id() or "no version"
+        """The project's current model version id (what predictions use now), for logs;
+        never raises (it is called while handling errors)."""
+        try:
+            return self.settings.workspace.registry(project).current_id() or "no version"
+        except Exception as error:
+            return f"unknown ({type(error).__name__})"
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as the one-line reason a failed job records."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, OSError) or not first:
+        first = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return first[:500]
 
 
 # --- the ranking job (in its own process) -----------------------------------------------------

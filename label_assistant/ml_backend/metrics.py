@@ -149,7 +149,10 @@ class StoreCollector:
             running_gauge.add_metric([p], int(job is not None))
             value = 0.0
             if job is not None and job["job_dir"]:
-                value = float(read_status(Path(job["job_dir"])).progress or 0.0)
+                try:  # a status that can't be read (or a folder that can't be named) is 0
+                    value = float(read_status(Path(job["job_dir"])).progress or 0.0)
+                except (OSError, ValueError, TypeError):
+                    value = 0.0
             progress.add_metric([p], value)
             followup.add_metric([p], int(bool(job and job["followup"])))
         yield from (running_gauge, progress, followup)
@@ -172,7 +175,10 @@ class StoreCollector:
                                     labels=["project"])
         workspace = Workspace(self.workdir)
         for p in projects:
-            version = workspace.registry(p).current_id()
+            try:  # one project's unreadable registry must not take the page down
+                version = workspace.registry(p).current_id()
+            except (OSError, ValueError):
+                version = None
             if version:
                 versions.add_metric([p, version], 1)
             digits = (version or "").lstrip("v")

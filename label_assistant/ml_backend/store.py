@@ -212,6 +212,26 @@ class Event:
         return data if isinstance(data, dict) else {}
 
 
+def _event_text(payload: str | bytes) -> str:
+    """An event's payload as text to store: UTF-8 (an optional BOM dropped), nothing else."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        try:
+            payload = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"an event payload must be UTF-8 ({error.reason} at byte "
+                             f"{error.start})") from None
+    if not isinstance(payload, str):
+        raise ValueError(f"an event payload is JSON text, not {type(payload).__name__}")
+    payload = payload.removeprefix("\ufeff")
+    try:
+        if not payload.isascii():  # an ASCII text is UTF-8 already (the common case: fast)
+            payload.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"an event payload must be valid Unicode ({error.reason} at "
+                         f"character {error.start})") from None
+    return payload
+
+
 #: Seconds a statement keeps trying while another connection holds the write lock.
 BUSY_DEADLINE = 30.0
 
@@ -342,9 +362,13 @@ class Store:
     # --- events --------------------------------------------------------------------------------
 
     def record_event(self, project: str, action: str, payload: str | bytes) -> int:
-        """Store an event durably (committed and fsynced when this returns); its id."""
-        if isinstance(payload, bytes):
-            payload = payload.decode("utf-8")
+        """Store an event durably (committed and fsynced when this returns); its id.
+
+        ``payload`` is the JSON text, or its UTF-8 bytes; a leading byte order mark is
+        dropped (the worker's ``json.loads`` refuses one). :class:`ValueError` for bytes that
+        are not UTF-8 or text that can't be stored as UTF-8 (a lone surrogate).
+        """
+        payload = _event_text(payload)
         now = time.time()
         cursor = self._execute(
             "INSERT INTO events (project, action, payload, received_at, updated) "

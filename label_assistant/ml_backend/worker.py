@@ -16,7 +16,9 @@ Per event (claimed from the store, oldest first):
   the config, another image size) or whose image can't be fetched is quarantined with that
   reason. The image and the cleaned label map are stored in the project's intake folders
   (:class:`~label_assistant.workspace.Workspace`); the new revision supersedes the
-  annotation's earlier ones. A cancelled (skipped) annotation counts as deleted.
+  annotation's earlier ones. A cancelled (skipped) annotation counts as deleted. The label
+  config an event carries becomes the project's only if it parses; an event whose config
+  can't be used (or a project with none) is quarantined with that reason.
 - ``ANNOTATIONS_DELETED``: every revision of those annotations is marked deleted.
 - ``START_TRAINING`` (and legacy ``/train``): a training request.
 
@@ -58,7 +60,12 @@ from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
 from label_assistant.ml_backend.jobs import JobStarter, Supervisor, rank_request, start_process
 from label_assistant.ml_backend.origin import project_origin
 from label_assistant.ml_backend.prelabels import Prelabels
-from label_assistant.ml_backend.protocol import load_label_config, task_image_url
+from label_assistant.ml_backend.protocol import (
+    TaskError,
+    load_label_config,
+    object_id,
+    task_image_url,
+)
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.ml_backend.sinks import Sink, load_sink
 from label_assistant.ml_backend.store import Event, Store
@@ -86,6 +93,12 @@ def decide(results: Any, config: LabelConfig, height: int, width: int, *,
     except AnnotationError as error:
         return refused("unreadable", f"The annotation can't be read: {error}",
                        config_hash=config.config_hash)
+    except (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError) as error:
+        # Results are whatever Label Studio (or anyone) sent: a decoder that trips over them
+        # quarantines the annotation with the reason instead of failing the event.
+        log.warning("an annotation the decoder can't handle", exc_info=True)
+        return refused("unreadable", f"The annotation can't be read ({type(error).__name__}: "
+                       f"{error})", config_hash=config.config_hash)
     return gate(decoded.label_map, class_names=list(config.class_names),
                 instances=decoded.instances, conflicts=decoded.conflicts,
                 probabilities=probabilities, inspection=inspection,
@@ -121,9 +134,11 @@ class Worker:
         self.prelabels = prelabels or Prelabels(settings.workspace, device=settings.device,
                                                 default_tile=settings.predict_tile)
         env = {**os.environ, **settings.to_env()}
-        self.jobs = Supervisor(settings, self.store,
-                               job_starter or (lambda job_dir: start_process(job_dir, env)),
-                               self.job_request)
+
+        def start(job_dir: Path) -> Any:
+            return start_process(job_dir, env, settings.job_nice)
+
+        self.jobs = Supervisor(settings, self.store, job_starter or start, self.job_request)
         self.wake = threading.Event()  # set by an in-process app when an event arrives
         self._serving_retry: dict[str, float] = {}
 
@@ -196,10 +211,12 @@ class Worker:
         if event.action in ANNOTATION_ACTIONS:
             self._annotation(event, payload)
         elif event.action == "ANNOTATIONS_DELETED":
-            for item in payload.get("annotations") or []:
-                if isinstance(item, dict) and item.get("id") is not None:
-                    self.store.delete_annotation(event.project, int(item["id"]), event.id,
-                                                 finish_event=False)
+            ids = [object_id(item["id"], "annotations[].id")
+                   for item in payload.get("annotations") or []
+                   if isinstance(item, dict) and item.get("id") is not None]
+            for annotation_id in ids:
+                self.store.delete_annotation(event.project, annotation_id, event.id,
+                                             finish_event=False)
             self.store.finish_event(event.id, "done")
         elif event.action == "START_TRAINING":
             self.request_training(event.project, "requested")
@@ -208,18 +225,30 @@ class Worker:
             self.store.finish_event(event.id, "done", f"action {event.action} is ignored")
 
     def _label_config(self, project: str, payload: dict[str, Any]) -> LabelConfig:
-        xml = None
+        """The event's label config (webhooks carry the project's current one), else the
+        project's stored one; :class:`LabelConfigError` when neither can be used. A config
+        that parses becomes the store's copy (training uses it); one that doesn't never
+        replaces it."""
         row = self.store.get_project(project)
-        if isinstance(payload.get("project"), dict):
-            xml = payload["project"].get("label_config")
-            if isinstance(xml, str) and xml and (row is None or row["label_config"] != xml):
-                # Webhooks carry the current config: keep the store's copy (used by training).
-                self.store.upsert_project(project, label_config=xml)
-        if not xml and row:
-            xml = row["label_config"]
-        if not isinstance(xml, str) or not xml:
+        sent = payload["project"].get("label_config") \
+            if isinstance(payload.get("project"), dict) else None
+        if isinstance(sent, str) and sent.strip():
+            try:
+                config = load_label_config(sent, self.settings.background_label)
+            except LabelConfigError as error:
+                raise LabelConfigError(f"the label config sent with the event can't be used: "
+                                       f"{error}") from None
+            if row is None or row["label_config"] != sent:
+                self.store.upsert_project(project, label_config=sent)
+            return config
+        xml = row["label_config"] if row else None
+        if not isinstance(xml, str) or not xml.strip():
             raise LabelConfigError(f"no label config known for project {project}")
-        return load_label_config(xml, self.settings.background_label)
+        try:
+            return load_label_config(xml, self.settings.background_label)
+        except LabelConfigError as error:
+            raise LabelConfigError(f"the project's label config can't be used: "
+                                   f"{error}") from None
 
     def fetcher(self, project: str) -> ImageFetcher:
         origin = project_origin(self.settings, self.store.get_project(project))
@@ -229,17 +258,25 @@ class Worker:
         annotation, task = payload.get("annotation"), payload.get("task")
         if not isinstance(annotation, dict) or annotation.get("id") is None:
             raise ValueError("the event has no annotation.id")
-        annotation_id = int(annotation["id"])
+        # The app checked the ids (events stored before it did may still fail here, clearly).
+        annotation_id = object_id(annotation["id"], "annotation.id")
         if not isinstance(task, dict):
             task = {"id": annotation.get("task")}
         task_id = task.get("id") if task.get("id") is not None else annotation.get("task")
+        if task_id is not None:
+            task_id = object_id(task_id, "task.id")
         project = event.project
         if annotation.get("was_cancelled"):
             self.store.delete_annotation(project, annotation_id, event.id)
             return
-        config = self._label_config(project, payload)
         workspace = self.settings.workspace
         image_path = None
+        try:
+            config = self._label_config(project, payload)
+        except LabelConfigError as error:  # nothing to decode it with: quarantined, and why
+            self._record(event, project, task_id, annotation_id, None,
+                         refused("label_config", f"The annotation can't be read: {error}"))
+            return
         try:
             fetched = self.fetcher(project).fetch_image(task_image_url(task, config))
         except FetchError as error:
@@ -247,8 +284,10 @@ class Worker:
                 raise _Retry(str(error)) from None
             decision = refused("image_unavailable", f"The task image can't be used: {error}",
                                config_hash=config.config_hash)
-        except ValueError as error:  # no image field in the task
-            decision = refused("image_unavailable", str(error), config_hash=config.config_hash)
+        except ValueError as error:  # no image field in the task, a URL that isn't one
+            message = str(error) if isinstance(error, TaskError) else \
+                f"The task image can't be used: {error}"
+            decision = refused("image_unavailable", message, config_hash=config.config_hash)
         else:
             height, width = fetched.image.shape[:2]
             decision = decide(annotation.get("result") or [], config, height, width,
@@ -260,21 +299,31 @@ class Worker:
             if not image_file.exists():
                 write_atomic(image_file, fetched.data, durable=True)
             image_path = str(image_file)
+        stored = self._record(event, project, task_id, annotation_id, config, decision,
+                              image_path)
+        if stored == "admitted" and self.settings.train_after > 0 \
+                and self.store.admitted_since_job(project) >= self.settings.train_after:
+            self.request_training(project, "admitted")
+
+    def _record(self, event: Event, project: str, task_id: int | None, annotation_id: int,
+                config: LabelConfig | None, decision: Decision, image_path: str | None = None
+                ) -> str:
+        """Store the decision as the annotation's new revision (the event is done with it);
+        the state stored."""
         label_path = None
         if decision.label_map is not None:
-            label_file = workspace.intake_labels(project) / f"a{annotation_id}-e{event.id}.png"
+            label_file = self.settings.workspace.intake_labels(project) / \
+                f"a{annotation_id}-e{event.id}.png"
             write_atomic(label_file, _png(decision.label_map), durable=True)
             label_path = str(label_file)
         report = {**decision.report, "state": decision.state, "event": event.id}
         _, stored = self.store.record_annotation(
             project, task_id=task_id, annotation_id=annotation_id, event_id=event.id,
             state=decision.state, findings=report, image_path=image_path, label_path=label_path,
-            config_hash=config.config_hash)
+            config_hash=config.config_hash if config is not None else None)
         log.info("project %s task %s annotation %s: %s%s", project, task_id, annotation_id,
                  stored, "" if decision.admitted else f" ({'; '.join(report['reasons'])})")
-        if stored == "admitted" and self.settings.train_after > 0 \
-                and self.store.admitted_since_job(project) >= self.settings.train_after:
-            self.request_training(project, "admitted")
+        return stored
 
     def serving_probabilities(self, project: str, config: LabelConfig, image: np.ndarray
                               ) -> np.ndarray | None:
@@ -368,7 +417,11 @@ class Worker:
         pre-labels at the head of the order."""
         now = time.time()
         for project in self.store.project_ids():
-            serving = self.settings.workspace.registry(project).serving()
+            try:
+                serving = self.settings.workspace.registry(project).serving()
+            except OSError as error:  # one project's registry can't be read: the others go on
+                log.warning("project %s: can't read which version serves (%s)", project, error)
+                continue
             row = self.store.get_project(project)
             if row is None or serving == (row["announced"] or OTSU):
                 continue
@@ -385,6 +438,20 @@ class Worker:
 
 
 # --- process entry point -----------------------------------------------------------------------
+
+
+def clean_registries(workspace: Any) -> int:
+    """Remove what killed publishes left in the model registry of every project (``.tmp-*``
+    entries); how many. Safe while jobs run: :meth:`~label_assistant.model.registry.
+    ModelRegistry.cleanup_incomplete` takes the registry's lock, which a job holds while it
+    publishes, so a publish in progress is waited for, never removed."""
+    removed = 0
+    for project in workspace.project_ids_with_models():
+        try:
+            removed += len(workspace.registry(project).cleanup_incomplete())
+        except OSError as error:
+            log.warning("project %s: can't clean its model registry (%s)", project, error)
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("worker started on %s", settings.workdir)
+    if removed := clean_registries(settings.workspace):  # before any job of this worker
+        log.warning("removed %d incomplete model version(s) left by killed publishes", removed)
     worker.run(stop)
     return 0
 
