@@ -64,7 +64,7 @@ from label_assistant.ml_backend.protocol import (
     setup_token,
 )
 from label_assistant.ml_backend.settings import Settings
-from label_assistant.ml_backend.sinks import Sink
+from label_assistant.ml_backend.sinks import Sink, authorize_webhook
 from label_assistant.ml_backend.store import Store
 from label_assistant.ml_backend.worker import HANDLED_ACTIONS, Worker
 
@@ -290,7 +290,20 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
                 warmed.add(key)
                 threading.Thread(target=predictor.warm_up, args=(project, config),
                                  name=f"warm-up-{project}", daemon=True).start()
+        if settings.basic_auth_user and request.headers.get("Authorization"):
+            # Label Studio does not send the credentials with annotation events: its webhook
+            # to us gets them (sinks.authorize_webhook), off the request path (3 s budget).
+            threading.Thread(target=_authorize_webhook, daemon=True, name=f"webhook-{project}",
+                             args=(project, request.host_url,
+                                   request.headers["Authorization"])).start()
         return jsonify(model_version=predictor.version_hint(project, config))
+
+    def _authorize_webhook(project: str, backend_url: str, authorization: str) -> None:
+        try:
+            authorize_webhook(settings, store, project, backend_url, authorization)
+        except Exception as error:  # Label Studio down: the next /setup tries again
+            log.warning("project %s: can't give the webhook its credentials: %s", project,
+                        error)
 
     @app.post("/predict")
     def predict() -> Response:

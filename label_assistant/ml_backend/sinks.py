@@ -166,6 +166,31 @@ class ProjectSinks:
                  outcome)
 
 
+def authorize_webhook(settings: Settings, store: Any, project_id: int | str, backend_url: str,
+                      authorization: str, client_factory: Callable[..., Any] | None = None
+                      ) -> int | None:
+    """Give the project's webhook to this backend (``<backend_url>/webhook``) the
+    ``Authorization`` header Label Studio sends with ``/setup``: Label Studio 1.23.2 sends the
+    basic-auth credentials of "Connect Model" with ``/setup``, ``/predict`` and interactive
+    calls, but not with the annotation events, which go through that webhook (measured,
+    ``tests/test_backend_e2e.py``). Runs after an authenticated ``/setup``, off the request
+    path; the webhook's id, or None (no Label Studio known, or no such webhook)."""
+    origin = project_origin(settings, store.get_project(str(project_id)))
+    if origin is None or not origin.token:
+        return None
+    if client_factory is None:
+        from label_assistant.labelstudio.client import LabelStudioClient
+
+        client_factory = LabelStudioClient
+    client = client_factory(origin.url, origin.token)
+    hook = client.ensure_webhook_headers(int(project_id), backend_url.rstrip("/") + "/webhook",
+                                         {"Authorization": authorization})
+    if hook is None:
+        log.warning("project %s: no webhook to %s/webhook in Label Studio: annotation events "
+                    "will not reach this backend", project_id, backend_url.rstrip("/"))
+    return hook
+
+
 def load_sink(settings: Settings, store: Any) -> Sink:
     """The sink named by ``settings.sink`` (``module:callable(settings, store)``); unset: each
     project's Label Studio (:class:`ProjectSinks`); ``none``: :class:`NullSink`."""
