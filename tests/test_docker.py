@@ -150,3 +150,11 @@ def test_hadolint_finds_nothing():
     done = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_runs_the_backend_with_auth_and_restarts_it():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    env = {k: _compose_value(v) for k, v in services["backend"]["environment"].items()}
+    assert env["LA_BASIC_AUTH_USER"] and env["LA_BASIC_AUTH_PASS"]
+    assert all(s["restart"] == "unless-stopped" for s in services.values())
+    assert services["backend"]["init"] is True

@@ -7,20 +7,42 @@ Two child processes: gunicorn (``--workers`` processes of ``--threads`` threads 
 environment (see :mod:`label_assistant.ml_backend.settings`); gunicorn also gets
 ``PROMETHEUS_MULTIPROC_DIR`` = ``W/metrics``, emptied at each start, so that ``/metrics``
 counts the requests of all its workers (see :mod:`label_assistant.ml_backend.metrics`).
-Ctrl-C or SIGTERM stops both; so does either one exiting. Training jobs run in their own
-sessions and are not stopped: the next worker picks their result up (or reruns a job that
-died).
+Ctrl-C or SIGTERM stops both (SIGTERM, then SIGKILL after :data:`STOP_TIMEOUT` seconds).
+Training jobs run in their own sessions and are not stopped: the next worker picks their
+result up (or reruns a job that died).
+
+Children never outlive ``serve`` (Linux): each is started with ``PR_SET_PDEATHSIG`` =
+SIGKILL (:func:`~label_assistant.ml_backend.gunicorn_conf.die_with_parent`), and gunicorn's
+workers set the same towards their master (its ``post_fork`` hook). So a ``serve`` killed with
+SIGKILL (or the OOM killer) takes gunicorn and the worker with it at once, crash-only: nothing
+acknowledged is lost (events are committed before the answer, the worker redoes what it had
+claimed), and the port is free for the next ``serve`` at once. Elsewhere the children may
+outlive a killed ``serve``.
+
+Supervision: a child that ends without being asked to (killed, crashed, exited) is started
+again after a pause (:data:`RESTART_DELAY` seconds, doubling up to :data:`MAX_RESTART_DELAY`
+while it keeps ending), each time with a one-line message on stderr. More than
+``--max-restarts`` (default :data:`MAX_RESTARTS`) restarts of one child within
+:data:`RESTART_WINDOW` seconds means restarting doesn't help: ``serve`` stops the other child
+and exits 1 with a one-line reason; so does a child that fails at its first start (a non-zero
+exit within :data:`STARTUP_GRACE` seconds: a bad app, a bad setting), and
+``--max-restarts 0`` makes any child ending stop ``serve``. Under compose,
+``restart: unless-stopped`` then starts the container again.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +50,17 @@ from label_assistant.cli.common import CliError
 
 #: Seconds the children get to stop after SIGTERM before they are killed.
 STOP_TIMEOUT = 15.0
+#: Restarts of one child allowed within :data:`RESTART_WINDOW` seconds (``--max-restarts``).
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+#: Seconds before a child that ended is started again; doubled for each recent restart.
+RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 8.0
+#: A child exiting with a non-zero status this soon after serve started it for the first
+#: time failed to start: restarting it would only repeat that.
+STARTUP_GRACE = 60.0
+#: Seconds serve waits for its port to be free (a killed predecessor's children closing).
+PORT_WAIT = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "/predict; default 120)")
     p.add_argument("--no-worker", action="store_true",
                    help="serve only; run the worker elsewhere")
+    p.add_argument("--max-restarts", type=int, default=MAX_RESTARTS,
+                   help="restarts of a child (gunicorn, the worker) that ended by itself, "
+                   f"within {RESTART_WINDOW:.0f} s, before serve gives up and exits 1; 0: any "
+                   f"child ending stops serve (default {MAX_RESTARTS})")
     p.set_defaults(run=run)
 
 
@@ -103,14 +140,20 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--port must be in 1..65535, got {args.port}")
     if args.workers < 1 or args.threads < 1:
         raise CliError("--workers and --threads must be >= 1")
+    if args.max_restarts < 0:
+        raise CliError(f"--max-restarts must be >= 0, got {args.max_restarts}")
     try:
         settings = Settings.from_env(workdir=Path(args.workdir).resolve())
         check_settings(settings)  # half a basic-auth setting would leave the backend open
         settings.load_inspection_config()  # a bad file fails here, not in every child
         settings.training_config()
         settings.workdir.mkdir(parents=True, exist_ok=True)
-        metrics_dir = fresh_metrics_dir(settings.workdir)
     except (SettingsError, ValueError, OSError) as error:
+        raise CliError(str(error)) from None
+    _wait_port_free(args.host, args.port)  # before touching what a running server uses
+    try:
+        metrics_dir = fresh_metrics_dir(settings.workdir)
+    except OSError as error:
         raise CliError(str(error)) from None
     args.workdir = settings.workdir
     env = {**os.environ, **settings.to_env()}
@@ -123,22 +166,114 @@ def run(args: argparse.Namespace) -> int:
         stopping["signal"] = signum
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    children: list[subprocess.Popen] = []
+    children: list[Child] = []
+    reason = None
     try:
         if worker_cmd:
-            children.append(subprocess.Popen(worker_cmd, env=env))
-        children.append(subprocess.Popen(web_cmd, env=web_env))
+            children.append(Child("the worker", worker_cmd, env))
+        children.append(Child("gunicorn", web_cmd, web_env))
+        for child in children:
+            child.start()
         print(f"label-assistant serve: http://{args.host}:{args.port} (work dir "
               f"{settings.workdir}); Ctrl-C stops", file=sys.stderr, flush=True)
-        while stopping["signal"] is None and all(c.poll() is None for c in children):
-            time.sleep(0.2)
+        while stopping["signal"] is None and reason is None:
+            reason = _supervise(children, args.max_restarts)
+            time.sleep(0.1)
+        if reason is not None:
+            print(f"label-assistant serve: {reason}; stopping", file=sys.stderr, flush=True)
     finally:
-        code = _stop(children)
+        _stop([c.proc for c in children if c.proc is not None])
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if stopping["signal"] is not None:
-        return 0
-    return code or 1  # a child ended by itself: that is an error
+    return 0 if reason is None else 1
+
+
+class Child:
+    """A child process of serve, started again after it ended (see :func:`_supervise`)."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        self.name, self.cmd, self.env = name, cmd, env
+        self.proc: subprocess.Popen | None = None
+        self.first_start: float | None = None
+        self.restarts: deque[float] = deque()  # when, within RESTART_WINDOW
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        # The kernel kills the child when serve dies, however it dies (Linux; no-op else).
+        from label_assistant.ml_backend.gunicorn_conf import _prctl, die_with_parent
+
+        _prctl()  # looked up here, not between fork and exec
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env,
+            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL, os.getpid()))
+        self.restart_at = None
+        if self.first_start is None:
+            self.first_start = time.monotonic()
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _supervise(children: list[Child], max_restarts: int) -> str | None:
+    """One look at the children: schedule restarts of those that ended, start those due.
+    The reason to stop serve, or None."""
+    now = time.monotonic()
+    for child in children:
+        if child.proc is not None and (code := child.proc.poll()) is not None:
+            pid, child.proc = child.proc.pid, None
+            what = f"{child.name} (pid {pid}) {_ended(code)}"
+            if code > 0 and len(child.restarts) == 0 and child.first_start is not None \
+                    and now - child.first_start < STARTUP_GRACE:
+                return f"{what} at start-up (see its messages above)"
+            while child.restarts and now - child.restarts[0] > RESTART_WINDOW:
+                child.restarts.popleft()
+            if len(child.restarts) >= max_restarts:
+                return (f"{what}, after {len(child.restarts)} restart(s) within "
+                        f"{RESTART_WINDOW:.0f} s" if max_restarts else what)
+            delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** len(child.restarts))
+            child.restarts.append(now)
+            child.restart_at = now + delay
+            print(f"label-assistant serve: {what}; starting it again in {delay:.1f} s "
+                  f"(restart {len(child.restarts)} of at most {max_restarts} within "
+                  f"{RESTART_WINDOW:.0f} s)", file=sys.stderr, flush=True)
+        if child.proc is None and child.restart_at is not None and now >= child.restart_at:
+            try:
+                child.start()
+            except OSError as error:  # no memory for a fork, say
+                return f"{child.name} can't be started again: {error}"
+    return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (as gunicorn binds: with SO_REUSEADDR)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, IndexError):
+        return True  # gunicorn says what is wrong with the address
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as error:
+            return error.errno != errno.EADDRINUSE
+    return True
+
+
+def _wait_port_free(host: str, port: int) -> None:
+    """Wait up to :data:`PORT_WAIT` seconds for the port (the children of a killed serve may
+    still be closing it); a :class:`CliError` if it stays in use."""
+    deadline = time.monotonic() + PORT_WAIT
+    while not _port_free(host, port):
+        if time.monotonic() > deadline:
+            raise CliError(f"{host}:{port} is in use: another server listens there")
+        time.sleep(0.1)
 
 
 def _stop(children: list[subprocess.Popen]) -> int:
