@@ -10,8 +10,8 @@ touch the quality numbers:
   ``val_fraction=0`` (the weights kept are the epoch of lowest training loss). A config runs
   the budgets whose training pixels (S x batch x tile^2) stay within those of
   ``--equal-pixels`` steps of the baseline (batch 8, tile 256), so cheaper steps get more of
-  them (tile 128: 4x the steps, batch 4: 2x); the returned
-  weights are scored on a fixed test set with
+  them (tile 128: 4x the steps, batch 4: 2x; points beyond that already in the cache are
+  shown too). The returned weights are scored on a fixed test set with
   :class:`~label_assistant.model.predictor.Predictor` (tiling 512) and
   :func:`label_assistant.model.promotion.score`: mean Dice over all classes (Background
   included, the promotion score) and the Nucleus Dice. Otsu
@@ -23,7 +23,12 @@ touch the quality numbers:
   blocks of ``--time-steps`` steps, ``--time-repeats`` blocks per config after
   ``--warmup`` steps; blocks of all configs are interleaved (round robin), so a busy spell of
   the machine hits them all, and the **minimum** block mean is the s/step (median and max
-  are kept to show the noise).
+  are kept to show the noise). Blocks accumulate over runs in ``--timing-history``: the
+  minimum is taken over all of them (more chances to catch the machine quiet).
+
+Quality points are kept in ``--cache`` (keyed by config, budget, schedule, seed and split)
+and reused by later runs, so an interrupted run resumes; delete the file when the training
+code changes.
 
 Dice per minute at S = Dice after S steps / (S x s/step / 60). "Minutes to beat Otsu" is
 the smallest checkpoint whose mean Dice (all classes) exceeds Otsu's, in minutes of training.
@@ -34,12 +39,13 @@ min(3, n - 1) images train, the next min(2, rest) test. Every image is given 3 c
 (:func:`label_assistant.images.match_channels`; the colour policy of mixed projects).
 
     python benchmarks/bench_train_speed.py [--checkpoints 25,50,100,200]
-        [--equal-pixels 100] [--quick]
+        [--equal-pixels 50] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -54,7 +60,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, shared_data, write_results  # noqa: E402
+from _common import RESULTS, print_table, shared_data, write_results  # noqa: E402
 
 DATASET = "dsb2018_stage1_train_subset"
 CLASSES = ["Background", "Nucleus"]
@@ -198,6 +204,16 @@ def budgets(checkpoints: list[int], key: tuple[str, int, int], equal_pixels: int
     return [n for n in checkpoints if n * key[2] * key[1] ** 2 <= limit]
 
 
+def cache_key(key: tuple[str, int, int], steps: int, epochs: int, seed: int,
+              train_entries: list[dict[str, Any]], test_entries: list[dict[str, Any]]) -> str:
+    """What decides a quality point: config, budget, schedule, seed and the split."""
+    split = hashlib.sha256(json.dumps([[e["id"] for e in train_entries],
+                                       [e["id"] for e in test_entries]]).encode()).hexdigest()
+    encoder, tile, batch = key
+    return f"{encoder}|tile {tile}|batch {batch}|steps {steps}|epochs {epochs}|seed {seed}|" \
+           f"split {split[:12]}"
+
+
 # --- seconds per step ------------------------------------------------------------------------
 
 
@@ -256,8 +272,8 @@ class StepTimer:
 
 
 def time_candidates(cands: list[Candidate], train_set: list[Any], warmup: int, steps: int,
-                    repeats: int, seed: int) -> dict[str, dict[str, Any]]:
-    """s/step of every candidate: min, median and max block mean over interleaved repeats."""
+                    repeats: int, seed: int) -> dict[str, list[float]]:
+    """Block means (s/step) of every candidate, ``repeats`` blocks each, interleaved."""
     import torch
 
     timers = [StepTimer(c, train_set, seed) for c in cands]
@@ -271,10 +287,39 @@ def time_candidates(cands: list[Candidate], train_set: list[Any], warmup: int, s
         print(f"timing round {r + 1}/{repeats}: "
               + ", ".join(f"{t.candidate.name} {t.times[-1]:.2f}s" for t in timers), flush=True)
     torch.set_num_threads(2)
-    return {t.candidate.name: {"s_per_step": min(t.times),
-                               "s_per_step_median": statistics.median(t.times),
-                               "s_per_step_max": max(t.times),
-                               "blocks": [round(v, 3) for v in t.times]} for t in timers}
+    return {t.candidate.name: t.times for t in timers}
+
+
+def timing_key(c: Candidate) -> str:
+    return (f"{c.encoder}|tile {c.tile}|batch {c.batch}|threads {c.threads}|"
+            f"channels_last {c.channels_last}")
+
+
+def pool_timing(cands: list[Candidate], blocks: dict[str, list[float]], run: str,
+                history_path: Path | None) -> dict[str, dict[str, Any]]:
+    """s/step per candidate: the minimum block mean over this run's blocks and those of
+    earlier runs kept in ``history_path`` (this run's are added to it); median and max show
+    the noise."""
+    history: dict[str, list[dict[str, Any]]] = {}
+    if history_path is not None and history_path.is_file():
+        history = json.loads(history_path.read_text())
+    out = {}
+    for c in cands:
+        mine = blocks.get(c.name, [])
+        kept = history.setdefault(timing_key(c), [])
+        kept += [{"run": run, "s_per_step": round(v, 4)} for v in mine]
+        values = [b["s_per_step"] for b in kept] if history_path is not None else mine
+        if not values:
+            continue
+        out[c.name] = {"s_per_step": min(values), "s_per_step_median": statistics.median(values),
+                       "s_per_step_max": max(values), "blocks": len(values),
+                       "runs": len({b["run"] for b in kept}) if history_path else 1,
+                       "this_run": [round(v, 3) for v in mine],
+                       "this_run_min": min(mine) if mine else None}
+    if history_path is not None and blocks:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        history_path.write_text(json.dumps(history, indent=1) + "\n")
+    return out
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -286,6 +331,9 @@ def summarize(cand: Candidate, timing: dict[str, Any], curve: list[dict[str, Any
     row: dict[str, Any] = {"config": cand.name, **{k: v for k, v in asdict(cand).items()
                                                    if k != "name"},
                            "s_step": round(s, 3),
+                           "s_step_this_run": timing.get("this_run_min") and
+                           round(timing["this_run_min"], 3),
+                           "blocks": timing.get("blocks"),
                            "s_step_median": round(timing["s_per_step_median"], 3),
                            "noise": round(timing["s_per_step_median"] / s, 2),
                            "speed_x": round(base_s / s, 2) if base_s else None}
@@ -310,7 +358,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", default="25,50,100,200",
                         help="optimizer-step budgets, one train() run each")
-    parser.add_argument("--equal-pixels", type=int, default=100,
+    parser.add_argument("--equal-pixels", type=int, default=50,
                         help="run the budgets whose training pixels stay within those of this "
                              "many baseline steps (batch 8, tile 256); 0: all budgets")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per train() run")
@@ -322,6 +370,14 @@ def main() -> int:
                         help="comma-separated config names to run (default: all)")
     parser.add_argument("--only", choices=["all", "timing", "quality"], default="all")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=RESULTS / "bench_train_speed_cache.json",
+                        help="quality points kept between runs (they are deterministic); "
+                             "delete it when the training code changes")
+    parser.add_argument("--timing-history", type=Path,
+                        default=RESULTS / "bench_train_speed_timing.json",
+                        help="timed blocks of earlier runs: s/step is the minimum over all")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="recompute every quality point and use this run's timing only")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2 configs, 2+2 small images, few steps (< 1 min)")
     parser.add_argument("--out", type=Path, default=None)
@@ -358,16 +414,35 @@ def main() -> int:
     print(f"Otsu: mean Dice (all classes) {otsu['mean_dice']:.4f}, "
           f"Nucleus Dice {otsu['fg_dice']:.4f}", flush=True)
 
-    timing: dict[str, dict[str, Any]] = {}
+    blocks: dict[str, list[float]] = {}
     if args.only in ("all", "timing"):
-        timing = time_candidates(cands, train_set, args.warmup, args.time_steps,
+        blocks = time_candidates(cands, train_set, args.warmup, args.time_steps,
                                  args.time_repeats, args.seed)
+    history = None if args.quick or args.no_cache else args.timing_history
+    timing = pool_timing(cands, blocks, time.strftime("%Y-%m-%dT%H:%M:%S"), history)
     curves: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    cache_path = None if args.quick or args.no_cache else args.cache
+    cache: dict[str, dict[str, Any]] = {}
+    if cache_path is not None and cache_path.is_file():
+        cache = json.loads(cache_path.read_text())
     if args.only in ("all", "quality"):
         for key in dict.fromkeys(c.quality_key for c in cands):
             curves[key] = []
-            for steps in budgets(checkpoints, key, args.equal_pixels):
-                point = quality_run(key, steps, args.epochs, train_set, test_set, args.seed)
+            within = budgets(checkpoints, key, args.equal_pixels)
+            for steps in checkpoints:
+                tag = cache_key(key, steps, args.epochs, args.seed, train_entries, test_entries)
+                point = cache.get(tag)
+                if steps not in within and point is None:
+                    continue  # beyond the equal-pixels budget (shown when cached)
+                if point is None:
+                    point = quality_run(key, steps, args.epochs, train_set, test_set,
+                                        args.seed)
+                    cache[tag] = point
+                    if cache_path is not None:
+                        cache_path.parent.mkdir(parents=True, exist_ok=True)
+                        cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+                else:
+                    point = {**point, "cached": True}
                 curves[key].append(point)
                 print(f"quality {key} {point}", flush=True)
     torch.set_num_threads(2)
@@ -385,8 +460,10 @@ def main() -> int:
     path = write_results(name, rows, extra, args.out)
     print(f"\nOtsu: mean Dice (all classes) {otsu['mean_dice']:.4f}, "
           f"Nucleus Dice {otsu['fg_dice']:.4f}")
-    print("\nSpeed (s/step = min over blocks; noise = median/min) and mean Dice (all classes)")
-    print_table(rows, ["config", "s_step", "s_step_median", "noise", "speed_x",
+    print("\nSpeed (s/step = min block mean over all runs' blocks, this run's min beside it; "
+          "noise = median/min) and test mean Dice (all classes) after N steps")
+    print_table(rows, ["config", "s_step", "s_step_this_run", "s_step_median", "noise",
+                       "blocks", "speed_x",
                        *[f"dice@{n}" for n in checkpoints], "min_to_beat_otsu"])
     print("\nNucleus Dice, and mean Dice (all classes) per minute of training")
     print_table(rows, ["config", *[f"fg@{n}" for n in checkpoints],
