@@ -23,7 +23,10 @@ touch the quality numbers:
   blocks of ``--time-steps`` steps, ``--time-repeats`` blocks per config after
   ``--warmup`` steps; blocks of all configs are interleaved (round robin), so a busy spell of
   the machine hits them all, and the **minimum** block mean is the s/step (median and max
-  are kept to show the noise). Blocks accumulate over runs in ``--timing-history``: the
+  are kept to show the noise); each block starts with ``--settle`` untimed steps, since
+  the other configs ran in between. ``s_step_train`` (contiguous, 2 threads) is the fastest
+  of the quality runs' own ``train()`` wall times per step, set-up included: an independent
+  upper bound. Blocks accumulate over runs in ``--timing-history``: the
   minimum is taken over all of them (more chances to catch the machine quiet).
 
 Quality points are kept in ``--cache`` (keyed by config, budget, schedule, seed and split)
@@ -39,7 +42,7 @@ min(3, n - 1) images train, the next min(2, rest) test. Every image is given 3 c
 (:func:`label_assistant.images.match_channels`; the colour policy of mixed projects).
 
     python benchmarks/bench_train_speed.py [--checkpoints 25,50,100,200]
-        [--equal-pixels 50] [--quick]
+        [--equal-pixels 100] [--quick]
 """
 
 from __future__ import annotations
@@ -90,8 +93,9 @@ SMALL = "tu-mobilenetv3_small_100"
 
 
 def candidates(small: str) -> list[Candidate]:
-    """Baseline (today's CPU default) and one factor changed at a time; the ``+cl`` rows of
-    the other encoders are timing only (their quality is that of the contiguous row)."""
+    """Baseline (today's CPU default) and one factor changed at a time; then channels_last
+    with the other encoders, tile and batch (timing only: their quality is that of the
+    contiguous row)."""
     base = Candidate("baseline")
     return [
         base,
@@ -105,6 +109,8 @@ def candidates(small: str) -> list[Candidate]:
         replace(base, name="mobilenet_v2 +cl", encoder="mobilenet_v2", channels_last=True),
         replace(base, name="efficientnet-b0 +cl", encoder="efficientnet-b0", channels_last=True),
         replace(base, name="small +cl", encoder=small, channels_last=True),
+        replace(base, name="tile 128 +cl", tile=128, channels_last=True),
+        replace(base, name="batch 4 +cl", batch=4, channels_last=True),
     ]
 
 
@@ -257,13 +263,14 @@ class StepTimer:
         loss.backward()
         self.optimizer.step()
 
-    def block(self, steps: int) -> float:
-        """Mean seconds per step over ``steps`` steps (after one untimed step when the thread
-        count had to change)."""
+    def block(self, steps: int, settle: int) -> float:
+        """Mean seconds per step over ``steps`` steps, after ``settle`` untimed steps (the
+        other configs' blocks ran in between: caches, allocator and thread pool re-warm)."""
         import torch
 
         if torch.get_num_threads() != self.candidate.threads:
             torch.set_num_threads(self.candidate.threads)
+        for _ in range(settle):
             self.step()
         start = time.perf_counter()
         for _ in range(steps):
@@ -272,7 +279,7 @@ class StepTimer:
 
 
 def time_candidates(cands: list[Candidate], train_set: list[Any], warmup: int, steps: int,
-                    repeats: int, seed: int) -> dict[str, list[float]]:
+                    repeats: int, settle: int, seed: int) -> dict[str, list[float]]:
     """Block means (s/step) of every candidate, ``repeats`` blocks each, interleaved."""
     import torch
 
@@ -283,7 +290,7 @@ def time_candidates(cands: list[Candidate], train_set: list[Any], warmup: int, s
             timer.step()
     for r in range(repeats):
         for timer in timers:
-            timer.times.append(timer.block(steps))
+            timer.times.append(timer.block(steps, settle))
         print(f"timing round {r + 1}/{repeats}: "
               + ", ".join(f"{t.candidate.name} {t.times[-1]:.2f}s" for t in timers), flush=True)
     torch.set_num_threads(2)
@@ -349,6 +356,9 @@ def summarize(cand: Candidate, timing: dict[str, Any], curve: list[dict[str, Any
                 point["mean_dice"] > otsu["mean_dice"]:
             beat = round(minutes, 2)
     row["min_to_beat_otsu"] = beat
+    if curve and cand.threads == 2 and not cand.channels_last:
+        # Cross-check: the fastest train() run of the quality points (set-up included).
+        row["s_step_train"] = round(min(p["train_wall_s"] / p["steps"] for p in curve), 3)
     row["timing"] = timing
     row["curve"] = curve
     return row
@@ -358,12 +368,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", default="25,50,100,200",
                         help="optimizer-step budgets, one train() run each")
-    parser.add_argument("--equal-pixels", type=int, default=50,
+    parser.add_argument("--equal-pixels", type=int, default=100,
                         help="run the budgets whose training pixels stay within those of this "
                              "many baseline steps (batch 8, tile 256); 0: all budgets")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per train() run")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per config")
     parser.add_argument("--time-steps", type=int, default=2, help="steps per timed block")
+    parser.add_argument("--settle", type=int, default=1,
+                        help="untimed steps before each timed block")
     parser.add_argument("--time-repeats", type=int, default=5, help="timed blocks per config")
     parser.add_argument("--small", default=SMALL, help="the small encoder of the comparison")
     parser.add_argument("--configs", default=None,
@@ -417,7 +429,7 @@ def main() -> int:
     blocks: dict[str, list[float]] = {}
     if args.only in ("all", "timing"):
         blocks = time_candidates(cands, train_set, args.warmup, args.time_steps,
-                                 args.time_repeats, args.seed)
+                                 args.time_repeats, args.settle, args.seed)
     history = None if args.quick or args.no_cache else args.timing_history
     timing = pool_timing(cands, blocks, time.strftime("%Y-%m-%dT%H:%M:%S"), history)
     curves: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
@@ -463,7 +475,7 @@ def main() -> int:
     print("\nSpeed (s/step = min block mean over all runs' blocks, this run's min beside it; "
           "noise = median/min) and test mean Dice (all classes) after N steps")
     print_table(rows, ["config", "s_step", "s_step_this_run", "s_step_median", "noise",
-                       "blocks", "speed_x",
+                       "blocks", "s_step_train", "speed_x",
                        *[f"dice@{n}" for n in checkpoints], "min_to_beat_otsu"])
     print("\nNucleus Dice, and mean Dice (all classes) per minute of training")
     print_table(rows, ["config", *[f"fg@{n}" for n in checkpoints],
