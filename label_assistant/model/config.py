@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int = 10  # epochs without improvement before stopping early
     seed: int = 0
     device: str | None = None  # None = CUDA when present, else CPU
+    channels_last: bool = True  # the NHWC memory layout for training (faster on CPU and GPU)
     inference_tile: int = 512
     inference_overlap: int | None = None  # None: model.predictor.overlap_for(tile)
     #: Weight of the champion's pre-label on pixels the annotator left unlabeled (0: off).
