@@ -80,8 +80,8 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
     from label_assistant.model.predictor import Predictor, Tiling
 
     init = warm_state(champion, config, examples, class_names)
-    if init is not None and config.warm_epochs:
-        config = replace(config, epochs=config.warm_epochs)
+    if init is not None and config.warm_epochs:  # its own, shorter schedule
+        config = replace(config, epochs=min(config.warm_epochs, config.epochs))
     weak = weak_labels(champion, examples) if config.weak_weight > 0 else None
     result = train(examples, class_names, config, init_state=init,
                    init_version=champion.version if init is not None else None, weak=weak,
