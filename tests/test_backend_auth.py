@@ -13,7 +13,7 @@ from label_assistant.ml_backend.auth import AuthSettingsError, refusal
 from label_assistant.ml_backend.settings import Settings
 
 ROUTES = [("GET", "/metrics"), ("GET", "/versions"), ("POST", "/setup"), ("POST", "/predict"),
-          ("POST", "/webhook"), ("POST", "/train"), ("GET", "/nope")]
+          ("POST", "/webhook"), ("POST", "/train"), ("GET", "/nope"), ("OPTIONS", "/setup")]
 
 
 def _basic(user: str, password: str) -> dict[str, str]:

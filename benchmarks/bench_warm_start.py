@@ -1,0 +1,127 @@
+"""Warm against cold rounds: does fine-tuning the champion reach a fresh model's Dice sooner?
+
+On the 2018 Data Science Bowl subset (``../shared/data/dsb2018_stage1_train_subset``, sparse
+oracle annotations: whole nuclei and a ring of context, 10% of the pixels), with the CPU
+default config (:class:`label_assistant.model.config.TrainConfig`):
+
+1. round 1: a cold model on the first ``--first`` images; it becomes the champion;
+2. round 2 on ``--second`` images (the first ones included), twice: **cold** (from scratch,
+   the full schedule) and **warm** (from the champion, ``warm_epochs``); each epoch's
+   validation mean Dice (all classes) is logged with the wall time.
+
+Reported: both curves, each round's best Dice and time, and the time the warm round takes to
+reach the cold round's best Dice (the goal: at most half the cold round's time). Validation
+is the fixed hash split of the round's annotations; test Dice is on held-out images with
+their complete truth.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_warm_start.py [--first 8 --second 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from _common import print_table, shared_data, write_results
+
+from label_assistant.assist.pre import OtsuPrelabeler
+from label_assistant.datasets import load_example
+from label_assistant.model.config import TrainConfig
+from label_assistant.model.promotion import score
+from label_assistant.model.round import train_round
+from label_assistant.model.sparsify import sparsify
+
+CLASSES = ["Background", "Nucleus"]
+
+
+def load(n_train: int, n_test: int) -> tuple[list[Any], list[Any]]:
+    root = shared_data("dsb2018_stage1_train_subset")
+    if root is None:
+        raise SystemExit("../shared/data/dsb2018_stage1_train_subset not found")
+    manifest = json.loads((root / "manifest.json").read_text())
+    ids = sorted(i["id"] for i in manifest["images"])
+    rng = np.random.default_rng(0)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    examples = []
+    for image_id in order[: n_train + n_test]:
+        e = load_example(root / "images" / f"{image_id}.png", root / "masks" / f"{image_id}.png",
+                         "instance")
+        examples.append(e)
+    train, test = examples[:n_train], examples[n_train:]
+    for i, e in enumerate(train):  # the oracle's partial annotation
+        e.label_map = sparsify(e.label_map, 0.1, seed=i)
+    return train, test
+
+
+def timed_round(examples: list[Any], config: TrainConfig, champion: Any
+                ) -> tuple[Any, list[dict[str, Any]]]:
+    started = time.perf_counter()
+    curve: list[dict[str, Any]] = []
+
+    def on_epoch(entry: dict[str, Any]) -> None:
+        curve.append({"epoch": entry["epoch"], "seconds": time.perf_counter() - started,
+                      "val_dice_all": entry.get("val_mean_dice_all")})
+
+    return train_round(examples, CLASSES, config, champion, on_epoch=on_epoch), curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first", type=int, default=8)
+    parser.add_argument("--second", type=int, default=16)
+    parser.add_argument("--test", type=int, default=16)
+    args = parser.parse_args()
+    train, test = load(args.second, args.test)
+    config = TrainConfig(device="cpu")
+    otsu = OtsuPrelabeler()
+
+    def test_dice(model: Any) -> float:
+        return score([e.label_map for e in test], [model.label_map(e.image)[0] for e in test],
+                     1).mean_dice
+
+    first, first_curve = timed_round(train[: args.first], config, otsu)
+    champion = replace_version(first.candidate, "round1")
+    cold, cold_curve = timed_round(train, replace(config, warm_start=False), champion)
+    warm, warm_curve = timed_round(train, config, champion)
+    cold_best = max(c["val_dice_all"] or 0 for c in cold_curve)
+    cold_time = cold_curve[-1]["seconds"]
+    reach = next((c["seconds"] for c in warm_curve if (c["val_dice_all"] or 0) >= cold_best),
+                 None)
+    rows = [
+        {"round": "1 (cold, champion)", "images": args.first, "epochs": len(first_curve),
+         "seconds": first_curve[-1]["seconds"], "best_val_dice_all": max(
+             c["val_dice_all"] or 0 for c in first_curve), "test_dice_all": test_dice(
+             first.candidate)},
+        {"round": "2 cold", "images": args.second, "epochs": len(cold_curve),
+         "seconds": cold_time, "best_val_dice_all": cold_best,
+         "test_dice_all": test_dice(cold.candidate)},
+        {"round": "2 warm", "images": args.second, "epochs": len(warm_curve),
+         "seconds": warm_curve[-1]["seconds"], "best_val_dice_all": max(
+             c["val_dice_all"] or 0 for c in warm_curve), "test_dice_all": test_dice(
+             warm.candidate),
+         "reaches_cold_best_after_s": reach},
+        {"round": "Otsu", "images": 0, "test_dice_all": test_dice(otsu)},
+    ]
+    goal = reach is not None and reach <= cold_time / 2
+    out = write_results("warm_start", rows, {
+        "curves": {"first": first_curve, "cold": cold_curve, "warm": warm_curve},
+        "goal_warm_reaches_cold_in_half_the_time": goal, "config": config.to_dict()})
+    print_table(rows, ["round", "images", "epochs", "seconds", "best_val_dice_all",
+                       "test_dice_all", "reaches_cold_best_after_s"])
+    print(f"warm reaches the cold round's best validation Dice in "
+          f"{'-' if reach is None else f'{reach:.0f} s'} of the cold round's {cold_time:.0f} s"
+          f" (goal: at most half): {'met' if goal else 'not met'}")
+    print(f"written {out}")
+
+
+def replace_version(predictor: Any, version: str) -> Any:
+    predictor.version = version
+    return predictor
+
+
+if __name__ == "__main__":
+    main()
