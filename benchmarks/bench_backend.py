@@ -40,6 +40,18 @@ CONFIG = """<View>
 </View>"""
 
 
+def _wait_and_setup(base: str, seconds: float) -> None:
+    """Wait for the service's /health, then set up project 1.1 with :data:`CONFIG`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.5)
+    requests.post(f"{base}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=10)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -118,13 +130,7 @@ def main() -> int:
     rows = []
     training = None
     try:
-        for _ in range(120):
-            try:
-                if requests.get(f"{base}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        requests.post(f"{base}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=10)
+        _wait_and_setup(base, seconds=60)
 
         def predict(n: int) -> float:
             tasks = [{"id": i + 1, "data": {"image": url}} for i in range(n)]

@@ -39,6 +39,7 @@ from bench_backend import (  # noqa: E402
     _png_data_url,
     _publish_model,
     _start_training_load,
+    _wait_and_setup,
 )
 
 CASES = {
@@ -80,13 +81,7 @@ def run_case(name: str, extra_env: dict[str, str], args: argparse.Namespace) -> 
     base = f"http://127.0.0.1:{port}"
     training = None
     try:
-        for _ in range(240):
-            try:
-                if requests.get(f"{base}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        requests.post(f"{base}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=10)
+        _wait_and_setup(base, seconds=120)
         body = {"tasks": [{"id": 1, "data": {"image": url}}], "project": "1.1",
                 "label_config": CONFIG}
         for _ in range(4):  # both workers load the model

@@ -28,8 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="oracle active-learning experiment: learning curves per selection strategy",
         description="Simulate labeling rounds with ground-truth masks as the oracle: each "
         "strategy selects images, which are pre-labeled, annotated (the truth, or a sparse "
-        "part of it), cleaned and gated like real annotations; a fresh model is trained each "
-        "round and tested on held-out images. A full-data baseline runs once per seed. "
+        "part of it), cleaned and gated like real annotations; each round trains a candidate "
+        "against what serves (Otsu first; warm-started from the champion) and promotes it only "
+        "if it wins on the validation annotations, as the service does; what serves is tested "
+        "on held-out images. A full-data baseline runs once per seed. "
         "Interrupt at any time: rerunning with the same --out continues where it stopped.",
     )
     p.add_argument("images", help="folder of images")
