@@ -180,3 +180,43 @@ def test_colour_label_map_is_bad_input(project, capsys):
     write_png(labels / "a.png", colour)
     assert main(["inspect", str(images), str(labels)]) == 2
     assert "single-channel" in one_line_error(capsys)
+
+
+def binary_truth(shape: tuple[int, int] = (16, 16)) -> np.ndarray:
+    """A ground-truth mask as ISBI ships them: 255 = object, 0 = background."""
+    mask = np.zeros(shape, np.uint8)
+    mask[1:15, 1:15] = 255  # most of the image
+    return mask
+
+
+def test_a_binary_truth_read_as_label_maps_gets_a_hint_and_mask_type_reads_it(tmp_path, capsys):
+    images, labels = tmp_path / "images", tmp_path / "masks"
+    for name in "ab":
+        write_png(images / f"{name}.png", np.full((16, 16), 100, np.uint8))
+        write_png(labels / f"{name}.png", binary_truth())
+    main(["inspect", str(images), str(labels)])
+    out = capsys.readouterr().out
+    assert "hint: class 1: no labeled pixel in any label map" in out
+    assert "hint: 2 of 2 label maps are mostly unlabeled (255)" in out
+    assert "hint: the label maps hold only 0 and 255: if 255 marks objects" in out
+    assert "--mask-type binary" in out
+    assert main(["inspect", str(images), str(labels), "--mask-type", "binary",
+                 "--min-class-pixels", "100", "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["hints"] == []
+    assert report["class_progress"][1]["pixels"] == 2 * 14 * 14
+
+
+def test_a_16_bit_instance_mask_names_mask_type_and_is_read_with_it(tmp_path, capsys):
+    images, labels = tmp_path / "images", tmp_path / "masks"
+    write_png(images / "a.png", np.full((16, 16), 100, np.uint8))
+    instances = np.zeros((16, 16), np.uint16)
+    instances[2:7, 2:7], instances[2:7, 7:12] = 300, 301  # touching objects
+    write_png(labels / "a.png", instances)
+    assert main(["inspect", str(images), str(labels)]) == 2
+    err = one_line_error(capsys)
+    assert "uint16" in err and "--mask-type instance" in err
+    assert main(["inspect", str(images), str(labels), "--mask-type", "instance",
+                 "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["annotations"][0]["admitted"] and report["hints"] == []

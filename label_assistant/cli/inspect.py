@@ -5,6 +5,12 @@ exit 2), while images without a label file are simply not labeled yet and are co
 Exit status: 0 = every annotation admitted, 1 = some quarantined (an error finding, e.g. a
 label map whose size differs from its image), 2 = bad input (paths, pairs, unreadable files,
 bad config).
+
+Label files are label maps (255 = unlabeled) unless ``--mask-type`` says they are
+ground-truth masks (binary, semantic, instance: read as ``train`` and ``simulate`` read them).
+Hints follow the report when the input looks misread: a class with no labeled pixel at all,
+label maps that are mostly 255, label maps that hold nothing but 0 and 255 (a binary
+ground-truth mask read as a label map).
 """
 
 from __future__ import annotations
@@ -14,7 +20,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from label_assistant.cli.common import CliError, add_json, image_files, progress, write_json
+from label_assistant.cli.common import (
+    CliError,
+    add_json,
+    add_mask_type,
+    image_files,
+    progress,
+    write_json,
+)
+
+#: A label map counts as "mostly unlabeled" past this share of 255 pixels (hints).
+MOSTLY_UNLABELED = 0.5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", help="folder of images, or one image")
     p.add_argument("labels", help="folder of label maps, or one label map")
+    add_mask_type(p, "labelmap")
     add_json(p, "the report, instead of the text,")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="JSON inspection config (severity per rule code, thresholds)")
@@ -59,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     pairs, unlabeled_images = _pairs(args.images, args.labels)
 
-    labels = {}
+    labels, instance_maps = {}, {}
     for _, label_path in pairs:
         try:
-            labels[label_path] = _label_map(read_image(label_path, palette_indices=True),
-                                            label_path)
+            labels[label_path], instance_maps[label_path] = _label_map(
+                read_image(label_path, palette_indices=True), label_path, args.mask_type,
+                args.invert)
         except ImageError as error:
             raise CliError(str(error)) from None
 
@@ -87,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             ctx = InspectionContext(
                 label_map=label_map, n_classes=len(names), class_names=names,
                 image_shape=image.shape[:2], uses_background=not args.no_background,
+                instances=instance_maps[label_path],
             )
         except InspectionError as error:
             raise CliError(f"{label_path.name}: {error}") from None
@@ -103,14 +122,18 @@ def run(args: argparse.Namespace) -> int:
     n_quarantined = sum(not r["admitted"] for r in results)
     summary = {"annotations": len(results), "admitted": len(results) - n_quarantined,
                "quarantined": n_quarantined, "images_without_labels": len(unlabeled_images)}
+    hints = _hints(list(labels.values()), names, args.mask_type)
 
     if args.json != "-":
         _print_text(results, progress_rows, summary, config.min_class_pixels)
+        for hint in hints:
+            print(f"\nhint: {hint}")
     if args.json is not None:
         write_json({
             "summary": summary,
             "annotations": [{k: v for k, v in r.items() if k != "_report"} for r in results],
             "class_progress": [row.to_dict() for row in progress_rows],
+            "hints": hints,
             "config": config.to_dict(),
         }, args.json)
     return 1 if n_quarantined else 0
@@ -171,18 +194,48 @@ def _pairs(images_arg: str, labels_arg: str) -> tuple[list[tuple[Path, Path]], l
     return pairs, [p for s, p in by_stem.items() if s not in seen]
 
 
-def _label_map(array: Any, path: Path) -> Any:
-    """The (H, W) uint8 label map of a read label file, or a one-line error."""
+def _label_map(array: Any, path: Path, mask_type: str = "labelmap", invert: bool = False
+               ) -> tuple[Any, Any]:
+    """(label map, instance map or None) of a read label file, or a one-line error."""
     import numpy as np
 
-    if array.dtype != np.uint8:
-        raise CliError(f"{path.name}: a label map must be 8-bit (uint8), got {array.dtype}")
-    if array.shape[2] == 1:
-        return array[..., 0]
-    if (array == array[..., :1]).all():  # gray saved as RGB
-        return array[..., 0].copy()
-    raise CliError(f"{path.name}: a label map must be single-channel, got "
-                   f"{array.shape[2]} different channels")
+    from label_assistant.datasets import DatasetError, mask_to_label_map
+
+    if array.shape[2] > 1 and not (array == array[..., :1]).all():
+        raise CliError(f"{path.name}: a label map must be single-channel, got "
+                       f"{array.shape[2]} different channels")
+    if mask_type == "labelmap" and array.dtype != np.uint8:
+        raise CliError(f"{path.name}: a label map must be 8-bit (uint8), got {array.dtype}; "
+                       "if it is a ground-truth mask, say which: --mask-type instance (one "
+                       "value per object), semantic (values = classes) or binary")
+    try:
+        label_map, instances = mask_to_label_map(array[..., 0], mask_type, invert)
+    except DatasetError as error:
+        raise CliError(f"{path.name}: {error}") from None
+    return label_map, instances
+
+
+def _hints(label_maps: list[Any], names: list[str], mask_type: str) -> list[str]:
+    """What the user probably meant, when the label maps look misread (module docstring)."""
+    import numpy as np
+
+    from label_assistant.labelmap import UNLABELED
+
+    if not label_maps:
+        return []
+    hints = []
+    counts = sum(np.bincount(m.ravel(), minlength=256) for m in label_maps)
+    empty = [name for c, name in enumerate(names, start=1) if counts[c] == 0]
+    if empty:
+        hints.append(f"{', '.join(empty)}: no labeled pixel in any label map")
+    mostly = sum((m == UNLABELED).mean() > MOSTLY_UNLABELED for m in label_maps)
+    if mostly:
+        hints.append(f"{mostly} of {len(label_maps)} label maps are mostly unlabeled (255)")
+    if mask_type == "labelmap" and all(set(np.unique(m).tolist()) <= {0, UNLABELED}
+                                       for m in label_maps) and counts[UNLABELED]:
+        hints.append("the label maps hold only 0 and 255: if 255 marks objects (a binary "
+                     "ground-truth mask), use --mask-type binary")
+    return hints
 
 
 def _print_text(results: list[dict], rows: list, summary: dict, minimum: int) -> None:
