@@ -114,3 +114,25 @@ def test_two_images_with_one_stem_are_refused(folder, tmp_path, capsys):
     Image.fromarray(blob_image()).save(folder / "a.tif")
     assert main(["prelabel", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "a.png" in capsys.readouterr().err
+
+
+def test_overlay_outlines_the_objects_over_the_image(folder, tmp_path):
+    out = tmp_path / "out"
+    assert main(["prelabel", str(folder), "--out", str(out), "--overlay"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for row, stem in zip(summary["images"], ("a", "b"), strict=True):
+        shown = read_png(out / "overlay" / f"{stem}.png")
+        assert row["overlay"] == str(out / "overlay" / f"{stem}.png")
+        assert shown.shape == (40, 40, 3) and shown.dtype == np.uint8
+        red = np.all(shown == (230, 25, 75), axis=2)
+        # The square 10..24 is outlined: its edges, on both sides, and nothing else.
+        assert red[10, 10:25].all() and red[24, 10:25].all() and red[9, 12] and red[25, 12]
+        assert not red[17, 17] and not red[0:5, 0:5].any() and not red[30:, 30:].any()
+        assert shown[17, 17, 0] == shown[17, 17, 1] > 150  # the image, grey, under it
+
+
+def test_overlay_refuses_a_label_map_of_another_size():
+    from label_assistant.reporting.overlay import overlay
+
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay(np.zeros((8, 8), np.uint8), np.zeros((4, 4), np.uint8))

@@ -1,7 +1,8 @@
 """``label-assistant prelabel``: Otsu pre-labels for a folder of images (or one image).
 
-Writes ``DIR/<stem>.png`` (uint8 label map, 0 = background, 1..K = classes), optionally
-``DIR/confidence/<stem>.png`` (confidence x 255), and ``DIR/summary.json``.
+Writes ``DIR/<stem>.png`` (uint8 label map, 0 = background, 1..K = classes: black in an image
+viewer), optionally ``DIR/overlay/<stem>.png`` (the objects outlined over the image, to look
+at) and ``DIR/confidence/<stem>.png`` (confidence x 255), and ``DIR/summary.json``.
 
 An unreadable image in a folder is skipped with a one-line warning and listed under
 ``failed`` in the summary; the other images are still pre-labeled and the exit status is 1.
@@ -67,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"Gaussian blur before thresholding, pixels (default {d.smooth_sigma})")
     p.add_argument("--save-confidence", action="store_true",
                    help="also write DIR/confidence/<stem>.png (confidence x 255)")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write DIR/overlay/<stem>.png: each class's outlines over the "
+                   "image, to look at (the label maps themselves hold 0, 1, ...: black)")
     add_json(p, "also the summary")
     m = p.add_argument_group("trained model instead of Otsu")
     m.add_argument("--model", default=None, metavar="VERSION",
@@ -166,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.save_confidence:
         (out / "confidence").mkdir(exist_ok=True)
+    if args.overlay:
+        from label_assistant.reporting.overlay import overlay
+
+        (out / "overlay").mkdir(exist_ok=True)
 
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
@@ -200,6 +208,10 @@ def run(args: argparse.Namespace) -> int:
             scaled = np.round(pre.confidence * 255).astype(np.uint8)
             Image.fromarray(scaled, mode="L").save(confidence_path)
             row["confidence"] = str(confidence_path)
+        if args.overlay:
+            overlay_path = out / "overlay" / f"{path.stem}.png"
+            Image.fromarray(overlay(image, pre.label_map), mode="RGB").save(overlay_path)
+            row["overlay"] = str(overlay_path)
         rows.append(row)
 
     summary = {**source, "images": rows, "failed": failed}
