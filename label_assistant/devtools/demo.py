@@ -477,6 +477,11 @@ def _int_env(name: str, default: int | None) -> int | None:
 
 def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject) -> None:
     report = be.workdir.parent / "report"
+    from label_assistant.workspace import Workspace
+
+    current = Workspace(be.workdir).registry(demo.project).current_id()
+    prelabels = "Otsu pre-labels" if current is None else \
+        f"the pre-labels of model {current}, the version serving now"
     login = (f"{ls.username} / {ls.password}  (API token {ls.token})" if ls.local
              else "your own account")
     print(f"""
@@ -488,7 +493,7 @@ label-assistant demo is up.
   backend       {be.url}   (log {be.log})
 
 Open the "{NEXT_VIEW_TITLE}" tab and press "Label Tasks As Displayed": tasks come in the
-order label-assistant ranked them, each with Otsu pre-labels. Partial labels are fine: paint
+order label-assistant ranked them, each with {prelabels}. Partial labels are fine: paint
 some nuclei fully (Nucleus) and background around them (Background); leave the rest. After
 {os.environ.get('LA_TRAIN_AFTER', '3')} admitted annotations a model trains in the background
 (about a minute). It serves only if it beats the current pre-labeler (Otsu first) on
