@@ -24,8 +24,9 @@ present, as tifffile reads them; otherwise tifffile's own reading (a shaped desc
 written by tifffile, or pages of one shape as ``I``/``Q`` frames; samples of a page as
 ``S``). All series of a file are read (OME files can hold several).
 
-Reading: an uncompressed, contiguous series is memory-mapped and the plane sliced out (only
-its bytes are read); otherwise only the pages holding the plane are decoded. PNG, JPEG and
+Reading: an uncompressed, contiguous series is memory-mapped and the plane copied out (only
+its bytes are read, and the map is dropped after each plane); otherwise only the pages
+holding the plane are decoded. PNG, JPEG and
 the other single images read through :func:`label_assistant.images.read_image` as one plane
 with no sequence.
 
@@ -91,7 +92,7 @@ class Stack:
     frame_axis: str | None
     pixel_size: tuple[float, float] | None  # µm per pixel (y, x)
     _tif: Any = field(default=None, repr=False)
-    _maps: dict[int, Any] = field(default_factory=dict, repr=False)
+    _layouts: dict[int, Any] = field(default_factory=dict, repr=False)  # series -> memmap layout
     _single: np.ndarray | None = field(default=None, repr=False)
 
     def read(self, ref: PlaneRef) -> np.ndarray:
@@ -115,8 +116,9 @@ class Stack:
         index = dict(ref.index)
         mapped = self._memmap(ref.series)
         if mapped is not None:
-            plane = mapped[tuple(index.get(a, slice(None)) for a in axes)]
-            return np.array(plane), [a for a in axes if a in _PLANE_AXES]
+            plane = np.array(mapped[tuple(index.get(a, slice(None)) for a in axes)])
+            del mapped  # unmapped: only this plane's pages were read
+            return plane, [a for a in axes if a in _PLANE_AXES]
         pages = series.pages
         lead = _leading_dims(shape, len(pages))
         lead_axes, lead_shape = axes[:lead], shape[:lead]
@@ -137,24 +139,24 @@ class Stack:
         return array, kept_lead + [a for a in page_axes if a in _PLANE_AXES]
 
     def _memmap(self, series_index: int) -> Any:
-        if series_index in self._maps:
-            return self._maps[series_index]
-        import tifffile
-
-        series = self._tif.series[series_index]
-        mapped = None
-        if series.dataoffset is not None and series.keyframe.compression == 1:
-            try:
-                mapped = tifffile.memmap(self.path, series=series_index, mode="r")
-                if tuple(mapped.shape) != tuple(series.shape):
-                    mapped = mapped.reshape(series.shape)
-            except Exception:  # e.g. a layout memmap refuses: read page by page
-                mapped = None
-        self._maps[series_index] = mapped
-        return mapped
+        """A fresh memory map of an uncompressed, contiguous series (None otherwise). It is
+        unmapped once the plane is copied out, so reading every plane of a stack never
+        keeps more than one plane's pages resident."""
+        if series_index not in self._layouts:
+            series = self._tif.series[series_index]
+            layout = None
+            if series.dataoffset is not None and series.keyframe.compression == 1:
+                dtype = np.dtype(series.dtype).newbyteorder(self._tif.byteorder)
+                layout = (dtype, int(series.dataoffset), tuple(series.shape))
+            self._layouts[series_index] = layout
+        layout = self._layouts[series_index]
+        if layout is None:
+            return None
+        dtype, offset, shape = layout
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
     def close(self) -> None:
-        self._maps.clear()
+        self._layouts.clear()
         self._single = None
         if self._tif is not None:
             self._tif.close()
