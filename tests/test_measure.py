@@ -161,13 +161,17 @@ def test_measure_a_projects_admitted_annotations(tmp_path):
                  str(out)]) == 2
 
 
-def test_measure_what_serves_before_any_model_is_otsu(tmp_path):
-    label_map, image = shapes()
+def test_measure_what_serves_before_any_model_plane_by_plane(tmp_path):
+    label_map, _ = shapes()
     (tmp_path / "images").mkdir()
     bright = np.where(label_map > 0, 3000, 200).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "images" / "a.tif", bright)
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.stack([bright, bright]), imagej=True,
+                     metadata={"axes": "TYX"})
     out = tmp_path / "model.csv"
     assert main(["measure", str(tmp_path / "images"), "--model", "current", "--workdir",
-                 str(tmp_path), "--out", str(out)]) == 0
+                 str(tmp_path), "--out", str(out)]) == 0  # Otsu: no model version yet
     rows = _read_csv(out)
-    assert len(rows) >= 2 and {r["class"] for r in rows} == {"Object"}
+    assert {r["class"] for r in rows} == {"Object"}
+    assert {r["image"] for r in rows} == {"a.tif T=0", "a.tif T=1"}
+    assert len(rows) == 4  # disc and square in each plane (Otsu drops the 1-pixel line)
+    assert {r["max_0"] for r in rows} == {"3000"}  # the original 16-bit values

@@ -14,7 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from label_assistant.cli.common import IMAGE_SUFFIXES, CliError, add_json, progress, write_json
+from label_assistant.cli.common import (
+    IMAGE_SUFFIXES,
+    CliError,
+    add_json,
+    add_plane_options,
+    channel_list,
+    input_files,
+    progress,
+    write_json,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,15 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "partial-labelling hint (set on the project)")
     config.add_argument("--label-config", default=None, metavar="FILE",
                         help="a label config XML file to set on the project instead")
-    channels = p.add_mutually_exclusive_group()
-    channels.add_argument("--channel", type=int, default=None, metavar="C",
-                          help="label channel C (0-based) alone, in grey")
-    channels.add_argument("--channels", default=None, metavar="R,G,B",
-                          help="a colour composite of these channels (2 or 3, 0-based); "
-                          "default: 1 channel grey, 2 as red+green, 3 as RGB, 4: the first 3")
-    p.add_argument("--split-axis", choices=("t", "z"), default=None,
-                   help="the axis whose index is a task's frame when a stack has both t "
-                   "and z (default t); the other axis' levels are separate sequences")
+    add_plane_options(p)
     p.add_argument("--workdir", default=os.environ.get("LA_WORKDIR", "./work"),
                    help="the backend's work directory: the originals go to W/originals "
                    "(default: $LA_WORKDIR or ./work)")
@@ -62,36 +63,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(with LA_BASIC_AUTH_USER / LA_BASIC_AUTH_PASS when set)")
     add_json(p, "the import report")
     p.set_defaults(run=run)
-
-
-def input_files(paths: list[str]) -> list[Path]:
-    """The files to import, in order: files as given, folders' image files sorted."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(f for f in path.iterdir()
-                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise CliError(f"folder {raw!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            files.extend(found)
-        else:
-            raise CliError(f"{raw!r} does not exist")
-    return list(dict.fromkeys(files))
-
-
-def _channel_list(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise CliError(f"--channels {text!r}: give 2 or 3 channel numbers, like 0,1,2") from None
-    if not 2 <= len(values) <= 3 or min(values) < 0:
-        raise CliError(f"--channels {text!r}: give 2 or 3 channel numbers (0-based)")
-    return values
 
 
 def _label_config(args: argparse.Namespace) -> str | None:
@@ -152,9 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from label_assistant.workspace import Workspace
 
     files = input_files(args.paths)
-    channel_list = _channel_list(args.channels)
-    if args.channel is not None and args.channel < 0:
-        raise CliError("--channel must be 0 or more")
+    channels_chosen = channel_list(args.channels)
     xml = _label_config(args)
     try:
         client = LabelStudioClient.from_env()
@@ -163,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         report = import_files(
             client, project, files, Workspace(Path(args.workdir).resolve()),
             image_field=config.data_key, split_axis=args.split_axis, channel=args.channel,
-            channels=channel_list,
+            channels=channels_chosen,
             progress=lambda items, total: progress(items, "import", total))
         if args.connect_backend:
             user = os.environ.get("LA_BASIC_AUTH_USER")

@@ -19,8 +19,11 @@ from label_assistant.cli.common import (
     add_device,
     add_json,
     add_mask_type,
+    add_plane_options,
+    channel_list,
     existing_dir,
     image_files,
+    input_files,
     progress,
     write_json,
 )
@@ -57,13 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="VERSION",
                    help="measure a model version's predictions of IMAGES (e.g. v0003, or "
                    "'current': what serves, Otsu before any model)")
+    m = p.add_argument_group("with --model: stacks are measured plane by plane, with the "
+                             "channels chosen as by import")
+    add_plane_options(m)
     add_device(p)
     add_json(p, "the objects and the summary")
     p.set_defaults(run=run)
 
 
-def _items(args: argparse.Namespace) -> tuple[list[str] | None, list[str], Any]:
-    """(class names or None, image names, items) for the form the arguments choose."""
+def _items(args: argparse.Namespace) -> tuple[list[str] | None, int | None, Any]:
+    """(class names or None, how many items if known, items) for the form chosen."""
     from label_assistant.datasets import DatasetError, pair_files
     from label_assistant.measure.sources import (
         MeasureInputError,
@@ -80,18 +86,19 @@ def _items(args: argparse.Namespace) -> tuple[list[str] | None, list[str], Any]:
                                "--workdir W")
             if args.workdir is None:
                 raise CliError("--model needs --workdir (where the model versions are)")
-            files = image_files(args.images)
+            files = input_files([args.images])
             names, prelabel, _ = model_prelabeler(
                 existing_dir(args.workdir, "work directory"), args.model, args.project,
                 args.device)
-            return names, [f.name for f in files], from_model(files, prelabel)
+            return names, None, from_model(files, prelabel, split_axis=args.split_axis,
+                                           channel=args.channel,
+                                           channels=channel_list(args.channels))
         if args.project is not None and args.images is None:
             if args.workdir is None:
                 raise CliError("--project needs --workdir (the backend's work directory)")
             names, items = from_store(existing_dir(args.workdir, "work directory"),
                                       args.project)
-            items = list(items)
-            return names, [i.name for i in items], iter(items)
+            return names, None, items
         if args.images is None or args.labels is None:
             raise CliError("give IMAGES LABELS, IMAGES --model V --workdir W, or --project ID "
                            "--workdir W")
@@ -101,8 +108,7 @@ def _items(args: argparse.Namespace) -> tuple[list[str] | None, list[str], Any]:
         labels = image_files(args.labels, "label folder")
         pairs = pair_files(images, labels)
         names = [c.strip() for c in args.classes.split(",")] if args.classes else None
-        return names, [i.name for i, _ in pairs], from_folders(pairs, args.mask_type,
-                                                               args.invert)
+        return names, len(pairs), from_folders(pairs, args.mask_type, args.invert)
     except (DatasetError, MeasureInputError) as error:
         raise CliError(str(error)) from None
 
@@ -122,8 +128,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from label_assistant.datasets import DatasetError
-    from label_assistant.images import ImageError
     from label_assistant.measure.objects import (
         OBJECT_COLUMNS,
         SUMMARY_COLUMNS,
@@ -131,25 +135,21 @@ def run(args: argparse.Namespace) -> int:
         objects_of,
         summarize,
     )
-    from label_assistant.measure.sources import MeasureInputError
+    from label_assistant.measure.sources import MeasureFailure
 
     out = Path(args.out)
     if out.is_dir():
         raise CliError(f"--out {str(out)!r} is a folder; give a .csv file")
-    class_names, image_names, items = _items(args)
+    class_names, total, items = _items(args)
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     measured: list[str] = []
     channels = 0
-    iterator = iter(items)
-    for _ in progress(range(len(image_names)), "measure", len(image_names)):
-        try:
-            item = next(iterator)
-        except StopIteration:
-            break
-        except (ImageError, DatasetError, MeasureInputError, ValueError) as error:
-            print(f"label-assistant measure: warning: skipped {error}", file=sys.stderr)
-            failed.append({"error": str(error)})
+    for item in progress(items, "measure", total):
+        if isinstance(item, MeasureFailure):
+            print(f"label-assistant measure: warning: skipped {item.name}: {item.error}",
+                  file=sys.stderr)
+            failed.append({"image": item.name, "error": item.error})
             continue
         objects, classes = objects_of(item.label_map, item.instances)
         rows.extend(measure_objects(objects, classes, item.image, image_name=item.name,

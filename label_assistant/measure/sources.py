@@ -7,13 +7,16 @@
   admitted revision decoded with the project's current label config (the set training
   uses, :meth:`label_assistant.ml_backend.store.Store.training_set`), its cleaned label map
   and the image the backend stored (for imported tasks the original plane);
-- :func:`from_model`: a model version's label maps of images on disk, through
-  :class:`label_assistant.model.predictor.Predictor` (``current``: what serves, Otsu
-  before any model).
+- :func:`from_model`: a model version's label maps of every plane of the files given
+  (stacks read plane by plane, :mod:`label_assistant.microscopy.stacks`, with the channels
+  chosen as ``import`` chooses them), through
+  :class:`label_assistant.model.predictor.Predictor` (``current``: what serves, Otsu before
+  any model).
 
 Every item carries the image's pixel size when its file holds one
-(:func:`label_assistant.microscopy.stacks.pixel_size_um`). Images are read by
-:func:`label_assistant.images.read_image` (a stack's first plane).
+(:func:`label_assistant.microscopy.stacks.pixel_size_um`). In the first two forms images
+are read by :func:`label_assistant.images.read_image` (a stack's first plane). An image that
+can't be read or measured comes as a :class:`MeasureFailure`, and the others still come.
 """
 
 from __future__ import annotations
@@ -30,6 +33,18 @@ from label_assistant.images import read_image
 
 class MeasureInputError(ValueError):
     """Inputs that can't be measured (one line)."""
+
+
+@dataclass
+class MeasureFailure:
+    """An image that could not be read or labeled: its name and why (one line)."""
+
+    name: str
+    error: str
+
+
+#: What a source yields (any of these may fail alone).
+_READ_ERRORS = (ValueError, OSError)
 
 
 @dataclass
@@ -65,20 +80,25 @@ def _checked(name: str, image: np.ndarray, label_map: np.ndarray) -> None:
 
 
 def from_folders(pairs: Sequence[tuple[Path, Path]], mask_type: str = "labelmap",
-                 invert: bool = False) -> Iterator[MeasureItem]:
+                 invert: bool = False) -> Iterator[MeasureItem | MeasureFailure]:
     """Image/mask pairs on disk (see the module doc)."""
     from label_assistant.datasets import mask_to_label_map
 
     for image_path, mask_path in pairs:
-        image = read_image(image_path)
-        mask = read_image(mask_path, palette_indices=True)
-        _checked(image_path.name, image, mask)
-        label_map, instances = mask_to_label_map(mask, mask_type, invert)
+        try:
+            image = read_image(image_path)
+            mask = read_image(mask_path, palette_indices=True)
+            _checked(image_path.name, image, mask)
+            label_map, instances = mask_to_label_map(mask, mask_type, invert)
+        except _READ_ERRORS as error:
+            yield MeasureFailure(image_path.name, str(error))
+            continue
         yield MeasureItem(image_path.name, image, label_map, instances,
                           file_pixel_size(image_path))
 
 
-def from_store(workdir: Path, project: str) -> tuple[list[str], Iterator[MeasureItem]]:
+def from_store(workdir: Path, project: str
+               ) -> tuple[list[str], Iterator[MeasureItem | MeasureFailure]]:
     """(class names 1..K, items) of a project's admitted annotations in a backend's store."""
     from label_assistant.labelstudio.config import LabelConfigError
     from label_assistant.ml_backend.protocol import load_label_config
@@ -96,13 +116,17 @@ def from_store(workdir: Path, project: str) -> tuple[list[str], Iterator[Measure
         raise MeasureInputError(f"project {project}: {error}") from None
     annotations = store.training_set(str(project), config.config_hash)
 
-    def items() -> Iterator[MeasureItem]:
+    def items() -> Iterator[MeasureItem | MeasureFailure]:
         for annotation in annotations:
             image_path = Path(str(annotation["image_path"]))
-            label_map = read_image(str(annotation["label_path"]))[..., 0]
-            image = read_image(image_path)
             name = f"task {annotation['task_id']} annotation {annotation['annotation_id']}"
-            _checked(name, image, label_map)
+            try:
+                label_map = read_image(str(annotation["label_path"]))[..., 0]
+                image = read_image(image_path)
+                _checked(name, image, label_map)
+            except _READ_ERRORS as error:
+                yield MeasureFailure(name, str(error))
+                continue
             yield MeasureItem(name, image, label_map, None, file_pixel_size(image_path))
 
     return list(config.class_names), items()
@@ -129,9 +153,27 @@ def model_prelabeler(workdir: Path, version: str, project: str | None = None,
     return list(predictor.class_names[1:]), predictor.prelabel, predictor.version
 
 
-def from_model(files: Sequence[Path], prelabel: Any) -> Iterator[MeasureItem]:
-    """Each image's label map from ``prelabel`` (:func:`model_prelabeler`)."""
+def from_model(files: Sequence[Path], prelabel: Any, *, split_axis: str | None = None,
+               channel: int | None = None, channels: tuple[int, ...] | None = None
+               ) -> Iterator[MeasureItem | MeasureFailure]:
+    """Each plane's label map from ``prelabel`` (:func:`model_prelabeler`), named
+    ``<file> T=3,Z=0`` (the file name alone for a single image)."""
+    from label_assistant.microscopy.originals import choose_channels
+    from label_assistant.microscopy.stacks import StackError, open_stack
+
     for path in files:
-        image = read_image(path)
-        yield MeasureItem(path.name, image, prelabel(image).label_map, None,
-                          file_pixel_size(path))
+        try:
+            stack = open_stack(path, split_axis)
+        except StackError as error:
+            yield MeasureFailure(path.name, str(error))
+            continue
+        with stack:
+            for ref in stack.planes:
+                name = f"{path.name} {ref.label}".strip()
+                try:
+                    image = choose_channels(stack.read(ref), channel, channels)
+                    label_map = prelabel(image).label_map
+                except _READ_ERRORS as error:
+                    yield MeasureFailure(name, str(error))
+                    continue
+                yield MeasureItem(name, image, label_map, None, stack.pixel_size)
