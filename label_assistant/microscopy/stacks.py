@@ -261,13 +261,16 @@ def _frame_axis(plane_axes: list[str], split_axis: str | None, path: Path) -> st
 
 
 def _leading_dims(shape: tuple[int, ...], pages: int) -> int:
-    """How many leading axes of ``shape`` index pages (their product is the page count)."""
+    """How many leading axes of ``shape`` index pages (their product is the page count);
+    :class:`StackError` when no leading axes do (pages missing or of another layout)."""
     product = 1
     for n, size in enumerate(shape):
         if product == pages:
             return n
         product *= size
-    return len(shape) if product == pages else 0
+    if product == pages:
+        return len(shape)
+    raise StackError(f"{pages} pages don't match the series shape {shape}")
 
 
 def _to_hwc(array: np.ndarray, kept: list[str]) -> np.ndarray:
