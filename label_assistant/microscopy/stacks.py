@@ -103,8 +103,11 @@ class Stack:
             return self._single
         try:
             array, kept = self._read_tiff(ref)
-        except StackError:
-            raise
+        except StackError as error:
+            text = str(error)
+            if str(self.path) in text:
+                raise
+            raise StackError(f"{self.path}: plane {ref.label}: {text}") from None
         except Exception as error:  # decoders raise many types for corrupt data
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise StackError(f"{self.path}: plane {ref.label} can't be read ({reason})") from None
