@@ -5,8 +5,10 @@ nothing, an interrupted import continues, an unreadable file is reported and ski
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -145,3 +147,70 @@ def test_an_interrupted_import_continues(labelstudio, tmp_path):
     assert (report.created, report.already, report.failed) == (6, 4, [])
     sources = [t["data"][SOURCE_FIELD] for t in client.list_tasks(project)]
     assert len(sources) == len(set(sources)) == 10
+
+
+def test_the_readme_path_from_stacks_to_a_ranked_project_and_measurements(
+        labelstudio, tmp_path, monkeypatch):
+    """import --connect-backend, pre-labels from the originals, an annotation admitted,
+    select --project, measure --project: the README's commands, in order."""
+    from test_backend_e2e import AUTH, serve
+
+    from label_assistant.labelstudio import label_map_to_results
+    from label_assistant.labelstudio.client import RANK_FIELD, STATUS_FIELD
+
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    stack = rng.integers(100, 900, size=(3, H, W), dtype=np.uint16)
+    stack[:, 10:20, 10:20] = 30000  # one bright nucleus
+    tifffile.imwrite(folder / "nuclei.ome.tif", stack, ome=True,
+                     metadata={"axes": "TYX", "PhysicalSizeX": 0.4, "PhysicalSizeY": 0.4})
+    # The same planes without a pixel size: other originals (imported first, by name).
+    tifffile.imwrite(folder / "more.tif", stack[:2], imagej=True, metadata={"axes": "TYX"})
+    for name, value in (("LABEL_STUDIO_URL", labelstudio.url),
+                        ("LABEL_STUDIO_API_KEY", labelstudio.token),
+                        ("LA_BASIC_AUTH_USER", AUTH[0]), ("LA_BASIC_AUTH_PASS", AUTH[1])):
+        monkeypatch.setenv(name, value)
+    with serve(tmp_path, labelstudio) as (url, workdir, log):
+        assert main(["import", str(folder), "--new-project", "Nuclei time-lapse", "--classes",
+                     "Nucleus", "--workdir", str(workdir), "--connect-backend", url,
+                     "--json", str(tmp_path / "import.json")]) == 0, log.read_text()[-3000:]
+        project = json.loads((tmp_path / "import.json").read_text())["project"]
+        client = labelstudio.client
+        tasks = client.list_tasks(project)
+        assert len(tasks) == 5
+
+        client.retrieve_predictions(project)  # Otsu on the 16-bit originals
+        predicted = {int(p["task"]) for p in client.predictions(project)}
+        assert predicted == {t["id"] for t in tasks}, log.read_text()[-3000:]
+
+        task = next(t for t in tasks if t["data"]["la_source"].endswith("nuclei.ome.tif T=0"))
+        label_map = np.full((H, W), 255, np.uint8)
+        label_map[5:25, 5:25] = 0
+        label_map[10:20, 10:20] = 1
+        config = parse_label_config(client.get_project(project)["label_config"])
+        labelstudio.sdk.annotations.create(
+            id=task["id"], result=label_map_to_results(label_map, config,
+                                                      include_background=True))
+
+        def admitted():
+            return client.get_task(project, task["id"])["data"].get(STATUS_FIELD)
+
+        deadline = time.time() + 60
+        while admitted() != "admitted":
+            assert time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+
+        assert main(["select", "--project", str(project), "--workdir", str(workdir)]) == 0
+        ranked = [t for t in client.list_tasks(project) if t["data"].get(RANK_FIELD)]
+        assert len(ranked) == 4  # the unlabeled planes
+
+        out = tmp_path / "nuclei.csv"
+        assert main(["measure", "--project", str(project), "--workdir", str(workdir),
+                     "--out", str(out)]) == 0
+    with out.open() as handle:
+        (row,) = list(csv.DictReader(handle))
+
+    assert row["class"] == "Nucleus" and row["area_px"] == "100"
+    assert float(row["area_um2"]) == pytest.approx(100 * 0.16)
+    assert row["max_0"] == "30000"  # the original's values, not the display PNG's

@@ -149,7 +149,7 @@ def test_originals_round_trip_and_refusals(tmp_path):
     workspace = Workspace(tmp_path / "work")
     plane = hyperstack()[1, 0, :1].transpose(1, 2, 0)  # (H, W, 1) uint16
     digest = keep_original(workspace, plane, (0.5, 0.5))
-    assert keep_original(workspace, plane) == digest  # once per content
+    assert keep_original(workspace, plane, (0.5, 0.5)) == digest  # once per content
     _, back = load_original(workspace, digest)
     assert back.dtype == np.uint16
     np.testing.assert_array_equal(back, plane)
@@ -159,6 +159,11 @@ def test_originals_round_trip_and_refusals(tmp_path):
         load_original(workspace, "../../etc/passwd")
     with pytest.raises(OriginalError, match="is not in"):
         load_original(workspace, "0" * 16, "cells.tif T=0")
+    # The same values with another pixel size (or none) are another original.
+    unscaled = keep_original(workspace, plane)
+    assert unscaled != digest
+    with open_stack(workspace.original_file(unscaled)) as stack:
+        assert stack.pixel_size is None
     other = keep_original(workspace, plane + 1)
     workspace.original_file(digest).write_bytes(workspace.original_file(other).read_bytes())
     with pytest.raises(OriginalError, match="no longer holds"):

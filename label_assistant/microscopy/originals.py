@@ -14,7 +14,8 @@ chosen channels: each channel stretched between its 1st and 99.8th percentiles, 
 are shown as they are).
 
 Originals: the chosen channels in the file's own dtype, as an uncompressed TIFF named by
-the plane's content hash (:func:`label_assistant.datasets.content_hash`) at
+the plane's content hash (:func:`original_hash`: its values and pixel size, through
+:func:`label_assistant.datasets.content_hash`) at
 :meth:`label_assistant.workspace.Workspace.original_file`, with the pixel size when known
 (a ``pixel_size_um`` entry of tifffile's description). A task points at it through its data
 fields :data:`ORIGINAL_FIELD` (the hash) and :data:`SOURCE_FIELD` (file and plane, for
@@ -94,10 +95,26 @@ def original_tiff(original: np.ndarray, pixel_size: tuple[float, float] | None =
     return buffer.getvalue()
 
 
+def original_hash(original: np.ndarray, pixel_size: tuple[float, float] | None = None) -> str:
+    """The content hash naming an original: its values and its pixel size (the same
+    values from two files of different pixel sizes are two originals)."""
+    size = np.asarray(pixel_size if pixel_size else (0.0, 0.0), dtype=np.float64)
+    return content_hash(original, size)
+
+
+def _file_pixel_size(data: bytes) -> tuple[float, float] | None:
+    import tifffile
+
+    from label_assistant.microscopy.stacks import pixel_size_um
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        return pixel_size_um(tif)
+
+
 def keep_original(workspace: Workspace, original: np.ndarray,
                   pixel_size: tuple[float, float] | None = None) -> str:
     """Store the plane under its content hash (once: an existing file is kept); the hash."""
-    digest = content_hash(original)
+    digest = original_hash(original, pixel_size)
     path = workspace.original_file(digest)
     if not path.exists():
         write_atomic(path, original_tiff(original, pixel_size), durable=True)
@@ -130,10 +147,14 @@ def load_original(workspace: Workspace, digest: object, source: object = None
                             f"({error.strerror or error})") from None
     try:
         array = read_image(data)
+        pixel_size = _file_pixel_size(data)
     except ImageError as error:
         raise OriginalError(f"the original plane {digest}{where} is unreadable: "
                             f"{str(error).removeprefix('<bytes>: ')}") from None
-    if content_hash(array) != digest:
+    except Exception as error:  # tifffile on a damaged file
+        raise OriginalError(f"the original plane {digest}{where} is unreadable "
+                            f"({type(error).__name__})") from None
+    if original_hash(array, pixel_size) != digest:
         raise OriginalError(f"the original plane file {path.name}{where} no longer holds "
                             "the plane its name says (changed or damaged)")
     return data, array
