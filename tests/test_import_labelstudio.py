@@ -107,6 +107,11 @@ def test_import_stacks_rerun_and_the_backend_reads_the_originals(labelstudio, tm
     again = json.loads((tmp_path / "again.json").read_text())
     assert (again["created"], again["already_imported"]) == (0, 11)
     assert len(client.list_tasks(project)) == 11
+    # ... and by title: the same project again, not a second one.
+    assert main([*args, "--json", str(tmp_path / "third.json")]) == 1
+    third = json.loads((tmp_path / "third.json").read_text())
+    assert (third["project"], third["created"]) == (project, 0)
+    assert [p["id"] for p in client.find_projects("Microscopy stacks")] == [project]
 
     # An original gone from the work directory: the backend refuses the task, says why.
     workspace.original_file(task["data"][ORIGINAL_FIELD]).unlink()
