@@ -219,3 +219,31 @@ def test_the_readme_path_from_stacks_to_a_ranked_project_and_measurements(
     assert row["class"] == "Nucleus" and row["area_px"] == "100"
     assert float(row["area_um2"]) == pytest.approx(100 * 0.16)
     assert row["max_0"] == "30000"  # the original's values, not the display PNG's
+
+
+def test_display_pngs_through_local_files_storage(labelstudio, tmp_path, monkeypatch):
+    make_folder(tmp_path / "stacks")
+    (tmp_path / "stacks" / "d_broken.tif").unlink()
+    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    monkeypatch.setenv("LOCAL_FILES_DOCUMENT_ROOT", str(labelstudio.document_root))
+    displays = labelstudio.document_root / "la-display"
+    args = ["import", str(tmp_path / "stacks"), "--new-project", "Local stacks", "--classes",
+            "Nucleus", "--workdir", str(tmp_path / "work"), "--local-files", str(displays)]
+    assert main(args) == 0
+    project = labelstudio.client.find_projects("Local stacks")[0]["id"]
+    tasks = labelstudio.client.list_tasks(project)
+    assert len(tasks) == 11 and len(list(displays.glob("*.png"))) == 11
+    task = tasks[0]
+    assert task["data"]["image"].startswith("/data/local-files/?d=la-display/")
+    shown = requests.get(labelstudio.url + task["data"]["image"], timeout=10,
+                         headers={"Authorization": f"Token {labelstudio.token}"})
+    assert shown.status_code == 200 and shown.content[:4] == b"\x89PNG"
+    assert main(args) == 0  # a rerun: the same storage, nothing twice
+    assert len(labelstudio.client.list_tasks(project)) == 11
+    storages = labelstudio.sdk.import_storage.local.list(project=project)
+    assert len(storages) == 1
+    labelstudio.sdk.import_storage.local.sync(id=storages[0].id)  # a "Sync" adds nothing
+    assert len(labelstudio.client.list_tasks(project)) == 11
+    outside = ["--local-files", str(tmp_path / "elsewhere")]
+    assert main([*args[:-2], *outside]) == 2

@@ -58,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default=os.environ.get("LA_WORKDIR", "./work"),
                    help="the backend's work directory: the originals go to W/originals "
                    "(default: $LA_WORKDIR or ./work)")
+    p.add_argument("--local-files", default=None, metavar="DIR",
+                   help="for a Label Studio on this machine serving local files: write the "
+                   "display PNGs into DIR, under its LOCAL_FILES_DOCUMENT_ROOT, instead of "
+                   "uploading them (the project gets a local-files storage of DIR)")
+    p.add_argument("--document-root", default=os.environ.get("LOCAL_FILES_DOCUMENT_ROOT"),
+                   metavar="ROOT", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (default: "
+                   "that variable)")
     p.add_argument("--connect-backend", default=None, metavar="URL",
                    help="connect the label-assistant backend at URL to the project "
                    "(with LA_BASIC_AUTH_USER / LA_BASIC_AUTH_PASS when set)")
@@ -119,7 +126,7 @@ def _project(client: Any, args: argparse.Namespace, xml: str | None) -> int:
 def run(args: argparse.Namespace) -> int:
     from label_assistant.labelstudio.client import LabelStudioClient, LabelStudioError
     from label_assistant.labelstudio.config import parse_label_config
-    from label_assistant.microscopy.importer import import_files
+    from label_assistant.microscopy.importer import LocalDisplays, import_files
     from label_assistant.workspace import Workspace
 
     files = input_files(args.paths)
@@ -129,11 +136,21 @@ def run(args: argparse.Namespace) -> int:
         client = LabelStudioClient.from_env()
         project = _project(client, args, xml)
         config = parse_label_config(client.get_project(project)["label_config"])
+        displays = None
+        if args.local_files is not None:
+            if not args.document_root:
+                raise CliError("--local-files needs --document-root or "
+                               "LOCAL_FILES_DOCUMENT_ROOT (Label Studio's)")
+            try:
+                displays = LocalDisplays(client, project, Path(args.local_files),
+                                         Path(args.document_root))
+            except (ValueError, OSError) as error:
+                raise CliError(f"--local-files: {error}") from None
         report = import_files(
             client, project, files, Workspace(Path(args.workdir).resolve()),
             image_field=config.data_key, split_axis=args.split_axis, channel=args.channel,
             channels=channels_chosen,
-            progress=lambda items, total: progress(items, "import", total))
+            progress=lambda items, total: progress(items, "import", total), displays=displays)
         if args.connect_backend:
             user = os.environ.get("LA_BASIC_AUTH_USER")
             password = os.environ.get("LA_BASIC_AUTH_PASS")

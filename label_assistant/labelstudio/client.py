@@ -413,6 +413,23 @@ class LabelStudioClient:
                                    f"{missing[:3]}")
         return [by_name[n] for n in names]
 
+    def ensure_local_storage(self, project_id: int, path: str | Path, *,
+                             title: str = "label-assistant import (never synced)") -> int:
+        """A local-files import storage of the project at ``path`` (reused when one exists),
+        so that Label Studio serves files under it (``/data/local-files/?d=...``); its id.
+        Its file filter matches nothing: a "Sync" in the UI adds no task of its own."""
+        path = str(Path(path).resolve())
+        found = self._sdk("GET /api/storages/localfiles", self.sdk.import_storage.local.list,
+                          project=project_id)
+        for storage in found or []:
+            if str(getattr(storage, "path", "")).rstrip("/") == path.rstrip("/"):
+                return int(storage.id)
+        created = self._sdk("POST /api/storages/localfiles",
+                            self.sdk.import_storage.local.create, project=project_id,
+                            path=path, use_blob_urls=True, regex_filter="^$", title=title,
+                            request_options=_ONCE)
+        return int(created.id)
+
     def ml_backends(self, project_id: int) -> list[dict[str, Any]]:
         """The ML backends connected to the project."""
         backends = self._sdk("GET /api/ml", self.sdk.ml.list, project=project_id)

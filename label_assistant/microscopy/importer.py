@@ -14,6 +14,14 @@ imported with the data
 ``la_source``    ``<file> T=3,Z=0``: where the plane comes from; the import's key
 ================ ==================================================================
 
+Where the display PNGs go: by default into Label Studio itself (:class:`UploadedDisplays`:
+the import API's file upload, so a remote Label Studio works). For a Label Studio on this
+machine serving local files (``LOCAL_FILES_SERVING_ENABLED``, ``LOCAL_FILES_DOCUMENT_ROOT``),
+:class:`LocalDisplays` writes them into a folder under its document root instead, named by
+the original's hash, and points the tasks at ``/data/local-files/?d=...``; the project gets
+a local-files storage of that folder (never synced: its filter matches no file), which is
+what lets Label Studio serve them.
+
 Resumable and idempotent: before importing, the project's tasks are read and every plane
 whose ``la_source`` is already there is skipped, so a rerun adds nothing twice and an
 interrupted run continues where it stopped (tasks are created batch by batch; a batch cut
@@ -31,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from label_assistant.microscopy.originals import (
     ORIGINAL_FIELD,
@@ -76,6 +85,40 @@ class _Pending:
     data: dict[str, Any]
 
 
+class UploadedDisplays:
+    """Display PNGs stored in Label Studio through its import API."""
+
+    def __init__(self, client: Any, project: int) -> None:
+        self.client, self.project = client, project
+
+    def store(self, pending: Sequence[_Pending]) -> list[str]:
+        return self.client.upload_images(self.project, [(p.name, p.png) for p in pending])
+
+
+class LocalDisplays:
+    """Display PNGs written under Label Studio's local-files document root."""
+
+    def __init__(self, client: Any, project: int, folder: Path, document_root: Path) -> None:
+        folder, root = Path(folder).resolve(), Path(document_root).resolve()
+        if not folder.is_relative_to(root):
+            raise ValueError(f"{folder} is not under Label Studio's document root {root}")
+        self.folder, self.prefix = folder, folder.relative_to(root).as_posix()
+        folder.mkdir(parents=True, exist_ok=True)
+        client.ensure_local_storage(project, folder)
+
+    def store(self, pending: Sequence[_Pending]) -> list[str]:
+        from label_assistant.files import write_atomic
+
+        urls = []
+        for p in pending:
+            name = f"{p.data[ORIGINAL_FIELD]}.png"
+            target = self.folder / name
+            if not target.exists():
+                write_atomic(target, p.png)
+            urls.append(f"/data/local-files/?d={quote(f'{self.prefix}/{name}')}")
+        return urls
+
+
 def source_key(path: Path, label: str) -> str:
     """A plane's ``la_source``: the file's absolute path and the plane's indices."""
     text = str(path.resolve())
@@ -99,18 +142,21 @@ def import_files(
     channels: tuple[int, ...] | None = None,
     batch: int = BATCH,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    displays: Any = None,
 ) -> ImportReport:
-    """Import ``files`` into ``project`` (see the module doc); the report."""
+    """Import ``files`` into ``project`` (see the module doc); the report. ``displays``:
+    where the PNGs go (default :class:`UploadedDisplays`)."""
     started = time.perf_counter()
     report = ImportReport(project=int(project))
     existing = {str((t.get("data") or {}).get(SOURCE_FIELD)) for t in client.list_tasks(project)
                 if (t.get("data") or {}).get(SOURCE_FIELD)}
     pending: list[_Pending] = []
+    displays = displays if displays is not None else UploadedDisplays(client, project)
 
     def flush() -> None:
         if not pending:
             return
-        urls = client.upload_images(project, [(p.name, p.png) for p in pending])
+        urls = displays.store(pending)
         tasks = [{**p.data, image_field: url} for p, url in zip(pending, urls, strict=True)]
         ids = client.import_tasks(project, tasks)
         report.created += len(tasks)
