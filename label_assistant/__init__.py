@@ -12,6 +12,9 @@ Sub-packages, one concern each:
 - ``ml_backend``: the Label Studio ML backend service
 - ``simulate``: the oracle active-learning experiment
 - ``reporting``: rounds, report and plots
+- ``microscopy``: microscopy files (TIFF stacks, 16-bit, multi-channel) read plane by plane,
+  display PNGs, kept originals, and their import into Label Studio
+- ``measure``: per-object measurements of label maps, annotations or a model's predictions
 - ``cli``: the ``label-assistant`` command line
 - ``devtools``: the demo, the walkthrough, sample data, a local Label Studio runner
 

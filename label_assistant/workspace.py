@@ -10,6 +10,9 @@ W/projects/<id>/models/            versions of one Label Studio project (the bac
 W/projects/<id>/jobs/              that project's jobs (training, ranking), one folder each
 W/projects/<id>/intake/images/     images of received annotations (by content hash)
 W/projects/<id>/intake/labels/     their cleaned label maps (one PNG per revision)
+W/originals/<hash>.tif             original planes of imported microscopy (label-assistant
+                                   import), by content hash: what the backend trains and
+                                   predicts on for a task whose data names that hash
 ```
 
 ``project`` None means the command-line layout (``W/models``, ``W/jobs``).
@@ -45,6 +48,14 @@ class Workspace:
     @property
     def image_cache(self) -> Path:
         return self.root / "cache" / "images"
+
+    @property
+    def originals_dir(self) -> Path:
+        return self.root / "originals"
+
+    def original_file(self, content_hash: str) -> Path:
+        """The original plane with this content hash (the caller checks the hash's form)."""
+        return self.originals_dir / f"{content_hash}.tif"
 
     @property
     def metrics_dir(self) -> Path:

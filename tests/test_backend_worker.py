@@ -474,3 +474,27 @@ def test_killing_the_worker_process_loses_nothing(tmp_path):
     assert store.event_counts() == {"pending": 0, "processing": 0, "done": n, "failed": 0}
     live = [r for r in store.annotations("1") if r["state"] in ("admitted", "quarantined")]
     assert sorted(r["annotation_id"] for r in live) == list(range(1, n + 1))  # one each
+
+
+def test_an_imported_task_is_judged_on_its_original_and_refused_without_it(tmp_path, sink,
+                                                                           starter):
+    from label_assistant.microscopy.originals import ORIGINAL_FIELD, keep_original
+
+    worker = make_worker(tmp_path, sink, starter)
+    image, _ = blob_image(seed=0)
+    original = (image.astype(np.uint16) * 200)[..., None]  # a 16-bit plane shown as 8 bits
+    digest = keep_original(worker.settings.workspace, original)
+    body = created(11, 3)
+    body["task"]["data"][ORIGINAL_FIELD] = digest
+    gone = created(12, 4)
+    gone["task"]["data"][ORIGINAL_FIELD] = "f" * 16  # never imported here
+    post(worker, body), post(worker, gone)
+    worker.tick()
+    admitted, refused = worker.store.annotations("1")
+    assert admitted["state"] == "admitted"
+    assert Path(admitted["image_path"]).suffix == ".tif"  # the original is what trains
+    assert Path(admitted["image_path"]).read_bytes() == \
+        worker.settings.workspace.original_file(digest).read_bytes()
+    assert refused["state"] == "quarantined"
+    assert refused["findings"]["findings"][0]["code"] == "image_unavailable"
+    assert "the original plane ffffffffffffffff" in refused["findings"]["reasons"][0]

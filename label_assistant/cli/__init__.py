@@ -18,7 +18,8 @@ from label_assistant import __version__
 from label_assistant.cli.common import CliError
 
 # Order shown in --help; modules found but not listed here are appended.
-_ORDER = ["serve", "prelabel", "inspect", "train", "select", "simulate", "rounds", "report"]
+_ORDER = ["serve", "prelabel", "inspect", "train", "select", "simulate", "rounds", "report",
+          "import_", "measure"]
 
 
 def _command_modules() -> list[str]:

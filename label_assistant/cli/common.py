@@ -40,6 +40,38 @@ def image_files(path: str | Path, what: str = "image folder") -> list[Path]:
     return files
 
 
+def input_files(paths: list[str]) -> list[Path]:
+    """Files as given and the image files of folders (sorted), in order, once each;
+    error for a path that does not exist or a folder without images."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            found = sorted(f for f in path.iterdir()
+                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CliError(f"folder {raw!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        else:
+            raise CliError(f"{raw!r} does not exist")
+    return list(dict.fromkeys(files))
+
+
+def channel_list(text: str | None) -> tuple[int, ...] | None:
+    """``--channels R,G[,B]`` as numbers (None when not given)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise CliError(f"--channels {text!r}: give 2 or 3 channel numbers, like 0,1,2") from None
+    if not 2 <= len(values) <= 3 or min(values) < 0:
+        raise CliError(f"--channels {text!r}: give 2 or 3 channel numbers (0-based)")
+    return values
+
+
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """A progress bar on a terminal; silent when stderr is not a terminal (logs, CI)."""
     from tqdm import tqdm
@@ -64,6 +96,26 @@ def add_json(p: argparse.ArgumentParser, what: str) -> None:
     """``--json [FILE]``: ``what`` as JSON, to FILE or stdout."""
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help=f"{what} as JSON (to FILE, or stdout)")
+
+
+def add_plane_options(p: Any) -> None:
+    """``--split-axis`` and ``--channel`` / ``--channels``: how stacks become planes and
+    which channels a plane is labeled with (:mod:`label_assistant.microscopy`)."""
+    p.add_argument("--split-axis", choices=("t", "z"), default=None,
+                   help="the axis whose index is a plane's frame when a stack has both t "
+                   "and z (default t); each level of the other axis is a sequence of its own")
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument("--channel", type=_channel_number, default=None, metavar="C",
+                        help="channel C (0-based) alone, in grey")
+    chosen.add_argument("--channels", default=None, metavar="R,G,B",
+                        help="a colour composite of these channels (2 or 3, 0-based); "
+                        "default: 1 channel grey, 2 as red+green, 3 as RGB, 4: the first 3")
+
+
+def _channel_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a channel number (0, 1, ...)")
+    return int(text)
 
 
 def add_device(p: Any) -> None:

@@ -61,10 +61,11 @@ from label_assistant.labelstudio.client import (
     RANK_FIELD,
     STATUS_FIELD,
     WARNINGS_FIELD,
-    WARNINGS_HEADER,
     LabelStudioClient,
     LabelStudioError,
 )
+from label_assistant.labelstudio.config import PARTIAL_LABELING_HINT as PARTIAL_LABELING_HINT
+from label_assistant.labelstudio.config import brush_label_config
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
@@ -72,19 +73,7 @@ SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
 DEMO_BACKEND_AUTH = ("label-studio", "demo-backend-secret")
 PROJECT_TITLE = "label-assistant demo"
 CLASS_NAME = "Nucleus"
-#: How partial labeling works, always shown above the image (plain text: no ``$``, no XML).
-PARTIAL_LABELING_HINT = (
-    "Label a few objects completely, then paint Background between and around them. Leave "
-    "the rest unlabeled: unlabeled pixels are ignored in training.")
-LABEL_CONFIG = f"""<View>
-  {WARNINGS_HEADER}
-  <Header value="{PARTIAL_LABELING_HINT}" size="6"/>
-  <Image name="image" value="$image" zoom="true" zoomControl="true"/>
-  <BrushLabels name="tag" toName="image">
-    <Label value="Background" background="#1e88e5"/>
-    <Label value="{CLASS_NAME}" background="#e53935"/>
-  </BrushLabels>
-</View>"""
+LABEL_CONFIG = brush_label_config([CLASS_NAME])
 #: (sequence, frames, seed): three time-lapses, so sequence-aware ranking has work to do.
 SEQUENCES = [("seqA", 6, 1), ("seqB", 6, 2), ("seqC", 6, 3)]
 STATE_FILE = "demo.json"

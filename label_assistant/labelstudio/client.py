@@ -68,7 +68,8 @@ Transport
     that the SDK lacks, sent raw through :meth:`LabelStudioClient._request`:
 
     - ``GET /api/projects/{id}/next`` (:meth:`LabelStudioClient.next_task`): no SDK method.
-    - the multipart ``POST /api/projects/{id}/import`` (:meth:`LabelStudioClient.upload_files`):
+    - the multipart ``POST /api/projects/{id}/import`` (:meth:`LabelStudioClient.upload_files`,
+      :meth:`LabelStudioClient.upload_images`):
       ``projects.import_tasks`` only sends a JSON list of tasks, and no SDK method uploads a
       file.
 
@@ -99,6 +100,8 @@ from label_studio_sdk.core.parse_error import ParsingError
 from label_studio_sdk.core.request_options import RequestOptions
 from label_studio_sdk.projects.client import ProjectsClient
 
+from label_assistant.labelstudio.config import WARNINGS_FIELD, WARNINGS_HEADER
+
 __all__ = [
     "ADMITTED",
     "ANNOTATION_FIELD",
@@ -123,7 +126,6 @@ __all__ = [
 ]
 
 STATUS_FIELD = "la_status"
-WARNINGS_FIELD = "la_warnings"
 ANNOTATION_FIELD = "la_annotation"
 RANK_FIELD = "la_rank"
 SCORE_FIELD = "la_score"
@@ -138,7 +140,6 @@ NEXT_VIEW_TITLE = "Next to label"
 DEFAULT_VIEW_TITLE = "Default"
 
 RANK_WIDTH = 6  # "000001": text order = numeric order up to 999999 tasks
-WARNINGS_HEADER = f'<Header value="${WARNINGS_FIELD}" size="5" style="color: #b3261e"/>'
 log = logging.getLogger(__name__)
 
 _SAMPLINGS = ("Sequential sampling", "Uniform sampling", "Uncertainty sampling")
@@ -325,6 +326,13 @@ class LabelStudioClient:
                             title=title, label_config=label_config, **settings)
         return int(project.id)
 
+    def find_projects(self, title: str) -> list[dict[str, Any]]:
+        """The projects with exactly this title (``id``, ``title``), oldest first."""
+        found = self._sdk("GET /api/projects", self.sdk.projects.list, title=title,
+                          include="id,title", page_size=_PAGE_SIZE)
+        projects = [{"id": int(p.id), "title": p.title} for p in found or []]
+        return sorted((p for p in projects if p["title"] == title), key=lambda p: p["id"])
+
     def get_project(self, project_id: int) -> dict[str, Any]:
         # The raw-response client: ``projects.get`` rebuilds the model from ``model_dump()``,
         # which adds every field the server did not send (as ``None``).
@@ -370,6 +378,57 @@ class LabelStudioClient:
                 raise LabelStudioError(f"uploading {path.name} made {len(new)} tasks, not 1")
             ids.extend(new)
         return ids
+
+    def upload_images(self, project_id: int, images: Sequence[tuple[str, bytes]]
+                      ) -> list[str]:
+        """Store image files in the project without making tasks (Label Studio's import
+        with ``commit_to_project=false``), to be named by tasks imported afterwards
+        (:meth:`import_tasks`); their URLs (``/data/upload/<project>/<prefix>-<name>``), in
+        the order given. Names must be unique within a call; at most 100 files (Label
+        Studio's ``DATA_UPLOAD_MAX_NUMBER_FILES``)."""
+        names = [name for name, _ in images]
+        if len(set(names)) != len(names):
+            raise LabelStudioError("upload_images: file names repeat within one call")
+        if not images:
+            return []
+        # Raw multipart (module doc, "Transport"); one form field per file, as Label Studio
+        # reads one file per field.
+        body = self._request("POST", f"/api/projects/{project_id}/import",
+                             params={"commit_to_project": "false"},
+                             files={name: (name, data, "image/png") for name, data in images})
+        ids = [int(i) for i in (body or {}).get("file_upload_ids") or []]
+        if len(ids) != len(images):
+            raise LabelStudioError(f"uploading {len(images)} images stored {len(ids)} files")
+        stored = self._sdk(f"GET /api/projects/{project_id}/file-uploads",
+                           self.sdk.files.list, id=project_id, ids=json.dumps(ids))
+        by_name: dict[str, str] = {}
+        for upload in stored or []:
+            path = str(_plain(upload).get("file") or "")
+            stem = path.rsplit("/", 1)[-1]
+            original = stem.split("-", 1)[1] if "-" in stem else stem
+            by_name[original] = "/data/" + path.lstrip("/")
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise LabelStudioError(f"uploaded images not found back in Label Studio: "
+                                   f"{missing[:3]}")
+        return [by_name[n] for n in names]
+
+    def ensure_local_storage(self, project_id: int, path: str | Path, *,
+                             title: str = "label-assistant import (never synced)") -> int:
+        """A local-files import storage of the project at ``path`` (reused when one exists),
+        so that Label Studio serves files under it (``/data/local-files/?d=...``); its id.
+        Its file filter matches nothing: a "Sync" in the UI adds no task of its own."""
+        path = str(Path(path).resolve())
+        found = self._sdk("GET /api/storages/localfiles", self.sdk.import_storage.local.list,
+                          project=project_id)
+        for storage in found or []:
+            if str(getattr(storage, "path", "")).rstrip("/") == path.rstrip("/"):
+                return int(storage.id)
+        created = self._sdk("POST /api/storages/localfiles",
+                            self.sdk.import_storage.local.create, project=project_id,
+                            path=path, use_blob_urls=True, regex_filter="^$", title=title,
+                            request_options=_ONCE)
+        return int(created.id)
 
     def ml_backends(self, project_id: int) -> list[dict[str, Any]]:
         """The ML backends connected to the project."""

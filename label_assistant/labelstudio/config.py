@@ -24,14 +24,30 @@ from defusedxml.ElementTree import fromstring as _safe_fromstring
 from label_assistant.labelmap import BACKGROUND, MAX_CLASSES
 
 __all__ = [
+    "PARTIAL_LABELING_HINT",
     "SEGMENTATION_CONTROLS",
+    "WARNINGS_FIELD",
+    "WARNINGS_HEADER",
     "Control",
     "LabelConfig",
     "LabelConfigError",
     "UnknownLabelError",
+    "brush_label_config",
     "config_hash",
     "parse_label_config",
 ]
+
+#: The task data field holding the inspection warnings (written by the client).
+WARNINGS_FIELD = "la_warnings"
+#: The header that shows them on the labeling screen.
+WARNINGS_HEADER = f'<Header value="${WARNINGS_FIELD}" size="5" style="color: #b3261e"/>'
+#: How partial labeling works, shown above the image (plain text: no ``$``, no XML).
+PARTIAL_LABELING_HINT = (
+    "Label a few objects completely, then paint Background between and around them. Leave "
+    "the rest unlabeled: unlabeled pixels are ignored in training.")
+#: Label colours: Background blue, then the classes.
+_COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#fdd835",
+            "#6d4c41")
 
 #: Control tags this project reads, lower-cased tag name -> Label Studio result type.
 SEGMENTATION_CONTROLS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels"}
@@ -119,6 +135,39 @@ class LabelConfig:
     def brush_control(self) -> Control | None:
         """The control to send brush results from (the first BrushLabels), or None."""
         return next((c for c in self.controls if c.result_type == "brushlabels"), None)
+
+
+def brush_label_config(classes: list[str] | tuple[str, ...], *,
+                       background_label: str = "Background", image_field: str = "image"
+                       ) -> str:
+    """The project's label config: the warnings header, the partial-labelling hint, the image
+    (``$image_field``) and a ``BrushLabels`` with ``background_label`` and ``classes``.
+
+    The one builder of it (``make demo`` and ``label-assistant import``); it always parses
+    with :func:`parse_label_config`. :class:`LabelConfigError` for no class, a repeated
+    one, or a name that can't go into an XML attribute.
+    """
+    names = [str(c).strip() for c in classes]
+    if not names or not all(names):
+        raise LabelConfigError("a label config needs at least one class (and no empty name)")
+    every = [background_label, *names]
+    if len(set(every)) != len(every):
+        raise LabelConfigError(f"the labels {every} repeat a name")
+    bad = [n for n in every if any(c in n for c in '<>&"$') or not n.isprintable()]
+    if bad:
+        raise LabelConfigError(f"labels {bad} hold characters a label config can't carry")
+    if len(names) > MAX_CLASSES:
+        raise LabelConfigError(f"{len(names)} classes; a uint8 label map holds {MAX_CLASSES}")
+    labels = "\n".join(f'    <Label value="{name}" background="{_COLOURS[i % len(_COLOURS)]}"/>'
+                       for i, name in enumerate(every))
+    return f"""<View>
+  {WARNINGS_HEADER}
+  <Header value="{PARTIAL_LABELING_HINT}" size="6"/>
+  <Image name="image" value="${image_field}" zoom="true" zoomControl="true"/>
+  <BrushLabels name="tag" toName="image">
+{labels}
+  </BrushLabels>
+</View>"""
 
 
 def config_hash(xml: str) -> str:

@@ -4,7 +4,8 @@
 - :mod:`.protocol`: what Label Studio sends, parsed (project ids, label configs, task images);
 - :mod:`.origin`: which Label Studio a project talks to, with which token (the one resolver);
 - :mod:`.store`: durable state in SQLite (projects, events, annotation revisions, jobs);
-- :mod:`.fetch`: task images from Label Studio only, with limits and a cache;
+- :mod:`.fetch`: task images from Label Studio only, with limits and a cache, or a task's
+  original plane from the work directory when ``import`` made it;
 - :mod:`.prelabels`: the serving version of a project (Otsu or a model) and ``/predict``'s
   answers;
 - :mod:`.worker`: the intake worker: events, the gate with the serving model's

@@ -41,6 +41,14 @@ evicts the least recently used entries (a hit refreshes the entry's mtime). Writ
 ``flock`` on ``.lock`` in the folder; readers take none (an entry unlinked while read stays
 readable on POSIX, and one unlinked before it is opened is a miss).
 
+Originals: a task imported by ``label-assistant import`` names its original plane in its
+data (``la_original``, a content hash; :mod:`label_assistant.microscopy.originals`), and
+:meth:`ImageFetcher.task_image` reads that plane from the work directory
+(``W/originals/``), in its own values, instead of the 8-bit display PNG Label Studio
+shows. A missing, malformed or changed original is refused (:class:`FetchOriginalMissing`,
+never the PNG in its place). Every part of the backend that needs a task's image (``/predict``,
+the intake gate, ranking) asks :meth:`ImageFetcher.task_image`.
+
 Errors are :class:`FetchError` subclasses (``ValueError``) with one-line reasons naming the
 URL; ``transient`` says whether trying again later may help (network errors, 5xx, 429).
 """
@@ -70,6 +78,7 @@ import numpy as np
 from label_assistant.files import write_atomic
 from label_assistant.images import ImageError, image_size, read_image
 from label_assistant.ml_backend.origin import Origin, UnsafeURL, format_origin, split_origin
+from label_assistant.ml_backend.protocol import task_image_url
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +123,10 @@ class FetchFailed(FetchError):
 
 class FetchUnreadable(FetchError):
     """The bytes arrived but are not a readable image."""
+
+
+class FetchOriginalMissing(FetchError):
+    """The task names an original plane that the work directory lacks (or that changed)."""
 
 
 def _short(url: str, limit: int = 160) -> str:
@@ -176,6 +189,7 @@ class ImageFetcher:
         cache_dir: Path | None = None,
         cache_ttl: float = 3600.0,
         cache_bytes: int = 1024 * 1024 * 1024,
+        workspace: Any = None,
     ) -> None:
         self.base_url = label_studio_url.strip().rstrip("/") if label_studio_url else None
         self.ls_origin = _origin_or_empty(self.base_url) if self.base_url else ""
@@ -188,6 +202,7 @@ class ImageFetcher:
         self.cache_bytes = max(0, int(cache_bytes))
         self.cache_dir = Path(cache_dir) if cache_dir and self.cache_bytes else None
         self.cache_ttl = cache_ttl
+        self.workspace = workspace  # where imported originals are (None: tasks naming one fail)
 
     @classmethod
     def for_origin(cls, settings: Any, origin: Origin | None) -> ImageFetcher:
@@ -204,6 +219,7 @@ class ImageFetcher:
             cache_dir=settings.workspace.image_cache if cache_bytes > 0 else None,
             cache_ttl=settings.image_cache_ttl,
             cache_bytes=cache_bytes,
+            workspace=settings.workspace,
         )
 
     # --- URLs ----------------------------------------------------------------------------------
@@ -287,6 +303,32 @@ class ImageFetcher:
         if record is not None:  # fresh from the network and an image: worth keeping
             self._cache_put(resolved, data, record)
         return FetchedImage(resolved, data, image, record is None)
+
+    def task_image(self, task: Any, config: Any) -> FetchedImage:
+        """The image a task is predicted and trained on: its original plane when its data
+        names one (module doc, "Originals"), else the image its label config shows."""
+        from label_assistant.microscopy.originals import (
+            ORIGINAL_FIELD,
+            SOURCE_FIELD,
+            OriginalError,
+            load_original,
+        )
+        url = task_image_url(task, config)
+        data_fields = task.get("data") or {}
+        digest = data_fields.get(ORIGINAL_FIELD)
+        if digest is None:
+            return self.fetch_image(url)
+        if self.workspace is None:
+            raise FetchOriginalMissing(f"task {task.get('id')}: it names an original plane "
+                                       "but no work directory is known")
+        try:
+            data, image = load_original(self.workspace, digest, data_fields.get(SOURCE_FIELD))
+        except OriginalError as error:
+            raise FetchOriginalMissing(f"task {task.get('id')}: {error}") from None
+        if image.shape[0] * image.shape[1] > self.max_pixels:
+            raise FetchTooLarge(self._pixels_message(f"original {digest}", image.shape[1],
+                                                     image.shape[0]))
+        return FetchedImage(f"original:{digest}", data, image, True)
 
     def fetch_bytes(self, url: Any) -> bytes:
         """The image's bytes, within the limits (they are decoded once to check them)."""

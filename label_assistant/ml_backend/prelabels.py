@@ -32,7 +32,6 @@ import numpy as np
 
 from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
 from label_assistant.labelstudio.config import LabelConfig
-from label_assistant.ml_backend.protocol import task_image_url
 from label_assistant.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class Prelabels:
                      ) -> dict[str, Any]:
         from label_assistant.labelstudio.annotations import label_map_to_results
 
-        image = fetcher.fetch_image(task_image_url(task, config)).image
+        image = fetcher.task_image(task, config).image
         if hasattr(serving, "model"):
             with self._slots:
                 pre = serving.prelabel(image)

@@ -39,7 +39,7 @@ import numpy as np
 from label_assistant.labelstudio.config import LabelConfig
 from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
 from label_assistant.ml_backend.origin import Origin
-from label_assistant.ml_backend.protocol import load_label_config, task_image_url
+from label_assistant.ml_backend.protocol import load_label_config
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.selectors.strategies import Pool, RankedItem, parse_strategy, rank
 
@@ -153,7 +153,7 @@ def rank_tasks(
         callables = {"predict": predictor.predict, "embed": predictor.embed}
 
     def image_of(task: Mapping[str, Any]) -> np.ndarray:
-        image = fetcher.fetch_image(task_image_url(dict(task), config)).image
+        image = fetcher.task_image(dict(task), config).image
         if predictor is not None:
             return predictor.model_input(image)
         from label_assistant.images import normalize_for_model

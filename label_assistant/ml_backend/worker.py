@@ -64,7 +64,6 @@ from label_assistant.ml_backend.protocol import (
     TaskError,
     load_label_config,
     object_id,
-    task_image_url,
 )
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.ml_backend.sinks import Sink, load_sink
@@ -278,7 +277,7 @@ class Worker:
                          refused("label_config", f"The annotation can't be read: {error}"))
             return
         try:
-            fetched = self.fetcher(project).fetch_image(task_image_url(task, config))
+            fetched = self.fetcher(project).task_image(task, config)
         except FetchError as error:
             if error.transient and event.attempts < MAX_EVENT_ATTEMPTS:
                 raise _Retry(str(error)) from None
