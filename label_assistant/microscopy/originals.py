@@ -40,7 +40,7 @@ from label_assistant.workspace import Workspace
 ORIGINAL_FIELD = "la_original"
 #: Task data field: where the plane came from (``<file> T=3,Z=0``), for people.
 SOURCE_FIELD = "la_source"
-_HASH = re.compile(r"^[0-9a-f]{16}$")
+_HASH = re.compile(r"[0-9a-f]{16}")
 
 
 class OriginalError(ValueError):
@@ -124,7 +124,7 @@ def keep_original(workspace: Workspace, original: np.ndarray,
 def original_path(workspace: Workspace, digest: object) -> Path:
     """Where the original with this hash lives; :class:`OriginalError` for a malformed one
     (the hash comes from task data: it must never name another file)."""
-    if not isinstance(digest, str) or not _HASH.match(digest):
+    if not isinstance(digest, str) or not _HASH.fullmatch(digest):
         raise OriginalError(f"the task's {ORIGINAL_FIELD} {str(digest)[:40]!r} is not a "
                             "content hash (16 hex digits)")
     return workspace.original_file(digest)
