@@ -45,10 +45,13 @@ def test_a_round_warm_starts_from_a_champion_of_the_same_architecture_on_its_own
     assert trained.result.metrics["init"] == "v0007"
     assert trained.result.metrics["epochs_run"] == 1 and trained.result.config["epochs"] == 1
     assert trained.verdict.champion == "v0007" and trained.verdict.candidate_scores is not None
-    # Another architecture, other input channels, Otsu, or warm_start off: from scratch.
-    other = ModelSpec(arch="Unet", encoder="resnet18", in_channels=3, classes=tuple(CLASSES),
+    # Another encoder or classes, Otsu, or warm_start off: from scratch.
+    other = ModelSpec(arch="Unet", encoder="resnet34", in_channels=1, classes=tuple(CLASSES),
                       dropout=config.dropout)
     assert warm_state(_champion(other), config, _examples(), CLASSES) is None
+    three = ModelSpec(arch="Unet", encoder="resnet18", in_channels=1,
+                      classes=("Background", "Cell", "Dirt"), dropout=config.dropout)
+    assert warm_state(_champion(three), config, _examples(), CLASSES) is None
     assert warm_state(OtsuPrelabeler(), config, _examples(), CLASSES) is None
     cold = TrainConfig(**{**TINY, "warm_start": False})
     assert warm_state(champion, cold, _examples(), CLASSES) is None
@@ -89,3 +92,27 @@ def test_weak_supervision_only_reaches_unlabeled_pixels(weak_weight):
     weak = train(dense, CLASSES, config, weak=[np.ones((64, 64), np.uint8)] * 2)
     for key, value in plain.state_dict.items():
         assert np.array_equal(value.numpy(), weak.state_dict[key].numpy()), key
+
+
+@pytest.mark.parametrize(("before", "after"), [(1, 3), (3, 1)])
+def test_a_changed_channel_policy_still_warm_starts_with_the_same_answers(before, after):
+    """A grey project's first colour image turns the policy to colour: the champion's first
+    layer is spread over the new channels, so grey images get the champion's answer."""
+    import torch
+
+    config = TrainConfig(**TINY)
+    old = ModelSpec(arch="Unet", encoder="resnet18", in_channels=before, classes=tuple(CLASSES),
+                    dropout=config.dropout)
+    champion = _champion(old)
+    state = warm_state(champion, config, _examples(channels=after), CLASSES)
+    assert state is not None
+    new = create_model(ModelSpec(arch="Unet", encoder="resnet18", in_channels=after,
+                                 classes=tuple(CLASSES), dropout=config.dropout)).eval()
+    new.load_state_dict(state)
+    grey = torch.from_numpy(_examples(1)[0].image[None])  # (1, 1, 64, 64)
+    with torch.no_grad():
+        expected = champion.model(grey.repeat(1, before, 1, 1))
+        got = new(grey.repeat(1, after, 1, 1))
+    assert torch.allclose(expected, got, atol=1e-4)
+    trained = train_round(_examples(channels=after), CLASSES, config, champion)
+    assert trained.result.metrics["init"] == "v0007"

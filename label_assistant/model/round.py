@@ -7,9 +7,9 @@ train`` and the simulator, so all three follow the same rule:
 1. the **champion** is what serves now (:func:`label_assistant.model.predictor.serving`):
    Otsu before any model, else the current model version;
 2. the candidate **warm-starts** from the champion's weights when the champion is a model of
-   the same architecture, encoder, input channels and classes (``config.warm_start``), on
-   its own shorter schedule (``config.warm_epochs``); otherwise it starts from scratch (the
-   result records which);
+   the same architecture, encoder and classes (``config.warm_start``; input channels are
+   adapted when the channel policy changed), on its own shorter schedule
+   (``config.warm_epochs``); otherwise it starts from scratch (the result records which);
 3. with ``config.weak_weight`` > 0 the champion's pre-label supervises the pixels the
    annotator left unlabeled (:func:`weak_labels`; where the champion is unsure, nothing);
 4. the candidate and the champion are scored on the same validation pixels and
@@ -59,18 +59,51 @@ def weak_labels(champion: Any, examples: list[Example],
 
 def warm_state(champion: Any, config: TrainConfig, examples: list[Example],
                class_names: list[str]) -> dict[str, Any] | None:
-    """The champion's weights when the candidate can start from them, else None."""
+    """The champion's weights when the candidate can start from them, else None.
+
+    A champion that differs only in input channels (a grey project whose first colour image
+    arrived, so the channel policy turned to colour) still starts the candidate: the first
+    layer's weights are averaged over the champion's channels and spread over the new ones
+    (:func:`adapt_input_channels`), so a grey image repeated on three channels gives the
+    champion's answer."""
     from label_assistant.model.factory import ModelSpec
 
     model = getattr(champion, "model", None)
-    if not config.warm_start or model is None:
+    spec = getattr(champion, "spec", None)
+    if not config.warm_start or model is None or spec is None:
         return None
     wanted = ModelSpec(arch=config.arch, encoder=config.encoder,
                        in_channels=channel_policy(examples), classes=tuple(class_names),
                        dropout=config.dropout)
-    if getattr(champion, "spec", None) != wanted:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if spec == wanted:
+        return state
+    if replace(spec, in_channels=wanted.in_channels) != wanted:
+        return None  # another architecture, encoder or classes: from scratch
+    return adapt_input_channels(state, wanted)
+
+
+def adapt_input_channels(state: dict[str, Any], spec: Any) -> dict[str, Any] | None:
+    """``state`` with its input layer turned to ``spec.in_channels`` channels: each weight
+    tensor whose shape differs from the new model's only in the input-channel axis is
+    averaged over its channels and repeated, scaled by old / new channels (the response to
+    an image repeated on every channel stays the same). None when anything else differs."""
+    from label_assistant.model.factory import create_model
+
+    target = create_model(spec).state_dict()
+    if target.keys() != state.keys():
         return None
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    adapted = dict(state)
+    for key, old in state.items():
+        new_shape = tuple(target[key].shape)
+        if tuple(old.shape) == new_shape:
+            continue
+        if old.ndim != 4 or tuple(old.shape[:1]) + tuple(old.shape[2:]) != \
+                new_shape[:1] + new_shape[2:]:
+            return None
+        mean = old.mean(dim=1, keepdim=True)
+        adapted[key] = mean.repeat(1, new_shape[1], 1, 1) * (old.shape[1] / new_shape[1])
+    return adapted
 
 
 def train_round(examples: list[Example], class_names: list[str], config: TrainConfig,
