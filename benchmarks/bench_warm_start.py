@@ -1,8 +1,9 @@
 """Warm against cold rounds: does fine-tuning the champion reach a fresh model's Dice sooner?
 
-On the 2018 Data Science Bowl subset (``../shared/data/dsb2018_stage1_train_subset``, sparse
-oracle annotations: whole nuclei and a ring of context, 10% of the pixels), with the CPU
-default config (:class:`label_assistant.model.config.TrainConfig`):
+On the 2018 Data Science Bowl subset (``../shared/data/dsb2018_stage1_train_subset``, its
+images up to ``--max-side`` pixels, grey and colour; sparse oracle annotations: whole nuclei
+and a ring of context, 10% of the pixels), with the CPU default config
+(:class:`label_assistant.model.config.TrainConfig`):
 
 1. round 1: a cold model on the first ``--first`` images; it becomes the champion;
 2. round 2 on ``--second`` images (the first ones included), twice: **cold** (from scratch,
@@ -38,12 +39,13 @@ from label_assistant.model.sparsify import sparsify
 CLASSES = ["Background", "Nucleus"]
 
 
-def load(n_train: int, n_test: int) -> tuple[list[Any], list[Any]]:
+def load(n_train: int, n_test: int, max_side: int) -> tuple[list[Any], list[Any]]:
     root = shared_data("dsb2018_stage1_train_subset")
     if root is None:
         raise SystemExit("../shared/data/dsb2018_stage1_train_subset not found")
     manifest = json.loads((root / "manifest.json").read_text())
-    ids = sorted(i["id"] for i in manifest["images"])
+    ids = sorted(i["id"] for i in manifest["images"]
+                 if max(i["height"], i["width"]) <= max_side)
     rng = np.random.default_rng(0)
     order = [ids[i] for i in rng.permutation(len(ids))]
     examples = []
@@ -74,8 +76,12 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=8)
     parser.add_argument("--second", type=int, default=16)
     parser.add_argument("--test", type=int, default=16)
+    parser.add_argument("--max-side", type=int, default=400,
+                        help="only images whose longer side is at most this (default 400: "
+                        "the 256-360 px groups; validating on the large ones every epoch "
+                        "costs more than the training steps on 2 cores)")
     args = parser.parse_args()
-    train, test = load(args.second, args.test)
+    train, test = load(args.second, args.test, args.max_side)
     config = TrainConfig(device="cpu")
     otsu = OtsuPrelabeler()
 
