@@ -84,7 +84,18 @@ LABEL_CONFIG = f"""<View>
     <Label value="Background" background="#1e88e5"/>
     <Label value="{CLASS_NAME}" background="#e53935"/>
   </BrushLabels>
+  <RectangleLabels name="box" toName="image" smart="true" showInline="true">
+    <Label value="{CLASS_NAME}" background="#fb8c00"/>
+  </RectangleLabels>
+  <KeyPointLabels name="click" toName="image" smart="true" showInline="true">
+    <Label value="{CLASS_NAME}" background="#43a047"/>
+  </KeyPointLabels>
+  <KeyPointLabels name="extreme" toName="image" smart="true" showInline="true">
+    <Label value="{CLASS_NAME}" background="#8e24aa"/>
+  </KeyPointLabels>
 </View>"""
+#: The smart tools of :data:`LABEL_CONFIG` (box, clicks, extreme points) make Label Studio ask
+#: the backend for one object's mask; they need it connected as interactive.
 #: (sequence, frames, seed): three time-lapses, so sequence-aware ranking has work to do.
 SEQUENCES = [("seqA", 6, 1), ("seqB", 6, 2), ("seqC", 6, 3)]
 STATE_FILE = "demo.json"
@@ -299,7 +310,10 @@ def ensure_project(client: LabelStudioClient, folder: Path, key: str) -> tuple[i
     remembered = state.get("projects", {}).get(key)
     if remembered is not None:
         try:
-            if client.get_project(int(remembered)).get("title") == PROJECT_TITLE:
+            found = client.get_project(int(remembered))
+            if found.get("title") == PROJECT_TITLE:
+                if found.get("label_config") != LABEL_CONFIG:  # made by an older demo
+                    client.update_project(int(remembered), label_config=LABEL_CONFIG)
                 return int(remembered), True
         except LabelStudioError:
             pass  # deleted in the meantime: make a new one
@@ -350,7 +364,7 @@ def connect_backend(client: LabelStudioClient, project: int, url: str,
     go (their address or credentials may be stale)."""
     for old in client.ml_backends(project):
         client.disconnect_backend(int(old["id"]))
-    return client.connect_backend(project, url, basic_auth=auth)
+    return client.connect_backend(project, url, basic_auth=auth, is_interactive=True)
 
 
 def retrieve_prelabels(client: LabelStudioClient, project: int, task_ids: list[int]) -> int:

@@ -10,11 +10,14 @@
   guess instead of the whole rectangle. The result is the connected part that holds the
   positive clicks, or else the one that fills the box best (IoU with the box).
 - clicks (:func:`clicks_to_mask`): positive clicks are definite foreground, negative clicks
-  definite background (small disks), and the mask is recomputed from all clicks each time.
+  definite background (small disks), and the mask is recomputed from all clicks each time;
+  a negative click on a blob that touches the object (same colour: GrabCut alone keeps it)
+  also removes that blob.
   Without a box, one positive click and nothing else gives :func:`object_under_click`: the
   model's connected object under the click when probabilities are given and it sees the class
   there, else :func:`grow_region` (the click's side of a local Otsu threshold, grown until it
-  stops at the window's edge). More clicks refine that region with GrabCut.
+  stops at the window's edge, touching blobs split as Otsu's pre-labels split them). More
+  clicks refine that region with GrabCut.
 - :func:`extreme_points_to_mask`: the box four extreme points span, the points as definite
   foreground, then as a box.
 
@@ -31,6 +34,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from label_assistant.assist.pre import split_touching
 from label_assistant.images import normalize_for_model
 from label_assistant.interactive.prompts import (
     Box,
@@ -281,10 +285,11 @@ def grow_region(work: np.ndarray, click: Click) -> np.ndarray:
         bright = part[row - window[0].start, col - window[1].start] > threshold
         return part > threshold if bright else part <= threshold
 
-    return _grown(shape, (row, col), side)
+    return _grown(shape, (row, col), side, split=True)
 
 
-def _grown(shape: tuple[int, int], seed: tuple[int, int], select) -> np.ndarray:
+def _grown(shape: tuple[int, int], seed: tuple[int, int], select,
+           split: bool = False) -> np.ndarray:
     """The connected region of ``select(window)`` holding ``seed``, in windows that double
     from :data:`GROW_START` while the region touches an edge that is not the image's."""
     row, col = seed
@@ -302,9 +307,22 @@ def _grown(shape: tuple[int, int], seed: tuple[int, int], select) -> np.ndarray:
         if not touches or 2 * half >= MAX_GROW:
             break
         half *= 2
+    region = ndi.binary_fill_holes(region)
+    if split:  # touching blobs of one brightness: the one under the click
+        region = _instance_at(split_touching(region), (row - r0, col - c0))
     out = np.zeros(shape, dtype=bool)
-    out[window] = ndi.binary_fill_holes(region)
+    out[window] = region
     return out
+
+
+def _instance_at(instances: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    """The instance at ``at`` (the nearest one when ``at`` is on a line between them)."""
+    if instances[at] == 0:
+        if not instances.any():
+            return instances > 0
+        _, (rows, cols) = ndi.distance_transform_edt(instances == 0, return_indices=True)
+        at = (rows[at], cols[at])
+    return instances == instances[at]
 
 
 # --- the pieces -----------------------------------------------------------------------------
@@ -356,7 +374,9 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
             box: tuple[int, int, int, int] | None) -> np.ndarray:
     """Of a window's mask (full resolution), the connected parts holding a positive click;
     without one, the part that fills the box (image pixels ``r0, r1, c0, c1``) best (IoU with
-    the box); holes filled; negative clicks' pixels are never in it."""
+    the box); holes filled. A negative click inside it removes the blob under it (the mask's
+    touching blobs split as in :func:`~label_assistant.assist.pre.split_touching`) unless a
+    positive click holds that blob; its own pixel is never in it."""
     labels, n = ndi.label(part, structure=_EIGHT)
     if n == 0:
         return part
@@ -377,8 +397,14 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
     if not keep:
         return np.zeros_like(part)
     out = ndi.binary_fill_holes(np.isin(labels, list(keep)))
-    for click in clicks:
-        if not click.positive and (at := local(click)):
+    negatives = [at for c in clicks if not c.positive and (at := local(c)) and out[at]]
+    if negatives:  # a negative click on a blob touching the object takes that blob away
+        instances = split_touching(out)
+        held = {int(instances[at]) for c in clicks if c.positive and (at := local(c))}
+        drop = {int(instances[at]) for at in negatives} - held - {0}
+        if drop:
+            out &= ~np.isin(instances, list(drop))
+        for at in negatives:
             out[at] = False
     return out
 
