@@ -1,7 +1,7 @@
 """What Label Studio 1.23.2's smart tools send: drive its labeling screen and record every
 ``/predict`` it makes (the measurement behind ``docs/interactive.md``).
 
-    python scripts/capture_interactive.py --out /tmp/captured \
+    python scripts/capture_interactive.py --out /tmp/captured
         [--screenshot docs/images/interactive.png]
 
 Starts a fresh Label Studio (``.ls-venv``) and label-assistant's backend in this process

@@ -376,7 +376,8 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
     without one, the part that fills the box (image pixels ``r0, r1, c0, c1``) best (IoU with
     the box); holes filled. A negative click inside it removes the blob under it (the mask's
     touching blobs split as in :func:`~label_assistant.assist.pre.split_touching`) unless a
-    positive click holds that blob; its own pixel is never in it."""
+    positive click holds that blob (without one, the box holds the blob that fills it best);
+    its own pixel is never in it."""
     labels, n = ndi.label(part, structure=_EIGHT)
     if n == 0:
         return part
@@ -386,14 +387,13 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
         row, col = int(click.y) - window.r0, int(click.x) - window.c0
         return (row, col) if 0 <= row < height and 0 <= col < width else None
 
+    in_box = None
+    if box is not None:
+        in_box = (slice(box[0] - window.r0, box[1] - window.r0),
+                  slice(box[2] - window.c0, box[3] - window.c0))
     keep = {int(labels[at]) for c in clicks if c.positive and (at := local(c))} - {0}
-    if not keep and box is not None:
-        r0, r1, c0, c1 = (box[0] - window.r0, box[1] - window.r0, box[2] - window.c0,
-                          box[3] - window.c0)
-        inside = np.bincount(labels[r0:r1, c0:c1].ravel(), minlength=n + 1)[1:]
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        iou = inside / (sizes + (r1 - r0) * (c1 - c0) - inside)
-        keep = {int(np.argmax(iou)) + 1}
+    if not keep and in_box is not None:
+        keep = {_fills_best(labels, n, in_box)}
     if not keep:
         return np.zeros_like(part)
     out = ndi.binary_fill_holes(np.isin(labels, list(keep)))
@@ -401,12 +401,22 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
     if negatives:  # a negative click on a blob touching the object takes that blob away
         instances = split_touching(out)
         held = {int(instances[at]) for c in clicks if c.positive and (at := local(c))}
+        if not held and in_box is not None:  # the box holds the blob that fills it best
+            held = {_fills_best(instances, int(instances.max()), in_box)}
         drop = {int(instances[at]) for at in negatives} - held - {0}
         if drop:
             out &= ~np.isin(instances, list(drop))
         for at in negatives:
             out[at] = False
     return out
+
+
+def _fills_best(labels: np.ndarray, n: int, box: tuple[slice, slice]) -> int:
+    """The label (1..n) whose region has the highest IoU with the box (a window slice)."""
+    inside = np.bincount(labels[box].ravel(), minlength=n + 1)[1:]
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    area = labels[box].size
+    return int(np.argmax(inside / np.maximum(sizes + area - inside, 1))) + 1
 
 
 def _nothing(shape: tuple[int, int], reason: str) -> Segmentation:
