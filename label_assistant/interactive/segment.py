@@ -13,7 +13,8 @@
   definite background (small disks), and the mask is recomputed from all clicks each time;
   a negative click on a blob that touches the object (same colour: GrabCut alone keeps it)
   also removes that blob.
-  Without a box, one positive click and nothing else gives :func:`object_under_click`: the
+  Without a box, the first positive click gives :func:`object_under_click` (alone, the
+  answer; with more clicks, GrabCut's starting region): the
   model's connected object under the click when probabilities are given and it sees the class
   there, else :func:`grow_region` (the click's side of a local Otsu threshold, grown until it
   stops at the window's edge, touching blobs split as Otsu's pre-labels split them). More
@@ -209,21 +210,17 @@ def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = N
 def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
                    probabilities: np.ndarray | None = None, cls: int = 1, *,
                    max_side: int = MAX_SIDE, iterations: int = ITERATIONS) -> Segmentation:
-    """The object the clicks point at (no box): one positive click gives
-    :func:`object_under_click`; more clicks refine it with GrabCut."""
+    """The object the clicks point at (no box): the first positive click gives
+    :func:`object_under_click`, alone the answer; with more clicks, that region is GrabCut's
+    probable foreground around which every click is a definite seed."""
     clicks = tuple(clicks)
     shape = work.shape[:2]
     positives = [c for c in clicks if c.positive]
     if not positives:
         return _nothing(shape, "no positive click: a negative click only removes from an "
                                "object that a box or a positive click gives")
-    start = np.zeros(shape, dtype=bool)
-    methods = set()
-    for click in positives:
-        found = object_under_click(work, click, probabilities, cls)
-        start |= found.mask
-        methods.add(found.method)
-    method = "model-object" if methods == {"model-object"} else "region-grow"
+    found = object_under_click(work, positives[0], probabilities, cls)
+    start, method = found.mask, found.method
     if len(clicks) == 1:
         return _result(start, method, "no object under the click")
     rows, cols = np.nonzero(start)
@@ -276,11 +273,11 @@ def grow_region(work: np.ndarray, click: Click) -> np.ndarray:
     it, as the connected region holding the click, holes filled; the window (first
     :data:`GROW_START` pixels) doubles while the region reaches its edge."""
     shape = work.shape[:2]
-    gray = work.mean(axis=2, dtype=np.float32) if work.ndim == 3 else work.astype(np.float32)
     row, col = click.pixel(shape)
 
     def side(window: tuple[slice, slice]) -> np.ndarray:
-        part = cv2.GaussianBlur(gray[window], (0, 0), 1.0)
+        part = work[window].astype(np.float32)
+        part = cv2.GaussianBlur(part.mean(axis=2) if part.ndim == 3 else part, (0, 0), 1.0)
         threshold = _otsu(part)
         bright = part[row - window[0].start, col - window[1].start] > threshold
         return part > threshold if bright else part <= threshold
@@ -315,14 +312,19 @@ def _grown(shape: tuple[int, int], seed: tuple[int, int], select,
     return out
 
 
+def _nearest(instances: np.ndarray, at: tuple[int, int]) -> tuple[int, int]:
+    """``at``, or the nearest pixel of an instance when ``at`` is on no instance (a line
+    between them)."""
+    if instances[at] != 0 or not instances.any():
+        return at
+    _, (rows, cols) = ndi.distance_transform_edt(instances == 0, return_indices=True)
+    return int(rows[at]), int(cols[at])
+
+
 def _instance_at(instances: np.ndarray, at: tuple[int, int]) -> np.ndarray:
     """The instance at ``at`` (the nearest one when ``at`` is on a line between them)."""
-    if instances[at] == 0:
-        if not instances.any():
-            return instances > 0
-        _, (rows, cols) = ndi.distance_transform_edt(instances == 0, return_indices=True)
-        at = (rows[at], cols[at])
-    return instances == instances[at]
+    at = _nearest(instances, at)
+    return (instances == instances[at]) & (instances > 0)
 
 
 # --- the pieces -----------------------------------------------------------------------------
@@ -400,7 +402,8 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
     negatives = [at for c in clicks if not c.positive and (at := local(c)) and out[at]]
     if negatives:  # a negative click on a blob touching the object takes that blob away
         instances = split_touching(out)
-        held = {int(instances[at]) for c in clicks if c.positive and (at := local(c))}
+        held = {int(instances[_nearest(instances, at)])
+                for c in clicks if c.positive and (at := local(c))}
         if not held and in_box is not None:  # the box holds the blob that fills it best
             held = {_fills_best(instances, int(instances.max()), in_box)}
         drop = {int(instances[at]) for at in negatives} - held - {0}
