@@ -54,6 +54,15 @@ CLICK_RADIUS = 2
 #: The margin around a box: this share of its longer side, at least MIN_MARGIN pixels.
 MARGIN = 0.25
 MIN_MARGIN = 8
+#: GrabCut's result is kept when its IoU with the first guess (and the clicks) is at least
+#: this; below, GrabCut lost the object and the guess is the answer.
+KEEP_GUESS = 0.5
+#: :func:`grow_region` splits touching blobs at distance-transform maxima this deep (pixels;
+#: 0: no split).
+GROW_SPLIT_DEPTH = 2.0
+#: Clicks without a box: the first guess's box (with the positive clicks) widened by this
+#: share of its longer side on each side bounds the object.
+GUESS_PAD = 0.15
 #: The first window side of :func:`object_under_click` (doubled while the object reaches
 #: its edge, up to MAX_GROW).
 GROW_START = 48
@@ -174,8 +183,10 @@ def segment(work: np.ndarray, prompt: Prompt, probabilities: np.ndarray | None =
 
 def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = None,
                 cls: int = 1, *, clicks: tuple[Click, ...] = (), max_side: int = MAX_SIDE,
-                iterations: int = ITERATIONS) -> Segmentation:
-    """GrabCut from a rectangle (guided by the model's class probability when given)."""
+                iterations: int = ITERATIONS, guess: np.ndarray | None = None
+                ) -> Segmentation:
+    """GrabCut from a rectangle (guided by the model's class probability when given, or by
+    ``guess``, a bool ``(H, W)`` first guess of the object)."""
     shape = work.shape[:2]
     if box.x1 <= 0 or box.y1 <= 0 or box.x0 >= shape[1] or box.y0 >= shape[0]:
         return _nothing(shape, f"the box {box} is outside the {shape[1]}x{shape[0]} image")
@@ -189,16 +200,27 @@ def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = N
     seeds = np.full((height, width), cv2.GC_BGD, np.uint8)
     (br0, bc0), (br1, bc1) = window.point(c0, r0), window.point(c1 - 1, r1 - 1)
     inside = (slice(br0, br1 + 1), slice(bc0, bc1 + 1))
-    seeds[inside] = cv2.GC_PR_FGD
-    method = "grabcut"
+    crop = window.crop(work)
     p = class_probability(probabilities, cls)
-    if p is not None:
-        guess = window.crop(p, cv2.INTER_LINEAR)[inside] >= 0.5
-        if guess.any():
-            seeds[inside] = np.where(guess, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
-            method = "grabcut+model"
+    if guess is not None:
+        first, method = window.crop(guess.astype(np.uint8), cv2.INTER_NEAREST)[inside] > 0, \
+            "grabcut"
+    elif p is not None:
+        first, method = window.crop(p, cv2.INTER_LINEAR)[inside] >= 0.5, "grabcut+model"
+    else:
+        first, method = intensity_guess(crop[inside]), "grabcut"
+    if first.any() and not first.all():
+        seeds[inside] = np.where(first, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
+    else:
+        seeds[inside] = cv2.GC_PR_FGD
     _mark_clicks(seeds, window, clicks)
-    part = window.full(_grabcut(window.crop(work), seeds, iterations))
+    start = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+    cut = _grabcut(crop, seeds, iterations)
+    if _iou(cut, start) < KEEP_GUESS:
+        # GrabCut's colour models fail where neighbours look like the object (packed nuclei
+        # of one brightness in the margin): it drops the object. The first guess stands.
+        cut, method = start, method.replace("grabcut", "guess")
+    part = window.full(cut)
     if positives_inside:  # the object is inside its box
         in_box = np.zeros_like(part)
         in_box[r0 - window.r0:r1 - window.r0, c0 - window.c0:c1 - window.c0] = True
@@ -211,8 +233,8 @@ def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
                    probabilities: np.ndarray | None = None, cls: int = 1, *,
                    max_side: int = MAX_SIDE, iterations: int = ITERATIONS) -> Segmentation:
     """The object the clicks point at (no box): the first positive click gives
-    :func:`object_under_click`, alone the answer; with more clicks, that region is GrabCut's
-    probable foreground around which every click is a definite seed."""
+    :func:`object_under_click`, alone the answer; with more clicks, that region's box widened
+    to the positive clicks is GrabCut's box, and every click is a definite seed."""
     clicks = tuple(clicks)
     shape = work.shape[:2]
     positives = [c for c in clicks if c.positive]
@@ -223,21 +245,19 @@ def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
     start, method = found.mask, found.method
     if len(clicks) == 1:
         return _result(start, method, "no object under the click")
+    # The first guess and the positive clicks, a little wider, bound the object: GrabCut
+    # starts from that box (a wrong first guess as probable background would teach the
+    # background's colour model the object's colours), and all clicks are definite seeds.
     rows, cols = np.nonzero(start)
-    xs = [c.x for c in clicks]
-    ys = [c.y for c in clicks]
-    r0 = int(min(rows.min(initial=shape[0]), min(ys)))
-    r1 = int(max(rows.max(initial=0) + 1, max(ys) + 1))
-    c0 = int(min(cols.min(initial=shape[1]), min(xs)))
-    c1 = int(max(cols.max(initial=0) + 1, max(xs) + 1))
-    window = Window.around(r0, r1, c0, c1, shape, max_side)
-    seeds = np.where(window.crop(start.astype(np.uint8), cv2.INTER_NEAREST) > 0,
-                     cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
-    _mark_clicks(seeds, window, clicks)
-    part = _object(window.full(_grabcut(window.crop(work), seeds, iterations)), window, clicks,
-                   None)
-    return _result(window.paste(part, shape), f"grabcut+{method}",
-                   "GrabCut kept nothing under the clicks")
+    xs = [c.x for c in positives] + [float(cols.min(initial=shape[1])),
+                                     float(cols.max(initial=0) + 1)]
+    ys = [c.y for c in positives] + [float(rows.min(initial=shape[0])),
+                                     float(rows.max(initial=0) + 1)]
+    pad = max(3.0, GUESS_PAD * max(max(xs) - min(xs), max(ys) - min(ys)))
+    box = Box(min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
+    found = box_to_mask(work, box, clicks=clicks, max_side=max_side, iterations=iterations)
+    return Segmentation(found.mask, f"grabcut+{method}",
+                        None if not found.empty else "GrabCut kept nothing under the clicks")
 
 
 def extreme_points_to_mask(work: np.ndarray, points: tuple[Click, ...] | list[Click],
@@ -305,8 +325,8 @@ def _grown(shape: tuple[int, int], seed: tuple[int, int], select,
             break
         half *= 2
     region = ndi.binary_fill_holes(region)
-    if split:  # touching blobs of one brightness: the one under the click
-        region = _instance_at(split_touching(region), (row - r0, col - c0))
+    if split and GROW_SPLIT_DEPTH:  # touching blobs of one brightness: the one clicked
+        region = _instance_at(split_touching(region, GROW_SPLIT_DEPTH), (row - r0, col - c0))
     out = np.zeros(shape, dtype=bool)
     out[window] = region
     return out
@@ -337,6 +357,25 @@ def _otsu(values: np.ndarray) -> float:
     scaled = np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
     threshold, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return lo + float(threshold) * (hi - lo) / 255.0
+
+
+def intensity_guess(box: np.ndarray) -> np.ndarray:
+    """A first guess of the object in a box crop (``(h, w)`` or ``(h, w, C)``): the side of an
+    Otsu threshold (of the smoothed grey values) that touches the box's border less (the
+    object is inside its box, the background reaches the border)."""
+    gray = box.astype(np.float32)
+    gray = gray.mean(axis=2) if gray.ndim == 3 else gray
+    if min(gray.shape) >= 3:
+        gray = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    bright = gray > _otsu(gray)
+    border = np.ones(gray.shape, dtype=bool)
+    border[1:-1, 1:-1] = False
+    return bright if bright[border].mean() <= 0.5 else ~bright
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
 def _mark_clicks(seeds: np.ndarray, window: Window, clicks: tuple[Click, ...]) -> None:
