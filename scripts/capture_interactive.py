@@ -1,16 +1,21 @@
-"""What Label Studio 1.23.2's smart tools send: drive its labeling screen and record every
-``/predict`` it makes (the measurement behind ``docs/interactive.md``).
+"""What Label Studio 1.23.2 sends to an interactive backend: record every ``/predict`` of
+its interactive endpoint (the measurement behind ``docs/interactive.md``).
 
-    python scripts/capture_interactive.py --out /tmp/captured
-        [--screenshot docs/images/interactive.png]
+    python scripts/capture_interactive.py --out /tmp/captured [--template DIR]
 
-Starts a fresh Label Studio (``.ls-venv``) and label-assistant's backend in this process
-(recording each request body), creates a project with the demo's label config (brush +
-smart rectangle + smart keypoints + extreme points), uploads a 512 x 512 and a 2048 x 2048
-nucleus image, retrieves pre-labels, then in headless Chromium (playwright; ``--chromium``)
-turns Auto-Annotation on and, on each image: draws a box, makes clicks (one negative: Alt),
-four extreme points, waits for Label Studio's draft, clicks again. Every recorded body is
-written as ``NNN_<step>.json`` with its size; ``summary.json`` lists them.
+Starts a fresh Label Studio (``.ls-venv``; ``--template``: copy an initialised data dir) and
+label-assistant's backend in this process, recording each request body. Creates a project
+with the demo's label config (brush + smart rectangle, keypoints, extreme points), uploads a
+512 x 512 and a 2048 x 2048 nucleus image, retrieves pre-labels (so the tasks carry a
+prediction, as in the demo), connects the backend as interactive, and calls Label Studio's
+own ``POST /api/ml/{id}/interactive-annotating`` (what the labeling screen calls after each
+smart-tool region) with contexts shaped as the 1.23.2 labeling screen builds them (see
+``docs/interactive.md``): a box, one, two and three accumulated clicks (the third
+negative), four extreme points, then the same click after a draft was saved. Every recorded
+``/predict`` body is written as ``NNN_<size>_<step>.json``; ``summary.json`` lists sizes.
+
+The contexts are built here, not by a browser: driving the smart tools headless did not
+make the labeling screen call the backend (``docs/interactive.md`` says what was tried).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 from PIL import Image
 
-from label_assistant.devtools.demo import LABEL_CONFIG
+from label_assistant.devtools.demo import CLASS_NAME, LABEL_CONFIG
 from label_assistant.devtools.labelstudio_server import (
-    DEFAULT_PASSWORD,
-    DEFAULT_USERNAME,
     LabelStudioServer,
+    copy_data_dir,
     free_port,
     init_data_dir,
 )
@@ -74,18 +79,29 @@ class Recorder:
             return [c for c in self.calls[n:] if c["path"] == "/predict"]
 
 
+def region(kind: str, control: str, size: int, x: float, y: float, n: int,
+           positive: bool = True, w: float = 0.0, h: float = 0.0) -> dict[str, Any]:
+    """A smart region as the 1.23.2 labeling screen serializes it (percent coordinates;
+    keypoints of a smart tool carry ``is_positive`` and ``value.labels``)."""
+    base = {"id": f"{control}{n}", "from_name": control, "to_name": "image",
+            "type": kind, "origin": "manual", "original_width": size,
+            "original_height": size, "image_rotation": 0}
+    if kind == "rectanglelabels":
+        return {**base, "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0,
+                                  "rectanglelabels": [CLASS_NAME]}}
+    return {**base, "is_positive": positive,
+            "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": [CLASS_NAME],
+                      "labels": [CLASS_NAME]}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument("--screenshot", type=Path, default=None)
     parser.add_argument("--template", type=Path, default=None,
                         help="an initialised Label Studio data dir to copy")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
     from werkzeug.serving import make_server
 
-    from label_assistant.devtools.labelstudio_server import copy_data_dir
     from label_assistant.ml_backend.app import create_app
     from label_assistant.ml_backend.settings import Settings
 
@@ -103,118 +119,64 @@ def main() -> int:
         copy_data_dir(args.template, data_dir)
     else:
         print(f"label-studio init: {init_data_dir(data_dir):.0f} s", flush=True)
+    rows = []
     with LabelStudioServer(document_root=files) as ls:
         ls.start(data_dir)
-        print(f"label studio at {ls.url}", flush=True)
         port = free_port()
         settings = Settings(workdir=tmp / "work", label_studio_url=ls.url,
                             label_studio_api_key=ls.token)
         recorder = Recorder(create_app(settings))
         server = make_server("127.0.0.1", port, recorder, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        backend = f"http://127.0.0.1:{port}"
         client = LabelStudioClient(ls.url, ls.token)
         project = client.create_project("interactive capture", LABEL_CONFIG)
         tasks = dict(zip((512, 2048), client.upload_files(project, [images[512], images[2048]]),
                          strict=True))
-        client.connect_backend(project, backend, is_interactive=True)
+        backend = client.connect_backend(project, f"http://127.0.0.1:{port}",
+                                         is_interactive=True)
         client.retrieve_predictions(project)
-        steps: list[tuple[str, int]] = []
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=args.chromium,
-                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{ls.url}/user/login")
-            page.fill("input[name=email]", DEFAULT_USERNAME)
-            page.fill("input[name=password]", DEFAULT_PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_load_state("networkidle")
-            page.evaluate("localStorage.setItem('autoAnnotation', 'true')")
-            for size, task in tasks.items():
-                steps += drive(page, ls.url, project, task, size, recorder, args)
-            browser.close()
-        server.shutdown()
-    summary = []
-    for i, (step, first) in enumerate(steps):
-        for j, call in enumerate(recorder.predicts_since(first)[:1]):
-            name = f"{i:03d}_{step}.json"
-            body = json.loads(call["body"])
+        headers = {"Authorization": f"Token {ls.token}"}
+
+        def call(size: int, step: str, results: list[dict[str, Any]]) -> None:
+            first = len(recorder.calls)
+            started = time.perf_counter()
+            response = requests.post(
+                f"{ls.url}/api/ml/{backend}/interactive-annotating", headers=headers,
+                json={"task": tasks[size], "context": {"result": results}}, timeout=120)
+            seconds = time.perf_counter() - started
+            answer = response.json()
+            data = answer.get("data") or {}
+            (sent,) = recorder.predicts_since(first)
+            body = json.loads(sent["body"])
+            name = f"{len(rows):03d}_{size}_{step}.json"
             (args.out / name).write_text(json.dumps(body, indent=1))
-            context = (body.get("params") or {}).get("context")
-            task = (body.get("tasks") or [{}])[0]
-            summary.append({"file": name, "step": step, "bytes": call["bytes"], "n": j,
-                            "context_results": len((context or {}).get("result") or []),
-                            "task_keys": sorted(task),
-                            "drafts": len(task.get("drafts") or []),
-                            "predictions": len(task.get("predictions") or []),
-                            "annotations": len(task.get("annotations") or [])})
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    for row in summary:
-        print(row)
+            task = body["tasks"][0]
+            rows.append({"file": name, "status": response.status_code,
+                         "request_bytes": sent["bytes"], "answer_keys": sorted(answer),
+                         "suggestion_results": len(data.get("result") or []),
+                         "errors": answer.get("errors"), "seconds": round(seconds, 3),
+                         "task_keys": sorted(task), "drafts": len(task.get("drafts") or []),
+                         "predictions": len(task.get("predictions") or []),
+                         "annotations": len(task.get("annotations") or [])})
+            print(rows[-1], flush=True)
+
+        for size in (512, 2048):
+            c1 = region("keypointlabels", "click", size, 60.0, 60.0, 1)
+            c2 = region("keypointlabels", "click", size, 62.0, 63.0, 2)
+            c3 = region("keypointlabels", "click", size, 70.0, 70.0, 3, positive=False)
+            call(size, "box", [region("rectanglelabels", "box", size, 30, 30, 0, w=15, h=12)])
+            call(size, "click1", [c1])
+            call(size, "click2", [c1, c2])
+            call(size, "click3_negative", [c1, c2, c3])
+            extreme = [region("keypointlabels", "extreme", size, x, y, i)
+                       for i, (x, y) in enumerate(((20, 75), (30, 75), (25, 70), (25, 80)))]
+            call(size, "extreme4", extreme)
+            requests.post(f"{ls.url}/api/tasks/{tasks[size]}/drafts", headers=headers,
+                          json={"result": [c1], "lead_time": 1.0}, timeout=30)
+            call(size, "click1_after_draft", [c1])
+        server.shutdown()
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
     return 0
-
-
-def drive(page: Any, url: str, project: int, task: int, size: int, recorder: Recorder,
-          args: argparse.Namespace) -> list[tuple[str, int]]:
-    """One task's interactions; ``(step, index of the first call it may have made)``."""
-    page.goto(f"{url}/projects/{project}/data?task={task}")
-    page.wait_for_load_state("networkidle")
-    page.wait_for_selector("canvas", timeout=60_000)
-    time.sleep(3)
-    toggle = page.locator("[data-testid=bottombar-auto-annotation-toggle] input")
-    if toggle.count() and not toggle.first.is_checked():
-        toggle.first.check(force=True)
-    canvas = page.locator("canvas").first
-    box = canvas.bounding_box()
-    steps: list[tuple[str, int]] = []
-
-    def at(fx: float, fy: float) -> tuple[float, float]:
-        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
-
-    def step(name: str, action: Any, wait: float = 4.0) -> None:
-        first = len(recorder.calls)
-        action()
-        time.sleep(wait)
-        steps.append((f"{size}_{name}", first))
-        print(f"{size} {name}: {len(recorder.predicts_since(first))} /predict", flush=True)
-
-    def label(index: int) -> None:  # the "Nucleus" of the index-th control
-        page.locator(".lsf-label", has_text="Nucleus").nth(index).click()
-
-    def drag() -> None:
-        label(1)
-        page.mouse.move(*at(0.30, 0.30))
-        page.mouse.down()
-        page.mouse.move(*at(0.45, 0.42), steps=8)
-        page.mouse.up()
-
-    def click(fx: float, fy: float, alt: bool = False) -> None:
-        label(2)
-        if alt:
-            page.keyboard.down("Alt")
-        page.mouse.click(*at(fx, fy))
-        if alt:
-            page.keyboard.up("Alt")
-
-    step("box", drag)
-    if args.screenshot and size == 512:
-        args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(args.screenshot))
-    step("click1", lambda: click(0.60, 0.60))
-    step("click2", lambda: click(0.62, 0.63))
-    step("click3_negative", lambda: click(0.70, 0.70, alt=True))
-
-    def extreme() -> None:
-        label(3)
-        for fx, fy in ((0.20, 0.75), (0.30, 0.75), (0.25, 0.70), (0.25, 0.80)):
-            page.mouse.click(*at(fx, fy))
-            time.sleep(1.5)
-
-    step("extreme4", extreme)
-    time.sleep(20)  # Label Studio saves a draft of the changed annotation meanwhile
-    step("click4_after_draft", lambda: click(0.64, 0.61))
-    return steps
 
 
 if __name__ == "__main__":

@@ -84,13 +84,13 @@ LABEL_CONFIG = f"""<View>
     <Label value="Background" background="#1e88e5"/>
     <Label value="{CLASS_NAME}" background="#e53935"/>
   </BrushLabels>
-  <RectangleLabels name="box" toName="image" smart="true" showInline="true">
+  <RectangleLabels name="box" toName="image" smart="true" smartOnly="true" showInline="true">
     <Label value="{CLASS_NAME}" background="#fb8c00"/>
   </RectangleLabels>
-  <KeyPointLabels name="click" toName="image" smart="true" showInline="true">
+  <KeyPointLabels name="click" toName="image" smart="true" smartOnly="true" showInline="true">
     <Label value="{CLASS_NAME}" background="#43a047"/>
   </KeyPointLabels>
-  <KeyPointLabels name="extreme" toName="image" smart="true" showInline="true">
+  <KeyPointLabels name="extreme" toName="image" smart="true" smartOnly="true" showInline="true">
     <Label value="{CLASS_NAME}" background="#8e24aa"/>
   </KeyPointLabels>
 </View>"""

@@ -66,7 +66,10 @@ GUESS_PAD = 0.15
 #: The first window side of :func:`object_under_click` (doubled while the object reaches
 #: its edge, up to MAX_GROW).
 GROW_START = 48
-MAX_GROW = 1024
+MAX_GROW = 512
+#: Regions up to this many pixels are split into touching blobs (the watershed's cost grows
+#: with the area; larger regions are background, not an object).
+MAX_SPLIT = 128 * 128
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -325,7 +328,9 @@ def _grown(shape: tuple[int, int], seed: tuple[int, int], select,
             break
         half *= 2
     region = ndi.binary_fill_holes(region)
-    if split and GROW_SPLIT_DEPTH:  # touching blobs of one brightness: the one clicked
+    if split and GROW_SPLIT_DEPTH and region.sum() <= MAX_SPLIT:
+        # touching blobs of one brightness: the one clicked (a larger region is no object:
+        # the click was on the background's side, nothing to split)
         region = _instance_at(split_touching(region, GROW_SPLIT_DEPTH), (row - r0, col - c0))
     out = np.zeros(shape, dtype=bool)
     out[window] = region
