@@ -145,15 +145,18 @@ class Window:
 
 def working_image(image: np.ndarray) -> np.ndarray:
     """``uint8 (H, W, 3)``: each channel stretched between its 1st and 99.8th percentiles
-    (:func:`~label_assistant.images.normalize_for_model`), grey repeated, a fourth channel
-    dropped, two channels completed by their mean."""
-    x = normalize_for_model(image)
+    (:func:`~label_assistant.images.normalize_for_model`, the percentiles of about 512 x 512
+    pixels of a larger image), grey repeated, a fourth channel dropped, two channels
+    completed by their mean."""
+    height, width = image.shape[:2]
+    x = normalize_for_model(image, step=max(1, int(np.sqrt(height * width / 2**18))))
+    x = np.round(np.multiply(x[:3], 255, out=x[:3])).astype(np.uint8)  # uint8 first: cheap
     if x.shape[0] == 1:
         x = np.repeat(x, 3, axis=0)
     elif x.shape[0] == 2:
-        x = np.concatenate([x, x.mean(axis=0, keepdims=True)])
-    x = x[:3]
-    return np.ascontiguousarray(np.round(np.moveaxis(x, 0, -1) * 255).astype(np.uint8))
+        x = np.concatenate([x, x.mean(axis=0, keepdims=True, dtype=np.float32)
+                            .round().astype(np.uint8)])
+    return np.ascontiguousarray(np.moveaxis(x, 0, -1))
 
 
 def class_probability(probabilities: np.ndarray | None, cls: int) -> np.ndarray | None:
