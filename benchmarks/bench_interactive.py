@@ -15,9 +15,9 @@ centre, each next one at the centre of the largest error, positive or negative) 
 after 1, 3, 5 clicks and NoC@85 / NoC@90 (capped at 20); protocol ``box`` (the object's
 tight box, then corrective clicks) gives IoU after the box and after 1, 3, 5 more clicks.
 For GrabCut alone and, with ``--workdir``, model-guided (the model's probabilities of each
-image, through the serving version). ``--every N`` / ``--max-objects K`` take a documented
-subset when CPU time is short; images a model was trained on can be left out with
-``--exclude FILE`` (one image file name a line).
+image, through the serving version). ``--every N`` (every N-th image of the DSB subset)
+and ``--max-objects K`` (per image of it) take a documented subset when CPU time is short;
+images a model was trained on are left out with ``--exclude FILE`` (a name a line).
 
     python benchmarks/bench_interactive.py latency [--workdir W --project 1]
     python benchmarks/bench_interactive.py quality [--workdir W --project 1] [--every 1]
@@ -205,7 +205,8 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
         if serving is not None:
             variants.append(("model-guided", prelabels.probabilities(image, serving)))
         ids = [int(i) for i in np.unique(truth_map) if i]
-        if args.max_objects and len(ids) > args.max_objects:
+        if dataset == "dsb2018_stage1_train_subset" and args.max_objects \
+                and len(ids) > args.max_objects:
             ids = sorted(np.random.default_rng(0).choice(ids, args.max_objects, replace=False))
         for oid in ids:
             # Around the object only (GrabCut's window is bounded anyway): the simulator's
@@ -227,7 +228,8 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
                           "click1", "click3", "click5", "noc85", "noc90", "ms_per_click"])
     write_results("interactive_quality", rows, {
         "summary": summary, "every": args.every, "max_objects": args.max_objects,
-        "excluded": str(args.exclude) if args.exclude else None, "cap": CAP})
+        "excluded": args.exclude.read_text().split() if args.exclude else [], "cap": CAP,
+        "model": getattr(serving, "version", None)})
     return summary
 
 
@@ -302,7 +304,8 @@ def main() -> int:
     parser.add_argument("--clicks", type=int, default=5, help="latency: clicks per task")
     parser.add_argument("--every", type=int, default=1, help="quality: every N-th image")
     parser.add_argument("--max-objects", type=int, default=0,
-                        help="quality: at most K objects per image (a seeded sample; 0: all)")
+                        help="quality: at most K objects per image of the DSB subset (a "
+                             "seeded sample; 0: all); the StarDist sample is always whole")
     parser.add_argument("--exclude", type=Path, default=None,
                         help="quality: file of image names to leave out (a model's training "
                              "images)")
