@@ -201,8 +201,8 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
         image = read_image(image_path)
         truth_map = np.squeeze(read_image(mask_path))
         work = working_image(image)
-        variants = [("grabcut", None)]
-        if serving is not None:
+        variants = [("grabcut", None)] if "grabcut" in args.variants else []
+        if serving is not None and "model-guided" in args.variants:
             variants.append(("model-guided", prelabels.probabilities(image, serving)))
         ids = [int(i) for i in np.unique(truth_map) if i]
         if dataset == "dsb2018_stage1_train_subset" and args.max_objects \
@@ -212,7 +212,7 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
             # Around the object only (GrabCut's window is bounded anyway): the simulator's
             # distance transforms and the IoU need no more.
             rows_, cols_ = np.nonzero(truth_map == oid)
-            pad = max(64, int(rows_.ptp()), int(cols_.ptp()))
+            pad = max(64, int(np.ptp(rows_)), int(np.ptp(cols_)))
             r0, c0 = max(0, rows_.min() - pad), max(0, cols_.min() - pad)
             crop = (slice(r0, rows_.max() + pad + 1), slice(c0, cols_.max() + pad + 1))
             truth = truth_map[crop] == oid
@@ -226,7 +226,7 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     summary = summarize(rows)
     print_table(summary, ["dataset", "variant", "objects", "box", "box+1", "box+3", "box+5",
                           "click1", "click3", "click5", "noc85", "noc90", "ms_per_click"])
-    write_results("interactive_quality", rows, {
+    write_results(f"interactive_quality_{'_'.join(args.variants)}", rows, {
         "summary": summary, "every": args.every, "max_objects": args.max_objects,
         "excluded": args.exclude.read_text().split() if args.exclude else [], "cap": CAP,
         "model": getattr(serving, "version", None)})
@@ -309,6 +309,9 @@ def main() -> int:
     parser.add_argument("--exclude", type=Path, default=None,
                         help="quality: file of image names to leave out (a model's training "
                              "images)")
+    parser.add_argument("--variants", type=lambda s: s.split(","),
+                        default=["grabcut", "model-guided"],
+                        help="quality: grabcut, model-guided (needs --workdir), or both")
     args = parser.parse_args()
     (latency if args.what == "latency" else quality)(args)
     return 0
