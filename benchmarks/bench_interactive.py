@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import print_table, shared_data, write_results  # noqa: E402
 
+from label_assistant.devtools.samples import nuclei_image  # noqa: E402
 from label_assistant.images import read_image  # noqa: E402
 from label_assistant.interactive import Prompt, segment, working_image  # noqa: E402
 from label_assistant.interactive.simulate import (  # noqa: E402
@@ -59,22 +60,6 @@ CAP = 20
 
 
 # --- latency -----------------------------------------------------------------------------
-
-
-def nuclei(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fluorescence-like image of bright ellipses, and the instance map."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    image = np.full((size, size), 30.0)
-    instances = np.zeros((size, size), np.int32)
-    for i in range(1, 1 + max(8, size * size // 15000)):
-        cy, cx = rng.uniform(0.05, 0.95, 2) * size
-        ry, rx = rng.uniform(10, 30, 2)
-        inside = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1) & (instances == 0)
-        instances[inside] = i
-        image[inside] = rng.uniform(120, 220)
-    image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
-    return image, instances
 
 
 def _context(kind: str, xy: tuple[float, ...], size: int, positive: bool = True
@@ -110,7 +95,7 @@ def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
                 client = create_app(settings).test_client()
                 project = f"{args.project}.1" if workdir else "1.1"
                 for size in args.sizes:
-                    image, instances = nuclei(size, seed=size)
+                    image, instances = nuclei_image(size, seed=size)
                     for task in range(args.tasks):
                         path = f"/data/upload/{variant}-{size}-{task}.png"
                         server.add_png(path, image)

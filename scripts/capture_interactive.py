@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
 from PIL import Image
 
@@ -40,19 +39,8 @@ from label_assistant.devtools.labelstudio_server import (
     free_port,
     init_data_dir,
 )
+from label_assistant.devtools.samples import nuclei_image
 from label_assistant.labelstudio.client import LabelStudioClient
-
-
-def nuclei(size: int, seed: int) -> np.ndarray:
-    """A fluorescence-like image: bright ellipses on a dark, noisy background."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    image = np.full((size, size), 30.0)
-    for _ in range(max(4, size * size // 20000)):
-        cy, cx = rng.uniform(0.1, 0.9, 2) * size
-        ry, rx = rng.uniform(0.02, 0.05, 2) * size
-        image[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = rng.uniform(140, 220)
-    return np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
 
 
 class Recorder:
@@ -112,7 +100,7 @@ def main() -> int:
     images = {}
     for size in (512, 2048):
         path = files / f"nuclei-{size}.png"
-        Image.fromarray(nuclei(size, size)).save(path)
+        Image.fromarray(nuclei_image(size, size)[0]).save(path)
         images[size] = path
     data_dir = tmp / "ls"
     if args.template:
