@@ -3,22 +3,23 @@
 - :func:`working_image`: an image as read -> the ``uint8 (H, W, 3)`` GrabCut works on (each
   channel stretched between its percentiles, as the model sees it; grey repeated). Made once
   per image (the service caches it).
-- :func:`box_to_mask`: GrabCut initialised from the rectangle (outside: definite background,
-  inside: probable foreground). With ``probabilities`` (the model's ``(K+1, H, W)``) the
-  pixels inside the box start as probable foreground where the class probability is at least
-  0.5 and probable background elsewhere, so the colour models are learnt from the model's
-  guess instead of the whole rectangle. The result is the connected part that holds the
-  positive clicks, or else the one that fills the box best (IoU with the box).
+- :func:`box_to_mask`: a first guess inside the box (with ``probabilities``, the model's
+  ``(K+1, H, W)``: class probability >= 0.5; else :func:`intensity_guess`: the side of an
+  Otsu threshold that touches the box's border less) starts GrabCut: probable foreground /
+  background inside the box, definite background in a margin around it. When GrabCut's
+  result overlaps the guess (and the clicks) by less than :data:`KEEP_GUESS` it lost the
+  object (grey, packed nuclei: its colour models take the neighbours for the object) and
+  the guess stands. The result is the connected part that holds the positive clicks, or else
+  the one that fills the box best (IoU with the box).
 - clicks (:func:`clicks_to_mask`): positive clicks are definite foreground, negative clicks
   definite background (small disks), and the mask is recomputed from all clicks each time;
   a negative click on a blob that touches the object (same colour: GrabCut alone keeps it)
-  also removes that blob.
-  Without a box, the first positive click gives :func:`object_under_click` (alone, the
-  answer; with more clicks, GrabCut's starting region): the
-  model's connected object under the click when probabilities are given and it sees the class
-  there, else :func:`grow_region` (the click's side of a local Otsu threshold, grown until it
-  stops at the window's edge, touching blobs split as Otsu's pre-labels split them). More
-  clicks refine that region with GrabCut.
+  also removes that blob. Without a box, the first positive click gives
+  :func:`object_under_click`: the model's connected object under the click when
+  probabilities are given and it sees the class there, else :func:`grow_region` (the click's
+  side of a local Otsu threshold, grown until it stops at the window's edge, touching blobs
+  split as Otsu's pre-labels split them). Alone it is the answer; with more clicks its box,
+  widened to the positive clicks, goes to :func:`box_to_mask` with all the clicks.
 - :func:`extreme_points_to_mask`: the box four extreme points span, the points as definite
   foreground, then as a box.
 
