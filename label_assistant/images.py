@@ -247,13 +247,16 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
     return image[..., None] if image.ndim == 2 else image
 
 
-def _stretch(channel: np.ndarray, low: float, high: float) -> np.ndarray:
-    """One channel to float32 [0, 1] between its percentiles; non-finite pixels -> 0."""
+def _stretch(channel: np.ndarray, low: float, high: float, step: int = 1) -> np.ndarray:
+    """One channel to float32 [0, 1] between its percentiles (taken over every ``step``-th
+    row and column); non-finite pixels -> 0."""
     values = channel.astype(np.float32, copy=False)
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(channel.shape, np.float32)
     sample = values[finite] if not finite.all() else values
+    if step > 1 and finite.all():
+        sample = values[::step, ::step]
     lo, hi = np.percentile(sample, [low, high])
     if hi <= lo:
         # The percentiles met (sparse objects on a flat background): use the full range.
@@ -266,16 +269,18 @@ def _stretch(channel: np.ndarray, low: float, high: float) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-def normalize_for_model(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+def normalize_for_model(image: np.ndarray, low: float = 1.0, high: float = 99.8, *,
+                        step: int = 1) -> np.ndarray:
     """float32 ``(C, H, W)`` in [0, 1]: each channel stretched between its percentiles.
 
     The same rule for every dtype (see the module docstring); a constant channel becomes 0.
-    Accepts ``(H, W)`` or ``(H, W, C)``.
+    Accepts ``(H, W)`` or ``(H, W, C)``. ``step`` > 1 takes the percentiles over every
+    ``step``-th row and column only (faster on large images; the model's input uses all).
     """
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
     hwc = _as_hwc(image)
-    return np.stack([_stretch(hwc[..., c], low, high) for c in range(hwc.shape[2])])
+    return np.stack([_stretch(hwc[..., c], low, high, step) for c in range(hwc.shape[2])])
 
 
 def to_display_uint8(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:

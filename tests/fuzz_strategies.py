@@ -43,6 +43,12 @@ POLYGON_CONFIG = (
     '<View><Image name="image" value="$image"/><PolygonLabels name="poly" toName="image">'
     '<Label value="Background"/><Label value="Cell"/></PolygonLabels></View>'
 )
+#: CONFIG with Label Studio's smart tools (interactive labeling: box, clicks, extreme points).
+SMART_CONFIG = CONFIG.replace("</View>", (
+    '<RectangleLabels name="box" toName="image" smart="true"><Label value="Cell"/>'
+    '</RectangleLabels><KeyPointLabels name="click" toName="image" smart="true">'
+    '<Label value="Cell"/></KeyPointLabels><KeyPointLabels name="extreme" toName="image" '
+    'smart="true"><Label value="Cell"/></KeyPointLabels></View>'))
 HEIGHT, WIDTH = 64, 80
 #: A closed port on this machine: a stored hostname that is valid but answers nothing, fast.
 CLOSED = "http://127.0.0.1:9"
@@ -435,13 +441,55 @@ def tasks(draw: st.DrawFn) -> Any:
     return task if draw(st.integers(0, 9)) else draw(json_values)
 
 
+# --- smart-tool contexts (interactive labeling) ---------------------------------------------
+
+percents = st.one_of(st.floats(0, 100), st.floats(allow_nan=False), st.integers(-5, 200),
+                     st.just(Raw("1e400")), st.none(), weird_strings, st.booleans())
+
+
+@st.composite
+def context_results(draw: st.DrawFn) -> Any:
+    """One region of a smart tool as Label Studio sends it, often broken somewhere."""
+    kind = draw(st.sampled_from(["rectanglelabels", "keypointlabels", "keypointlabels"]))
+    control = {"rectanglelabels": "box"}.get(kind) or draw(st.sampled_from(["click", "extreme"]))
+    x, y = draw(st.floats(0, 90)), draw(st.floats(0, 90))
+    value: dict[str, Any] = {"x": x, "y": y, kind: [draw(st.sampled_from(
+        ["Cell", "Cell", "Cell", "Background", "Other", ""]))]}
+    if kind == "rectanglelabels":
+        value.update(width=draw(st.floats(0, 100 - x)), height=draw(st.floats(0, 100 - y)),
+                     rotation=draw(st.sampled_from([0, 0, 0, 90, 360, -0.0])))
+    else:
+        value["width"] = 0.5
+    result: dict[str, Any] = {
+        "id": draw(st.text(max_size=6)), "type": kind, "from_name": control,
+        "to_name": "image", "original_width": WIDTH, "original_height": HEIGHT,
+        "image_rotation": 0, "value": value}
+    if kind == "keypointlabels":
+        result["is_positive"] = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 2))):  # break something
+        where = draw(st.sampled_from(["value", "top"]))
+        target = value if where == "value" else result
+        key = draw(st.sampled_from(sorted(target)))
+        target[key] = draw(st.one_of(percents, json_values))
+    return result if draw(st.integers(0, 19)) else draw(json_values)
+
+
+contexts = st.one_of(
+    st.builds(lambda r: {"result": r}, st.lists(context_results(), max_size=6)),
+    st.builds(lambda r: {"result": r}, json_values),
+    json_values,
+)
+
+
 @st.composite
 def predict_bodies(draw: st.DrawFn) -> dict[str, Any]:
     body: dict[str, Any] = {
         "tasks": draw(st.one_of(st.lists(tasks(), max_size=3), json_values)),
         "project": draw(st.one_of(st.just("1.1795273793"), projects)),
-        "label_config": draw(st.one_of(st.just(CONFIG), configs)),
+        "label_config": draw(st.one_of(st.just(CONFIG), st.just(SMART_CONFIG), configs)),
         "params": draw(st.one_of(st.just({"login": None, "password": None, "context": None}),
+                                 st.builds(lambda c: {"login": None, "password": None,
+                                                      "context": c}, contexts),
                                  json_values)),
     }
     for key in draw(st.lists(st.sampled_from(sorted(body)), max_size=2)):

@@ -35,7 +35,8 @@ def test_to_env_round_trips_settings_that_are_not_the_defaults():
                  max_image_pixels=20, max_request_bytes=30, fetch_timeout=1.5,
                  image_cache_ttl=2.0, poll_interval=0.25, sink="none",
                  basic_auth_user="u", basic_auth_pass="p", metrics_token="m",
-                 max_webhook_bytes=40, image_cache_bytes=50, inference_slots=2, job_nice=5)
+                 max_webhook_bytes=40, image_cache_bytes=50, inference_slots=2, job_nice=5,
+                 interactive_cache_bytes=60)
     changed = [v.env for v in VARIABLES if getattr(s, v.attr) == v.default]
     assert changed == []  # every variable is exercised
     assert Settings.from_env(s.to_env()) == s

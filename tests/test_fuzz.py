@@ -17,8 +17,10 @@ import pytest
 from fuzz_strategies import (
     CONFIG,
     GOOD_IMAGE,
+    SMART_CONFIG,
     Req,
     annotation_body,
+    context_results,
     dumps,
     encoded,
     requests,
@@ -153,3 +155,16 @@ def test_setup_then_an_event(harness, body, data):
 def test_the_service_still_works_after_the_fuzz(harness):
     """Run last (file order): after everything above, a good annotation is admitted."""
     harness.still_works()
+
+
+@settings(FUZZ, max_examples=300)
+@given(results=st.lists(context_results(), max_size=6), image=st.sampled_from(
+    [GOOD_IMAGE] * 3 + ["http://elsewhere.invalid/x.png"]), data=st.data())
+def test_smart_tool_contexts(harness, results, image, data):
+    """Label Studio's interactive calls, mostly well formed, often broken somewhere: a 4xx
+    or an answer, never a 5xx."""
+    body = {"project": "1.1795273793", "label_config": SMART_CONFIG,
+            "tasks": [{"id": 7, "data": {"image": image}}],
+            "params": {"login": None, "password": None, "context": {"result": results}}}
+    harness.request(Req("POST", "/predict", data.draw(encoded(body)),
+                        headers={"Content-Type": "application/json"}))

@@ -215,3 +215,14 @@ def test_reads_the_shared_data(shared_data):
     if nuclei.is_file():
         image = read_image(nuclei)
         assert image.shape == (512, 512, 1) and image.dtype == np.uint16
+
+
+def test_normalize_for_model_can_take_its_percentiles_from_a_sample():
+    from label_assistant.images import normalize_for_model
+
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 300.0, (512, 512)).astype(np.uint16)
+    full = normalize_for_model(image)
+    sampled = normalize_for_model(image, step=4)
+    assert sampled.shape == full.shape and sampled.dtype == np.float32
+    assert np.abs(sampled - full).max() < 0.02

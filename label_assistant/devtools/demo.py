@@ -73,6 +73,8 @@ SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
 DEMO_BACKEND_AUTH = ("label-studio", "demo-backend-secret")
 PROJECT_TITLE = "label-assistant demo"
 CLASS_NAME = "Nucleus"
+#: The demo's label config, with the smart tools (box, clicks, extreme points) that make
+#: Label Studio ask the backend for one object's mask; they need it connected as interactive.
 LABEL_CONFIG = brush_label_config([CLASS_NAME])
 #: (sequence, frames, seed): three time-lapses, so sequence-aware ranking has work to do.
 SEQUENCES = [("seqA", 6, 1), ("seqB", 6, 2), ("seqC", 6, 3)]
@@ -288,7 +290,10 @@ def ensure_project(client: LabelStudioClient, folder: Path, key: str) -> tuple[i
     remembered = state.get("projects", {}).get(key)
     if remembered is not None:
         try:
-            if client.get_project(int(remembered)).get("title") == PROJECT_TITLE:
+            found = client.get_project(int(remembered))
+            if found.get("title") == PROJECT_TITLE:
+                if found.get("label_config") != LABEL_CONFIG:  # made by an older demo
+                    client.update_project(int(remembered), label_config=LABEL_CONFIG)
                 return int(remembered), True
         except LabelStudioError:
             pass  # deleted in the meantime: make a new one
@@ -339,7 +344,7 @@ def connect_backend(client: LabelStudioClient, project: int, url: str,
     go (their address or credentials may be stale)."""
     for old in client.ml_backends(project):
         client.disconnect_backend(int(old["id"]))
-    return client.connect_backend(project, url, basic_auth=auth)
+    return client.connect_backend(project, url, basic_auth=auth, is_interactive=True)
 
 
 def retrieve_prelabels(client: LabelStudioClient, project: int, task_ids: list[int]) -> int:

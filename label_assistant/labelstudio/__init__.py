@@ -7,11 +7,13 @@ one client for its API.
   to the SDK and about 20x faster.
 - :mod:`.annotations`: :func:`annotation_to_label_map` (results -> label map, instances,
   conflicts) and :func:`label_map_to_results` (label map -> ``brushlabels`` results).
+- :mod:`.context`: :func:`~.context.parse_context`, the smart tools' ``params.context``
+  (boxes, clicks, extreme points) as one object's prompt.
 
 - :mod:`.client`: :class:`~.client.LabelStudioClient`, the one way the project talks to
   Label Studio's API (inspection fields, saved tabs, the labeling order, imports).
 
-The first three are pure functions on arrays and dicts; only the client does HTTP.
+All but the client are pure functions on arrays and dicts; only the client does HTTP.
 """
 
 from label_assistant.labelstudio.annotations import (

@@ -42,6 +42,7 @@ __all__ = [
     "AnnotationError",
     "DecodedAnnotation",
     "annotation_to_label_map",
+    "check_result_size",
     "label_map_to_results",
     "region_mask",
 ]
@@ -72,7 +73,8 @@ def _rid(result: dict, i: int) -> str:
     return str(result.get("id", f"#{i}"))
 
 
-def _check_size(result: dict, rid: str, height: int, width: int) -> None:
+def check_result_size(result: dict, rid: str, height: int, width: int) -> None:
+    """:class:`AnnotationError` unless a result was drawn on this image size, unrotated."""
     ow, oh = result.get("original_width"), result.get("original_height")
     if ow is None or oh is None:
         raise AnnotationError(f"result {rid} has no original_width/original_height")
@@ -184,7 +186,7 @@ def annotation_to_label_map(
             ignored.append((rid, f"drawn on image {result.get('to_name')!r}, "
                                  f"not {config.to_name!r}"))
             continue
-        _check_size(result, rid, height, width)
+        check_result_size(result, rid, height, width)
         if not isinstance(result.get("value"), dict):
             raise AnnotationError(f"result {rid} has no value")
         cls = _label_of(result, rid, kind, config)

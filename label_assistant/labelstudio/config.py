@@ -3,7 +3,11 @@
 The classes of every label map come from here: background is the label named
 ``background_label`` (``"Background"`` by default) and gets index 0; the other labels of the
 ``BrushLabels`` / ``PolygonLabels`` controls on the image are classes 1..K in config order
-(first appearance across controls). Other controls (Choices, TextArea, ...) are ignored.
+(first appearance across controls). ``RectangleLabels`` and ``KeyPointLabels`` on the image
+are *prompt controls* (``prompt_controls``): Label Studio's smart tools for interactive
+labeling (``smart="true"``); they add no class, and each of their labels names the brush
+class an object pointed at with them gets. Other controls (Choices, TextArea, ...) are
+ignored.
 
 Configs come from the network (``/setup``, ``/predict``, webhooks): they are parsed with
 entity expansion and DTDs refused (:mod:`defusedxml`: no "billion laughs", no external
@@ -25,6 +29,7 @@ from label_assistant.labelmap import BACKGROUND, MAX_CLASSES
 
 __all__ = [
     "PARTIAL_LABELING_HINT",
+    "PROMPT_CONTROLS",
     "SEGMENTATION_CONTROLS",
     "WARNINGS_FIELD",
     "WARNINGS_HEADER",
@@ -51,6 +56,8 @@ _COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#
 
 #: Control tags this project reads, lower-cased tag name -> Label Studio result type.
 SEGMENTATION_CONTROLS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels"}
+#: Smart-tool controls whose regions are prompts for interactive labeling (no classes).
+PROMPT_CONTROLS = {"rectanglelabels": "rectanglelabels", "keypointlabels": "keypointlabels"}
 
 
 class LabelConfigError(ValueError):
@@ -63,17 +70,21 @@ class UnknownLabelError(LabelConfigError):
 
 @dataclass(frozen=True)
 class Control:
-    """A ``BrushLabels`` / ``PolygonLabels`` control: ``name`` is the results' ``from_name``."""
+    """A labels control (``BrushLabels``, ``PolygonLabels``, or a prompt control:
+    ``RectangleLabels``, ``KeyPointLabels``): ``name`` is the results' ``from_name``."""
 
     name: str
     type: str  # the tag as written in the config, e.g. "BrushLabels"
     to_name: tuple[str, ...]
     labels: tuple[str, ...]
+    smart: bool = False  # smart="true": Label Studio sends its regions to the backend
 
     @property
     def result_type(self) -> str:
-        """The ``type`` of its results: ``brushlabels`` or ``polygonlabels``."""
-        return SEGMENTATION_CONTROLS[self.type.lower()]
+        """The ``type`` of its results: ``brushlabels``, ``polygonlabels``,
+        ``rectanglelabels`` or ``keypointlabels``."""
+        kind = self.type.lower()
+        return SEGMENTATION_CONTROLS.get(kind) or PROMPT_CONTROLS[kind]
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,9 @@ class LabelConfig:
     xml: str = field(default="", repr=False, compare=False)
     #: ``(alias, value)`` of labels that have an ``alias``; both name the class.
     aliases: tuple[tuple[str, str], ...] = ()
+    #: ``RectangleLabels`` / ``KeyPointLabels`` on the image: prompts for interactive
+    #: labeling (see :mod:`label_assistant.labelstudio.context`), config order.
+    prompt_controls: tuple[Control, ...] = ()
     # label (value or alias) -> class index; built in __post_init__
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -131,6 +145,10 @@ class LabelConfig:
         """The segmentation control named ``name`` (a result's ``from_name``), or None."""
         return next((c for c in self.controls if c.name == name), None)
 
+    def prompt_control(self, name: str) -> Control | None:
+        """The prompt control named ``name`` (a smart tool's ``from_name``), or None."""
+        return next((c for c in self.prompt_controls if c.name == name), None)
+
     @property
     def brush_control(self) -> Control | None:
         """The control to send brush results from (the first BrushLabels), or None."""
@@ -138,10 +156,13 @@ class LabelConfig:
 
 
 def brush_label_config(classes: list[str] | tuple[str, ...], *,
-                       background_label: str = "Background", image_field: str = "image"
-                       ) -> str:
+                       background_label: str = "Background", image_field: str = "image",
+                       smart_tools: bool = True) -> str:
     """The project's label config: the warnings header, the partial-labelling hint, the image
-    (``$image_field``) and a ``BrushLabels`` with ``background_label`` and ``classes``.
+    (``$image_field``) and a ``BrushLabels`` with ``background_label`` and ``classes``; with
+    ``smart_tools``, the interactive prompts for each class too (a box, clicks, extreme
+    points: ``smartOnly``, shown when the backend is connected as interactive; see
+    ``docs/interactive.md``).
 
     The one builder of it (``make demo`` and ``label-assistant import``); it always parses
     with :func:`parse_label_config`. :class:`LabelConfigError` for no class, a repeated
@@ -160,13 +181,21 @@ def brush_label_config(classes: list[str] | tuple[str, ...], *,
         raise LabelConfigError(f"{len(names)} classes; a uint8 label map holds {MAX_CLASSES}")
     labels = "\n".join(f'    <Label value="{name}" background="{_COLOURS[i % len(_COLOURS)]}"/>'
                        for i, name in enumerate(every))
+    smart = ""
+    if smart_tools:
+        prompt_labels = "\n".join(f'    <Label value="{name}"/>' for name in names)
+        smart = "".join(
+            f'\n  <{tag} name="{name}" toName="image" smart="true" smartOnly="true" '
+            f'showInline="true">\n{prompt_labels}\n  </{tag}>'
+            for tag, name in (("RectangleLabels", "box"), ("KeyPointLabels", "click"),
+                              ("KeyPointLabels", "extreme")))
     return f"""<View>
   {WARNINGS_HEADER}
   <Header value="{PARTIAL_LABELING_HINT}" size="6"/>
   <Image name="image" value="${image_field}" zoom="true" zoomControl="true"/>
   <BrushLabels name="tag" toName="image">
 {labels}
-  </BrushLabels>
+  </BrushLabels>{smart}
 </View>"""
 
 
@@ -250,10 +279,11 @@ def _parse(xml: str, background_label: str, image_name: str | None) -> LabelConf
         )
 
     controls = []
+    prompts = []
     aliases: list[tuple[str, str]] = []
     for el in elements:
         kind = _local(el.tag)
-        if kind not in SEGMENTATION_CONTROLS:
+        if kind not in SEGMENTATION_CONTROLS and kind not in PROMPT_CONTROLS:
             continue
         name = el.get("name")
         targets = _names(el.get("toName"))
@@ -275,11 +305,13 @@ def _parse(xml: str, background_label: str, image_name: str | None) -> LabelConf
                 if label in labels:
                     raise LabelConfigError(f"control {name!r} lists label {label!r} twice")
                 labels.append(label)
-                if lab.get("alias"):
+                if lab.get("alias") and kind in SEGMENTATION_CONTROLS:
                     aliases.append((lab.get("alias"), label))
         if not labels:
             raise LabelConfigError(f"control {name!r} has no <Label>")
-        controls.append(Control(name, _tag_name(el.tag), targets, tuple(labels)))
+        control = Control(name, _tag_name(el.tag), targets, tuple(labels),
+                          smart=(el.get("smart") or "").strip().lower() == "true")
+        (controls if kind in SEGMENTATION_CONTROLS else prompts).append(control)
 
     if not controls:
         raise LabelConfigError(
@@ -306,4 +338,5 @@ def _parse(xml: str, background_label: str, image_name: str | None) -> LabelConf
         config_hash=config_hash(xml),
         xml=xml,
         aliases=tuple(dict.fromkeys(a for a in aliases if a[0] not in all_labels)),
+        prompt_controls=tuple(prompts),
     )

@@ -6,7 +6,9 @@ Routes (see ``docs/label-studio.md`` for what Label Studio 1.23.2 sends and expe
 - ``POST /setup`` -> ``{"model_version": ...}``: registers the project (label config, host,
   token); no model loading on the request path (Label Studio gives it 3 s); the project's
   model is loaded by a background thread.
-- ``POST /predict`` -> ``{"results": [...]}``: one per task, in order (:mod:`.prelabels`).
+- ``POST /predict`` -> ``{"results": [...]}``: one per task, in order (:mod:`.prelabels`);
+  with ``params.context`` (Label Studio's smart tools), one task's interactive answer: one
+  object's brush mask (:mod:`.interactive`).
 - ``POST /webhook``: annotation events and ``START_TRAINING`` are stored durably, then
   answered (Label Studio waits at most 1 s); other actions are acknowledged and ignored.
 - ``POST /train``: the older training call, handled as ``START_TRAINING``.
@@ -53,6 +55,7 @@ from label_assistant import __version__
 from label_assistant.labelstudio.config import LabelConfig, LabelConfigError
 from label_assistant.ml_backend import auth, metrics
 from label_assistant.ml_backend.fetch import ImageFetcher
+from label_assistant.ml_backend.interactive import ContextError, Interactive
 from label_assistant.ml_backend.jobs import JobStarter
 from label_assistant.ml_backend.origin import project_origin
 from label_assistant.ml_backend.prelabels import Prelabels
@@ -209,11 +212,14 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
                           default_tile=settings.predict_tile,
                           include_background=settings.predict_background,
                           inference_slots=settings.inference_slots)
+    interactive = Interactive(predictor, cache_bytes=settings.interactive_cache_bytes,
+                              ttl=settings.image_cache_ttl)
     requests_seen = metrics.RequestMetrics()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["label_assistant"] = ext = {
         "settings": settings, "store": store, "predictor": predictor, "worker": None,
+        "interactive": interactive,
     }
     if start_worker:
         worker = Worker(settings, store=store, sink=sink, job_starter=job_starter)
@@ -325,12 +331,31 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False,
                              "no <BrushLabels> control", 422)
         fetcher = ImageFetcher.for_origin(settings, project_origin(settings, row))
         errors: list[dict[str, Any]] = []
+        params = body.get("params")
+        context = params.get("context") if isinstance(params, dict) else None
+        if context is not None:  # a smart tool: one task, one object
+            return _interactive(tasks, context, config, fetcher, project, errors)
         results = predictor.predict(tasks, config, fetcher, project, errors)
         version = results[0]["model_version"] if results else \
             predictor.version_hint(project, config)
         if errors:  # Label Studio reads only "results"; this is for people and logs
             return jsonify(results=results, model_version=version, errors=errors)
         return jsonify(results=results, model_version=version)
+
+    def _interactive(tasks: list[dict[str, Any]], context: Any, config: LabelConfig,
+                     fetcher: ImageFetcher, project: str | None,
+                     errors: list[dict[str, Any]]) -> Response:
+        if len(tasks) != 1:
+            raise BadRequest(f"an interactive request (params.context) is for one task, got "
+                             f"{len(tasks)}")
+        try:
+            answer = interactive.answer(tasks[0], context, config, fetcher, project, errors)
+        except ContextError as error:
+            raise BadRequest(f"params.context: {_one_line(error)}", error.status) from None
+        extra = {"reason": answer["reason"]} if answer.get("reason") else {}
+        if errors:
+            extra["errors"] = errors
+        return jsonify(results=[answer], model_version=answer["model_version"], **extra)
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int] | Response:

@@ -99,6 +99,14 @@ class Prelabels:
         except Exception:  # a warm-up must never take the process down
             log.exception("warm-up of project %s failed", project)
 
+    def probabilities(self, image: np.ndarray, serving: Any) -> np.ndarray | None:
+        """The serving model's class probabilities (float32 ``(K+1, H, W)``) of an image as
+        read, taking a turn like :meth:`predict_task`; None when Otsu serves."""
+        if not hasattr(serving, "model"):
+            return None
+        with self._slots:
+            return serving.label_map(serving.model_input(image))[2]
+
     def predict(self, tasks: list[dict[str, Any]], config: LabelConfig, fetcher: Any,
                 project: str | None, errors: list[dict[str, Any]] | None = None
                 ) -> list[dict[str, Any]]:

@@ -214,6 +214,11 @@ class Settings:
         "LA_IMAGE_CACHE_BYTES", 1024 * 1024 * 1024, _int(0),
         "the image cache's size bound; the least recently used images go first (0: no cache)",
         shown="1 GiB")
+    interactive_cache_bytes: int = _setting(
+        "LA_INTERACTIVE_CACHE_BYTES", 512 * 1024 * 1024, _int(0),
+        "per web process: the bound of the smart tools' per-task cache (working image and "
+        "model probabilities, reused by every further click; least recently used first; 0: "
+        "none)", shown="512 MiB")
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 

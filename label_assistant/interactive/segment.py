@@ -1,0 +1,478 @@
+"""One object's mask from a prompt: GrabCut on a bounded crop, optionally guided by a model.
+
+- :func:`working_image`: an image as read -> the ``uint8 (H, W, 3)`` GrabCut works on (each
+  channel stretched between its percentiles, as the model sees it; grey repeated). Made once
+  per image (the service caches it).
+- :func:`box_to_mask`: a first guess inside the box (with ``probabilities``, the model's
+  ``(K+1, H, W)``: class probability >= 0.5; else :func:`intensity_guess`: the side of an
+  Otsu threshold that touches the box's border less) starts GrabCut: probable foreground /
+  background inside the box, definite background in a margin around it. When GrabCut's
+  result overlaps the guess (and the clicks) by less than :data:`KEEP_GUESS` it lost the
+  object (grey, packed nuclei: its colour models take the neighbours for the object) and
+  the guess stands. The result is the connected part that holds the positive clicks, or else
+  the one that fills the box best (IoU with the box).
+- clicks (:func:`clicks_to_mask`): positive clicks are definite foreground, negative clicks
+  definite background (small disks), and the mask is recomputed from all clicks each time;
+  a negative click on a blob that touches the object (same colour: GrabCut alone keeps it)
+  also removes that blob. Without a box, the first positive click gives
+  :func:`object_under_click`: the model's connected object under the click when
+  probabilities are given and it sees the class there, else :func:`grow_region` (the click's
+  side of a local Otsu threshold, grown until it stops at the window's edge, touching blobs
+  split as Otsu's pre-labels split them). Alone it is the answer; with more clicks its box,
+  widened to the positive clicks, goes to :func:`box_to_mask` with all the clicks.
+- :func:`extreme_points_to_mask`: the box four extreme points span, the points as definite
+  foreground, then as a box.
+
+GrabCut runs on a window around the prompt (the box plus a margin), scaled down so that its
+longer side is at most ``max_side`` pixels; the mask is scaled back (bilinear, then 0.5).
+Holes in the object are filled. Everything is numpy/OpenCV, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from label_assistant.assist.pre import split_touching
+from label_assistant.images import normalize_for_model
+from label_assistant.interactive.prompts import (
+    Box,
+    Click,
+    Prompt,
+    PromptError,
+    box_of_extreme_points,
+)
+
+#: The longer side of the crop GrabCut runs on (larger crops are scaled down to it).
+MAX_SIDE = 256
+#: GrabCut's iterations (OpenCV's examples use 5).
+ITERATIONS = 5
+#: Radius, in image pixels, of the disk a click makes definite.
+CLICK_RADIUS = 2
+#: The margin around a box: this share of its longer side, at least MIN_MARGIN pixels.
+MARGIN = 0.25
+MIN_MARGIN = 8
+#: GrabCut's result is kept when its IoU with the first guess (and the clicks) is at least
+#: this; below, GrabCut lost the object and the guess is the answer.
+KEEP_GUESS = 0.5
+#: :func:`grow_region` splits touching blobs at distance-transform maxima this deep (pixels;
+#: 0: no split).
+GROW_SPLIT_DEPTH = 2.0
+#: Clicks without a box: the first guess's box (with the positive clicks) widened by this
+#: share of its longer side on each side bounds the object.
+GUESS_PAD = 0.15
+#: The first window side of :func:`object_under_click` (doubled while the object reaches
+#: its edge, up to MAX_GROW).
+GROW_START = 48
+MAX_GROW = 512
+#: Regions up to this many pixels are split into touching blobs (the watershed's cost grows
+#: with the area; larger regions are background, not an object).
+MAX_SPLIT = 128 * 128
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One object's mask (bool ``(H, W)``), how it was made, and why it is empty if it is."""
+
+    mask: np.ndarray
+    method: str  # "grabcut", "grabcut+model", "model-object", "region-grow", "none"
+    reason: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.mask.any()
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows ``r0:r1`` and columns ``c0:c1`` of the image, worked on at ``scale``."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    scale: float
+
+    @classmethod
+    def around(cls, r0: int, r1: int, c0: int, c1: int, shape: tuple[int, int],
+               max_side: int = MAX_SIDE, margin: float = MARGIN) -> Window:
+        """Pixel rows ``r0:r1``, columns ``c0:c1`` widened by the margin, clipped."""
+        pad = max(MIN_MARGIN, int(round(margin * max(r1 - r0, c1 - c0))))
+        r0, r1 = max(0, r0 - pad), min(shape[0], r1 + pad)
+        c0, c1 = max(0, c0 - pad), min(shape[1], c1 + pad)
+        return cls(r0, r1, c0, c1, min(1.0, max_side / max(r1 - r0, c1 - c0)))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) at the working scale."""
+        return (max(1, round((self.r1 - self.r0) * self.scale)),
+                max(1, round((self.c1 - self.c0) * self.scale)))
+
+    def crop(self, array: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        """``array[..., window]`` ((H, W) or (H, W, C)) at the working scale."""
+        part = array[self.r0:self.r1, self.c0:self.c1]
+        height, width = self.size
+        if part.shape[:2] == (height, width):
+            return np.ascontiguousarray(part)
+        return cv2.resize(part, (width, height), interpolation=interpolation)
+
+    def point(self, x: float, y: float) -> tuple[int, int]:
+        """(row, col) at the working scale of image position (x, y)."""
+        height, width = self.size
+        row = int((y - self.r0) * self.scale)
+        col = int((x - self.c0) * self.scale)
+        return min(max(row, 0), height - 1), min(max(col, 0), width - 1)
+
+    def full(self, small: np.ndarray) -> np.ndarray:
+        """A bool mask at the working scale at the window's full resolution (bilinear, 0.5)."""
+        height, width = self.r1 - self.r0, self.c1 - self.c0
+        if small.shape == (height, width):
+            return small
+        up = cv2.resize(small.astype(np.float32), (width, height),
+                        interpolation=cv2.INTER_LINEAR)
+        return up >= 0.5
+
+    def paste(self, part: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """A full-resolution window mask in a bool mask of the image's ``shape``."""
+        out = np.zeros(shape, dtype=bool)
+        out[self.r0:self.r1, self.c0:self.c1] = part
+        return out
+
+
+def working_image(image: np.ndarray) -> np.ndarray:
+    """``uint8 (H, W, 3)``: each channel stretched between its 1st and 99.8th percentiles
+    (:func:`~label_assistant.images.normalize_for_model`, the percentiles of about 512 x 512
+    pixels of a larger image), grey repeated, a fourth channel dropped, two channels
+    completed by their mean."""
+    height, width = image.shape[:2]
+    x = normalize_for_model(image, step=max(1, int(np.sqrt(height * width / 2**18))))
+    x = np.round(np.multiply(x[:3], 255, out=x[:3])).astype(np.uint8)  # uint8 first: cheap
+    if x.shape[0] == 1:
+        x = np.repeat(x, 3, axis=0)
+    elif x.shape[0] == 2:
+        x = np.concatenate([x, x.mean(axis=0, keepdims=True, dtype=np.float32)
+                            .round().astype(np.uint8)])
+    return np.ascontiguousarray(np.moveaxis(x, 0, -1))
+
+
+def class_probability(probabilities: np.ndarray | None, cls: int) -> np.ndarray | None:
+    """The ``(H, W)`` probability of class ``cls`` (1..K), or None without probabilities."""
+    if probabilities is None:
+        return None
+    if not 1 <= cls < probabilities.shape[0]:
+        raise PromptError(f"class {cls} is not among the model's classes "
+                          f"1..{probabilities.shape[0] - 1}")
+    return probabilities[cls]
+
+
+# --- the prompts ------------------------------------------------------------------------
+
+
+def segment(work: np.ndarray, prompt: Prompt, probabilities: np.ndarray | None = None,
+            cls: int = 1, *, max_side: int = MAX_SIDE,
+            iterations: int = ITERATIONS) -> Segmentation:
+    """The object a prompt points at: extreme points, else a box, else clicks."""
+    if prompt.extreme:
+        return extreme_points_to_mask(work, prompt.extreme, probabilities, cls,
+                                      clicks=prompt.clicks, max_side=max_side,
+                                      iterations=iterations)
+    if prompt.box is not None:
+        return box_to_mask(work, prompt.box, probabilities, cls, clicks=prompt.clicks,
+                           max_side=max_side, iterations=iterations)
+    return clicks_to_mask(work, prompt.clicks, probabilities, cls, max_side=max_side,
+                          iterations=iterations)
+
+
+def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = None,
+                cls: int = 1, *, clicks: tuple[Click, ...] = (), max_side: int = MAX_SIDE,
+                iterations: int = ITERATIONS, guess: np.ndarray | None = None
+                ) -> Segmentation:
+    """GrabCut from a rectangle (guided by the model's class probability when given, or by
+    ``guess``, a bool ``(H, W)`` first guess of the object)."""
+    shape = work.shape[:2]
+    if box.x1 <= 0 or box.y1 <= 0 or box.x0 >= shape[1] or box.y0 >= shape[0]:
+        return _nothing(shape, f"the box {box} is outside the {shape[1]}x{shape[0]} image")
+    r0, r1, c0, c1 = box.pixels(shape)
+    positives_inside = all(box.contains(c) for c in clicks if c.positive)
+    xs, ys = [c.x for c in clicks], [c.y for c in clicks]
+    window = Window.around(min([r0, *map(int, ys)]), max([r1, *(int(y) + 1 for y in ys)]),
+                           min([c0, *map(int, xs)]), max([c1, *(int(x) + 1 for x in xs)]),
+                           shape, max_side)
+    height, width = window.size
+    seeds = np.full((height, width), cv2.GC_BGD, np.uint8)
+    (br0, bc0), (br1, bc1) = window.point(c0, r0), window.point(c1 - 1, r1 - 1)
+    inside = (slice(br0, br1 + 1), slice(bc0, bc1 + 1))
+    crop = window.crop(work)
+    p = class_probability(probabilities, cls)
+    if guess is not None:
+        first, method = window.crop(guess.astype(np.uint8), cv2.INTER_NEAREST)[inside] > 0, \
+            "grabcut"
+    elif p is not None:
+        first, method = window.crop(p, cv2.INTER_LINEAR)[inside] >= 0.5, "grabcut+model"
+    else:
+        first, method = intensity_guess(crop[inside]), "grabcut"
+    if first.any() and not first.all():
+        seeds[inside] = np.where(first, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
+    else:
+        seeds[inside] = cv2.GC_PR_FGD
+    _mark_clicks(seeds, window, clicks)
+    start = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+    cut = _grabcut(crop, seeds, iterations)
+    if _iou(cut, start) < KEEP_GUESS:
+        # GrabCut's colour models fail where neighbours look like the object (packed nuclei
+        # of one brightness in the margin): it drops the object. The first guess stands.
+        cut, method = start, method.replace("grabcut", "guess")
+    part = window.full(cut)
+    if positives_inside:  # the object is inside its box
+        in_box = np.zeros_like(part)
+        in_box[r0 - window.r0:r1 - window.r0, c0 - window.c0:c1 - window.c0] = True
+        part &= in_box
+    part = _object(part, window, clicks, (r0, r1, c0, c1))
+    return _result(window.paste(part, shape), method, "GrabCut found no object in the box")
+
+
+def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
+                   probabilities: np.ndarray | None = None, cls: int = 1, *,
+                   max_side: int = MAX_SIDE, iterations: int = ITERATIONS) -> Segmentation:
+    """The object the clicks point at (no box): the first positive click gives
+    :func:`object_under_click`, alone the answer; with more clicks, that region's box widened
+    to the positive clicks is GrabCut's box, and every click is a definite seed."""
+    clicks = tuple(clicks)
+    shape = work.shape[:2]
+    positives = [c for c in clicks if c.positive]
+    if not positives:
+        return _nothing(shape, "no positive click: a negative click only removes from an "
+                               "object that a box or a positive click gives")
+    found = object_under_click(work, positives[0], probabilities, cls)
+    start, method = found.mask, found.method
+    if len(clicks) == 1:
+        return _result(start, method, "no object under the click")
+    # The first guess and the positive clicks, a little wider, bound the object: GrabCut
+    # starts from that box (a wrong first guess as probable background would teach the
+    # background's colour model the object's colours), and all clicks are definite seeds.
+    rows, cols = np.nonzero(start)
+    xs = [c.x for c in positives] + [float(cols.min(initial=shape[1])),
+                                     float(cols.max(initial=0) + 1)]
+    ys = [c.y for c in positives] + [float(rows.min(initial=shape[0])),
+                                     float(rows.max(initial=0) + 1)]
+    pad = max(3.0, GUESS_PAD * max(max(xs) - min(xs), max(ys) - min(ys)))
+    box = Box(min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
+    found = box_to_mask(work, box, clicks=clicks, max_side=max_side, iterations=iterations)
+    return Segmentation(found.mask, f"grabcut+{method}",
+                        None if not found.empty else "GrabCut kept nothing under the clicks")
+
+
+def extreme_points_to_mask(work: np.ndarray, points: tuple[Click, ...] | list[Click],
+                           probabilities: np.ndarray | None = None, cls: int = 1, *,
+                           clicks: tuple[Click, ...] = (), max_side: int = MAX_SIDE,
+                           iterations: int = ITERATIONS) -> Segmentation:
+    """Four extreme points (DEXTR's input): their box, the points as definite foreground."""
+    points = tuple(Click(p.x, p.y, True) for p in points)
+    box = box_of_extreme_points(points)
+    found = box_to_mask(work, box, probabilities, cls, clicks=points + tuple(clicks),
+                        max_side=max_side, iterations=iterations)
+    return Segmentation(found.mask, f"extreme-points+{found.method}", found.reason)
+
+
+# --- a single click -----------------------------------------------------------------------
+
+
+def object_under_click(work: np.ndarray, click: Click,
+                       probabilities: np.ndarray | None = None, cls: int = 1) -> Segmentation:
+    """The model's connected object of class ``cls`` under the click (probability >= 0.5),
+    or, without probabilities or where the model sees no such object, :func:`grow_region`."""
+    shape = work.shape[:2]
+    p = class_probability(probabilities, cls)
+    row, col = click.pixel(shape)
+    if p is not None and p[row, col] >= 0.5:
+        mask = _grown(shape, (row, col), lambda window: p[window] >= 0.5)
+        return Segmentation(mask, "model-object")
+    return Segmentation(grow_region(work, click), "region-grow")
+
+
+def grow_region(work: np.ndarray, click: Click) -> np.ndarray:
+    """The click's side of an Otsu threshold of the (smoothed) grey image in a window around
+    it, as the connected region holding the click, holes filled; the window (first
+    :data:`GROW_START` pixels) doubles while the region reaches its edge."""
+    shape = work.shape[:2]
+    row, col = click.pixel(shape)
+
+    def side(window: tuple[slice, slice]) -> np.ndarray:
+        part = work[window].astype(np.float32)
+        part = cv2.GaussianBlur(part.mean(axis=2) if part.ndim == 3 else part, (0, 0), 1.0)
+        threshold = _otsu(part)
+        bright = part[row - window[0].start, col - window[1].start] > threshold
+        return part > threshold if bright else part <= threshold
+
+    return _grown(shape, (row, col), side, split=True)
+
+
+def _grown(shape: tuple[int, int], seed: tuple[int, int], select,
+           split: bool = False) -> np.ndarray:
+    """The connected region of ``select(window)`` holding ``seed``, in windows that double
+    from :data:`GROW_START` while the region touches an edge that is not the image's."""
+    row, col = seed
+    half = GROW_START // 2
+    while True:
+        r0, r1 = max(0, row - half), min(shape[0], row + half + 1)
+        c0, c1 = max(0, col - half), min(shape[1], col + half + 1)
+        window = (slice(r0, r1), slice(c0, c1))
+        labels, _ = ndi.label(select(window), structure=_EIGHT)
+        region = labels == labels[row - r0, col - c0]
+        if labels[row - r0, col - c0] == 0:
+            region[:] = False
+        touches = ((region[0].any() and r0 > 0) or (region[-1].any() and r1 < shape[0])
+                   or (region[:, 0].any() and c0 > 0) or (region[:, -1].any() and c1 < shape[1]))
+        if not touches or 2 * half >= MAX_GROW:
+            break
+        half *= 2
+    region = ndi.binary_fill_holes(region)
+    if split and GROW_SPLIT_DEPTH and region.sum() <= MAX_SPLIT:
+        # touching blobs of one brightness: the one clicked (a larger region is no object:
+        # the click was on the background's side, nothing to split)
+        region = _instance_at(split_touching(region, GROW_SPLIT_DEPTH), (row - r0, col - c0))
+    out = np.zeros(shape, dtype=bool)
+    out[window] = region
+    return out
+
+
+def _nearest(instances: np.ndarray, at: tuple[int, int]) -> tuple[int, int]:
+    """``at``, or the nearest pixel of an instance when ``at`` is on no instance (a line
+    between them)."""
+    if instances[at] != 0 or not instances.any():
+        return at
+    _, (rows, cols) = ndi.distance_transform_edt(instances == 0, return_indices=True)
+    return int(rows[at]), int(cols[at])
+
+
+def _instance_at(instances: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    """The instance at ``at`` (the nearest one when ``at`` is on a line between them)."""
+    at = _nearest(instances, at)
+    return (instances == instances[at]) & (instances > 0)
+
+
+# --- the pieces -----------------------------------------------------------------------------
+
+
+def _otsu(values: np.ndarray) -> float:
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return lo
+    scaled = np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    threshold, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return lo + float(threshold) * (hi - lo) / 255.0
+
+
+def intensity_guess(box: np.ndarray) -> np.ndarray:
+    """A first guess of the object in a box crop (``(h, w)`` or ``(h, w, C)``): the side of an
+    Otsu threshold (of the smoothed grey values) that touches the box's border less (the
+    object is inside its box, the background reaches the border)."""
+    gray = box.astype(np.float32)
+    gray = gray.mean(axis=2) if gray.ndim == 3 else gray
+    if min(gray.shape) >= 3:
+        gray = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    bright = gray > _otsu(gray)
+    border = np.ones(gray.shape, dtype=bool)
+    border[1:-1, 1:-1] = False
+    return bright if bright[border].mean() <= 0.5 else ~bright
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def _mark_clicks(seeds: np.ndarray, window: Window, clicks: tuple[Click, ...]) -> None:
+    """Positive clicks: definite foreground disks; negative: definite background."""
+    radius = max(1, int(round(CLICK_RADIUS * window.scale)))
+    for click in clicks:
+        row, col = window.point(click.x, click.y)
+        value = cv2.GC_FGD if click.positive else cv2.GC_BGD
+        cv2.circle(seeds, (col, row), radius, int(value), thickness=-1)
+
+
+def _grabcut(crop: np.ndarray, seeds: np.ndarray, iterations: int) -> np.ndarray:
+    """GrabCut on a crop from seed labels; the bool foreground (seeds alone when GrabCut
+    can't run: no probable or definite background, or no foreground)."""
+    fg = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)
+    if not fg.any():
+        return fg
+    if fg.all():  # GrabCut needs some background: the crop's border is probably background
+        seeds = seeds.copy()
+        border = np.ones(seeds.shape, dtype=bool)
+        border[1:-1, 1:-1] = False
+        seeds[border & (seeds != cv2.GC_FGD)] = cv2.GC_PR_BGD
+        if (seeds == cv2.GC_FGD).all():
+            return fg
+    mask = seeds.copy()
+    background = np.zeros((1, 65), np.float64)
+    foreground = np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(crop, mask, None, background, foreground, iterations,
+                    cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # too few samples for a colour model: keep the seeds
+        return fg
+    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+
+
+def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
+            box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """Of a window's mask (full resolution), the connected parts holding a positive click;
+    without one, the part that fills the box (image pixels ``r0, r1, c0, c1``) best (IoU with
+    the box); holes filled. A negative click inside it removes the blob under it (the mask's
+    touching blobs split as in :func:`~label_assistant.assist.pre.split_touching`) unless a
+    positive click holds that blob (without one, the box holds the blob that fills it best);
+    its own pixel is never in it."""
+    labels, n = ndi.label(part, structure=_EIGHT)
+    if n == 0:
+        return part
+    height, width = part.shape
+
+    def local(click: Click) -> tuple[int, int] | None:
+        row, col = int(click.y) - window.r0, int(click.x) - window.c0
+        return (row, col) if 0 <= row < height and 0 <= col < width else None
+
+    in_box = None
+    if box is not None:
+        in_box = (slice(box[0] - window.r0, box[1] - window.r0),
+                  slice(box[2] - window.c0, box[3] - window.c0))
+    keep = {int(labels[at]) for c in clicks if c.positive and (at := local(c))} - {0}
+    if not keep and in_box is not None:
+        keep = {_fills_best(labels, n, in_box)}
+    if not keep:
+        return np.zeros_like(part)
+    out = ndi.binary_fill_holes(np.isin(labels, list(keep)))
+    negatives = [at for c in clicks if not c.positive and (at := local(c)) and out[at]]
+    if negatives:  # a negative click on a blob touching the object takes that blob away
+        instances = split_touching(out)
+        held = {int(instances[_nearest(instances, at)])
+                for c in clicks if c.positive and (at := local(c))}
+        if not held and in_box is not None:  # the box holds the blob that fills it best
+            held = {_fills_best(instances, int(instances.max()), in_box)}
+        drop = {int(instances[at]) for at in negatives} - held - {0}
+        if drop:
+            out &= ~np.isin(instances, list(drop))
+        for at in negatives:
+            out[at] = False
+    return out
+
+
+def _fills_best(labels: np.ndarray, n: int, box: tuple[slice, slice]) -> int:
+    """The label (1..n) whose region has the highest IoU with the box (a window slice)."""
+    inside = np.bincount(labels[box].ravel(), minlength=n + 1)[1:]
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    area = labels[box].size
+    return int(np.argmax(inside / np.maximum(sizes + area - inside, 1))) + 1
+
+
+def _nothing(shape: tuple[int, int], reason: str) -> Segmentation:
+    return Segmentation(np.zeros(shape, dtype=bool), "none", reason)
+
+
+def _result(mask: np.ndarray, method: str, reason: str) -> Segmentation:
+    return Segmentation(mask, method, None if mask.any() else reason)
