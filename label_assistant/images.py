@@ -254,9 +254,10 @@ def _stretch(channel: np.ndarray, low: float, high: float, step: int = 1) -> np.
     finite = np.isfinite(values)
     if not finite.any():
         return np.zeros(channel.shape, np.float32)
-    sample = values[finite] if not finite.all() else values
-    if step > 1 and finite.all():
-        sample = values[::step, ::step]
+    if finite.all():
+        sample = values[::step, ::step] if step > 1 else values
+    else:
+        sample = values[finite]
     lo, hi = np.percentile(sample, [low, high])
     if hi <= lo:
         # The percentiles met (sparse objects on a flat background): use the full range.
