@@ -107,17 +107,14 @@ def test_pixel_weights_come_with_their_tiles():
     np.testing.assert_array_equal(w, y.astype(np.float32) * 2.0)
 
 
-def test_sampling_is_cheap_on_a_big_sparsely_labeled_image():
-    import time
-
+def test_sampling_finds_the_labeled_pixels_of_a_big_sparsely_labeled_image():
+    # Its speed is benchmarked (benchmarks/bench_sparse_training.py), not asserted here.
     h = w = 2048
     image = np.zeros((1, h, w), np.float32)
     label = np.full((h, w), UNLABELED, np.uint8)
     label[1000:1020, 1000:1200] = 1  # 0.1% of the image labeled
     sampler = TileSampler([image], [label], tile=256, min_labeled_pixels=64, seed=0)
-    start = time.perf_counter()
     _, y = sampler.sample(16)
-    assert time.perf_counter() - start < 1.0
     assert np.all(np.count_nonzero(y != UNLABELED, axis=(1, 2)) >= 64)
 
 
