@@ -342,8 +342,10 @@ class OtsuPrelabeler:
     def prelabel(self, image: np.ndarray) -> PreLabel:
         return otsu_prelabel(image, self.params)
 
-    def label_map(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
+    def label_map(self, x: np.ndarray, where: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, None]:
         """``(label map, confidence, None)`` of a model input (float (C, H, W)), as
-        :meth:`label_assistant.model.predictor.Predictor.label_map` gives a model's."""
+        :meth:`label_assistant.model.predictor.Predictor.label_map` gives a model's (``where``
+        is accepted for the same signature: the threshold is global, the whole image runs)."""
         pre = self.prelabel(chw_to_hwc(x))
         return pre.label_map, pre.confidence, None

@@ -208,6 +208,7 @@ def predict_proba(
     tta: bool = False,
     mc_samples: int = 0,
     out: np.ndarray | None = None,
+    where: np.ndarray | None = None,
 ) -> Prediction:
     """Softmax probabilities of ``image`` (float C x H x W), predicted tile by tile.
 
@@ -215,6 +216,9 @@ def predict_proba(
     smaller (then padded by mirroring). ``tta`` averages the 4 flips; ``mc_samples`` > 0 keeps
     dropout layers active for that many stochastic passes (times 4 with ``tta``). ``out``, a
     float32 (K+1) x H x W array (e.g. a ``np.memmap``), receives the probabilities in place.
+    ``where`` (bool H x W): only the tiles holding one of its pixels run; every tile that
+    covers such a pixel runs, so its probabilities are exactly those of the whole image, and
+    pixels no tile ran over stay 0 (validation on partial labels: the labeled pixels).
     The model must already be on ``device``; its train/eval modes are restored afterwards.
     """
     image = _as_chw(image)
@@ -240,6 +244,10 @@ def predict_proba(
     n_samples = len(flips) * passes
     probs = spread = sample_entropy = None
     grid = [(y, x) for y in ys for x in xs]
+    if where is not None:
+        if where.shape != (height, width):
+            raise InferenceError(f"where must be {height} x {width}, got {where.shape}")
+        grid = [(y, x) for y, x in grid if where[y : y + tile_h, x : x + tile_w].any()]
 
     with _inference_mode(model, mc_dropout=mc_samples > 0) as active_dropout:
         if mc_samples > 0 and active_dropout == 0:

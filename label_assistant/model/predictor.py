@@ -153,17 +153,21 @@ class Predictor:
         return x if self.in_channels is None else match_channels(x, self.in_channels)
 
     def predict(self, x: np.ndarray, *, tta: bool = False, mc_samples: int = 0,
-                out: np.ndarray | None = None) -> Prediction:
-        """Tiled class probabilities of a model input (float32 (C, H, W) in [0, 1])."""
+                out: np.ndarray | None = None, where: np.ndarray | None = None) -> Prediction:
+        """Tiled class probabilities of a model input (float32 (C, H, W) in [0, 1]);
+        ``where``: only the tiles over these pixels run (see
+        :func:`~label_assistant.model.inference.predict_proba`)."""
         return predict_proba(self.model, self.match(np.asarray(x)), tile=self.tiling.tile,
                              overlap=int(self.tiling.overlap or 0),
                              batch_size=self.tiling.batch_size, device=self.device, tta=tta,
-                             mc_samples=mc_samples, out=out)
+                             mc_samples=mc_samples, out=out, where=where)
 
-    def label_map(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def label_map(self, x: np.ndarray, where: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(label map, confidence, probabilities)`` of a model input: the argmax of the
-        probabilities, and the winning probability per pixel."""
-        probabilities = self.predict(x).probabilities
+        probabilities, and the winning probability per pixel (exact at ``where``'s pixels,
+        when given; see :meth:`predict`)."""
+        probabilities = self.predict(x, where=where).probabilities
         label_map, confidence = probabilities_to_label_map(probabilities)
         return label_map, confidence, probabilities
 

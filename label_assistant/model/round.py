@@ -137,6 +137,9 @@ def challenge(candidate: Any, champion: Any, validation: list[Example],
     if not validation:
         return decide(None, None, champion.version, class_names)
     truths = [e.label_map for e in validation]
-    cand = score(truths, [candidate.label_map(e.image)[0] for e in validation], n_classes)
-    champ = score(truths, [champion.label_map(e.image)[0] for e in validation], n_classes)
+    labeled = [t != UNLABELED for t in truths]  # only these pixels count: only their tiles run
+    cand = score(truths, [candidate.label_map(e.image, where=w)[0]
+                          for e, w in zip(validation, labeled, strict=True)], n_classes)
+    champ = score(truths, [champion.label_map(e.image, where=w)[0]
+                           for e, w in zip(validation, labeled, strict=True)], n_classes)
     return decide(cand, champ, champion.version, class_names)
