@@ -11,12 +11,15 @@ from labelstudio_harness import BRUSH_CONFIG
 
 from label_assistant.labelstudio import label_map_to_results, parse_label_config
 from label_assistant.labelstudio.client import (
+    ANNOTATION_FIELD,
+    HIDDEN_COLUMNS,
     NEXT_VIEW_TITLE,
     RANK_FIELD,
     REASON_FIELD,
     LabelStudioError,
     format_rank,
     next_to_label_view,
+    tab_layout,
 )
 
 pytestmark = pytest.mark.labelstudio
@@ -66,6 +69,9 @@ def test_annotator_receives_tasks_in_ranked_order(labelstudio_module, path):
     assert tab["title"] == NEXT_VIEW_TITLE
     assert (tab["filters"], tab["ordering"]) == (next_to_label_view()["filters"],
                                                   next_to_label_view()["ordering"])
+    for key, value in tab_layout().items():  # bookkeeping columns hidden, rank a number
+        assert tab[key] == value
+    assert tab["columnsDisplayType"][f"tasks:data.{RANK_FIELD}"] == "Number"
     data = {t["id"]: t["data"] for t in ls.client.list_tasks(project)}
     assert data[first[9]][RANK_FIELD] == format_rank(10)
     assert data[first[9]][REASON_FIELD] == "test rank 10"
@@ -98,6 +104,28 @@ def test_label_all_tasks_ignores_the_tab(labelstudio_module):
     # Label All first: the task it locks for this user would be served again by it.
     assert ls.client.next_task_label_all(project, view)["id"] == ids[0]
     assert ls.client.next_task_as_displayed(project, view)["id"] == ids[-1]
+
+
+def test_tabs_hide_existing_bookkeeping_columns_and_keep_a_changed_layout(labelstudio_module):
+    import requests
+
+    ls = labelstudio_module
+    project = ls.client.create_project("order-columns", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": PIXEL} for _ in range(3)])
+    view = ls.client.write_ranking(project, _ranking(ids))
+    answer = requests.get(f"{ls.url}/api/dm/columns", params={"project": project},
+                          headers={"Authorization": f"Token {ls.token}"}, timeout=30)
+    known = {f"tasks:{c['parent'] + '.' if c.get('parent') else ''}{c['id']}"
+             for c in answer.json()["columns"]}
+    # Every column we hide is one of this Label Studio's (la_annotation: once it is written).
+    assert set(HIDDEN_COLUMNS) - known <= {f"tasks:data.{ANNOTATION_FIELD}"}
+    assert f"tasks:data.{RANK_FIELD}" in known and "tasks:data.image" in known
+    # Someone shows a hidden column again: a re-rank keeps their layout.
+    data = ls.client.get_view(view)["data"]
+    data["hiddenColumns"] = {"explore": ["tasks:inner_id"], "labeling": []}
+    ls.sdk.views.update(id=str(view), project=project, data=data)
+    assert ls.client.write_ranking(project, _ranking(ids[::-1])) == view
+    assert ls.client.get_view(view)["data"]["hiddenColumns"]["explore"] == ["tasks:inner_id"]
 
 
 def test_ranking_of_unknown_task_is_refused(labelstudio_module):

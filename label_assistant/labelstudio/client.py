@@ -123,6 +123,7 @@ __all__ = [
     "quarantine_view",
     "ranking_fields",
     "status_filter",
+    "tab_layout",
 ]
 
 STATUS_FIELD = "la_status"
@@ -207,14 +208,35 @@ def status_filter(status: str) -> dict[str, Any]:
     }
 
 
+#: Label Studio's bookkeeping columns (ids from ``/api/dm/columns`` of 1.23.2) that our tabs
+#: hide, so that the image thumbnail and our ``la_`` fields are in view without scrolling;
+#: the ID, completion time, annotation count, annotators and prediction score stay.
+HIDDEN_COLUMNS = tuple(f"tasks:{c}" for c in (
+    "inner_id", "cancelled_annotations", "total_predictions", "annotations_results",
+    "annotations_ids", "predictions_model_versions", "predictions_results", "file_upload",
+    "storage_filename", "created_at", "updated_at", "updated_by", "avg_lead_time",
+    "draft_exists", f"data.{ANNOTATION_FIELD}"))
+
+
+def tab_layout() -> dict[str, Any]:
+    """The columns of our tabs: bookkeeping hidden (:data:`HIDDEN_COLUMNS`), rank and score
+    typed as numbers (shown and, where Label Studio reads the tab, sorted as numbers; the
+    zero-padded rank sorts right as text too). Set once: people may change it afterwards."""
+    hidden = list(HIDDEN_COLUMNS)
+    return {"hiddenColumns": {"explore": hidden, "labeling": hidden},
+            "columnsDisplayType": {f"tasks:data.{RANK_FIELD}": "Number",
+                                   f"tasks:data.{SCORE_FIELD}": "Number"}}
+
+
 def quarantine_view() -> dict[str, Any]:
-    """Title, filters and ordering of the "Quarantined" tab."""
+    """Title, filters and ordering of the "Quarantined" tab (its columns: :func:`tab_layout`)."""
     return {"title": QUARANTINE_VIEW_TITLE, "filters": status_filter(QUARANTINED),
             "ordering": ["-tasks:completed_at"]}
 
 
 def next_to_label_view() -> dict[str, Any]:
-    """Title, filters and ordering of the "Next to label" tab: unlabeled, by rank."""
+    """Title, filters and ordering of the "Next to label" tab: unlabeled, by rank (its
+    columns: :func:`tab_layout`)."""
     return {
         "title": NEXT_VIEW_TITLE,
         "filters": {"conjunction": "and", "items": [
@@ -591,12 +613,15 @@ class LabelStudioClient:
     def ensure_view(self, project_id: int, title: str, filters: Mapping[str, Any] | None = None,
                     ordering: Sequence[str] = ()) -> int:
         """The id of the project's tab named ``title``, created or updated to these filters
-        and ordering. The first tab we create is preceded by an empty "Default" tab: the
-        Data Manager only creates its own default tab for a project without any. (Label
-        Studio ignores an empty ordering on update: an existing ordering cannot be cleared.)"""
+        and ordering; its columns get :func:`tab_layout` where the tab has none yet (a
+        layout people changed is kept). The first tab we create is preceded by an empty
+        "Default" tab: the Data Manager only creates its own default tab for a project
+        without any. (Label Studio ignores an empty ordering on update: an existing ordering
+        cannot be cleared.)"""
         wanted: dict[str, Any] = {"title": title, "ordering": list(ordering)}
         if filters is not None:
             wanted["filters"] = dict(filters)
+        layout = tab_layout()
         with self._lock:
             views = self.list_views(project_id)
             if not views and title != DEFAULT_VIEW_TITLE:
@@ -606,13 +631,14 @@ class LabelStudioClient:
                 data = view.get("data") or {}
                 if data.get("title") != title:
                     continue
+                wanted.update({k: v for k, v in layout.items() if k not in data})
                 if all(data.get(key) == value for key, value in wanted.items()):
                     return int(view["id"])
                 self._sdk(f"PATCH /api/dm/views/{view['id']}", self.sdk.views.update,
                           id=str(view["id"]), project=project_id, data={**data, **wanted})
                 return int(view["id"])
             created = self._sdk("POST /api/dm/views", self.sdk.views.create, project=project_id,
-                                data=wanted, request_options=_ONCE)
+                                data={**wanted, **layout}, request_options=_ONCE)
             return int(created.id)
 
     # -- labeling order ---------------------------------------------------------------------
