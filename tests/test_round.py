@@ -116,3 +116,27 @@ def test_a_changed_channel_policy_still_warm_starts_with_the_same_answers(before
     assert torch.allclose(expected, got, atol=1e-4)
     trained = train_round(_examples(channels=after), CLASSES, config, champion)
     assert trained.result.metrics["init"] == "v0007"
+
+
+class _PaintsEverything:
+    """A model champion sure that every pixel is a cell (a bright-field image after dark
+    fluorescence, say)."""
+
+    version = "v0001"
+
+    def label_map(self, x, where=None):
+        shape = x.shape[1:]
+        return np.ones(shape, np.uint8), np.ones(shape, np.float32), None
+
+
+def test_a_model_champion_teaches_only_where_otsu_agrees():
+    from label_assistant.model.round import weak_labels
+
+    examples = _examples(2)
+    alone = weak_labels(_PaintsEverything(), examples)
+    assert all((w == 1).all() for w in alone)  # without a prior: its mistake is taught
+    checked = weak_labels(_PaintsEverything(), examples, prior=OtsuPrelabeler())
+    for w, e in zip(checked, examples, strict=True):
+        cell = e.label_map == 1
+        assert (w[cell] == 1).mean() > 0.95  # Otsu agrees on the bright cell
+        assert (w[~cell] == 255).mean() > 0.95  # and contradicts the painted background
