@@ -161,6 +161,7 @@ def publish_round(registry: Any, trained: Any, class_names: list[str], *,
         parent=registry.current_id(),
         make_current=trained.verdict.promoted,
         promotion=trained.verdict.to_dict(),
+        domain=result.domain,
     )
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from label_assistant.images import match_channels, normalize_for_model
+from label_assistant.model.domain import Domain
 from label_assistant.model.inference import (
     TILE_MULTIPLE,
     InferenceError,
@@ -110,7 +111,8 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, *, version: str, class_names: list[str],
                  tiling: Tiling | None = None, device: Any = None,
-                 spec: ModelSpec | None = None) -> None:
+                 spec: ModelSpec | None = None, domain: Domain | None = None,
+                 fallback: Any = None) -> None:
         self.model = model
         self.spec = spec  # the architecture, when known (a warm start needs to compare it)
         self.version = version
@@ -118,6 +120,10 @@ class Predictor:
         self.tiling = tiling or Tiling()
         self.device = device if device is not None else default_device()
         self.in_channels = _in_channels(model)
+        #: The images the version knows, and who pre-labels the others (Otsu): see
+        #: :mod:`label_assistant.model.domain`. Without either, the model labels every image.
+        self.domain = domain
+        self.fallback = fallback
 
     @classmethod
     def from_registry(cls, registry: ModelRegistry, version: str = "current", *,
@@ -136,7 +142,7 @@ class Predictor:
 
         return cls(model, version=info.id, class_names=list(info.class_names),
                    tiling=Tiling.of_config(info.config, default_tile), device=device,
-                   spec=ModelSpec.from_dict(info.spec))
+                   spec=ModelSpec.from_dict(info.spec), domain=Domain.from_dict(info.domain))
 
     @property
     def n_classes(self) -> int:
@@ -166,7 +172,10 @@ class Predictor:
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(label map, confidence, probabilities)`` of a model input: the argmax of the
         probabilities, and the winning probability per pixel (exact at ``where``'s pixels,
-        when given; see :meth:`predict`)."""
+        when given; see :meth:`predict`). On an image unlike the version's own (see
+        :meth:`familiar`), the fallback's label map, as :meth:`prelabel` serves it."""
+        if not self.familiar(x):
+            return self.fallback.label_map(x, where=where)
         probabilities = self.predict(x, where=where).probabilities
         label_map, confidence = probabilities_to_label_map(probabilities)
         return label_map, confidence, probabilities
@@ -179,10 +188,24 @@ class Predictor:
 
         from label_assistant.assist.pre import PreLabel
 
-        label_map, confidence, probabilities = self.label_map(self.model_input(image))
+        x = self.model_input(image)
+        if not self.familiar(x):
+            pre = self.fallback.prelabel(image)
+            log.info("%s has not seen images like this one (descriptor distance %.2f > %.2f): "
+                     "%s pre-labels it", self.version, self.domain.nearest(self.match(x)),
+                     self.domain.distance, pre.version)
+            return pre
+        label_map, confidence, probabilities = self.label_map(x)
         instances = ndi.label(label_map == 1)[0].astype(np.int32)
         return PreLabel(label_map, confidence, instances, (), "model", self.version,
                         probabilities)
+
+    def familiar(self, x: np.ndarray) -> bool:
+        """Whether the model pre-labels this model input: always without a domain or a
+        fallback, else when the input is within the domain's distance of one of its images."""
+        if self.domain is None or self.fallback is None:
+            return True
+        return self.domain.familiar(self.match(np.asarray(x)))
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """The encoder's pooled features of a model input (diversity in embedding space)."""
@@ -252,4 +275,7 @@ def serving(registry: ModelRegistry, class_names: list[str], *, otsu: Any = None
         return otsu
     cache = cache or VersionCache(device, default_tile)
     predictor = cache.current(registry, list(class_names))
-    return predictor if predictor is not None else otsu
+    if predictor is None:
+        return otsu
+    predictor.fallback = otsu  # images unlike the version's own get Otsu's pre-label
+    return predictor

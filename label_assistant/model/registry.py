@@ -87,6 +87,8 @@ class VersionInfo:
     #: The champion/challenger verdict when it was published: ``promoted``, ``reason``,
     #: ``champion``, and both versions' scores on the same validation pixels.
     promotion: dict[str, Any] = field(default_factory=dict)
+    #: The images it trained and validated on (:class:`label_assistant.model.domain.Domain`).
+    domain: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -284,6 +286,7 @@ class ModelRegistry:
         parent: str | None,
         make_current: bool = True,
         promotion: dict[str, Any] | None = None,
+        domain: dict[str, Any] | None = None,
     ) -> VersionInfo:
         """Store a new version; it serves at once with ``make_current``, else it is kept as a
         candidate. ``parent``: what served when it was trained (None: Otsu). Its record."""
@@ -304,6 +307,7 @@ class ModelRegistry:
                 curve=list(curve),
                 config=config,
                 promotion=dict(promotion or {}),
+                domain=domain,
             )
             # Serialise before touching the disk: a record that isn't JSON fails here.
             record = json.dumps(info.to_dict(), indent=2, default=json_default).encode()

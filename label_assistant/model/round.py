@@ -119,21 +119,18 @@ def adapt_input_channels(state: dict[str, Any], spec: Any) -> dict[str, Any] | N
 def train_round(examples: list[Example], class_names: list[str], config: TrainConfig,
                 champion: Any, *, on_epoch: Any = None, should_stop: Any = None) -> Round:
     """Train a candidate against ``champion`` (a Predictor or Otsu); see the module doc."""
+    from label_assistant.model.domain import Domain
     from label_assistant.model.factory import ModelSpec, create_model
     from label_assistant.model.predictor import Predictor, Tiling
 
     init = warm_state(champion, config, examples, class_names)
     if init is not None and config.warm_epochs:  # its own, shorter schedule
         config = replace(config, epochs=min(config.warm_epochs, config.epochs))
+    is_model = isinstance(champion, Predictor)
+    otsu = _otsu_of(champion, is_model, class_names)
     weak = None
-    if config.weak_weight > 0:
-        if isinstance(champion, Predictor):  # a model teaches only where Otsu agrees
-            from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
-
-            prior = OtsuPrelabeler(OtsuParams(n_classes=len(class_names) - 1))
-            weak = weak_labels(champion, examples, prior=prior)
-        else:
-            weak = weak_labels(champion, examples)
+    if config.weak_weight > 0:  # a model champion teaches only where Otsu agrees
+        weak = weak_labels(champion, examples, prior=otsu if is_model else None)
     result = train(examples, class_names, config, init_state=init,
                    init_version=champion.version if init is not None else None, weak=weak,
                    on_epoch=on_epoch, should_stop=should_stop)
@@ -141,11 +138,26 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
     model.load_state_dict(result.state_dict)
     candidate = Predictor(model, version="candidate", class_names=list(class_names),
                           tiling=Tiling.of_config(result.config), device=config.device,
-                          spec=ModelSpec.from_dict(result.spec))
+                          spec=ModelSpec.from_dict(result.spec),
+                          domain=Domain.from_dict(result.domain), fallback=otsu)
     verdict = challenge(candidate, champion, result.validation, class_names)
     log.info("candidate: %s (%s)", "promoted" if verdict.promoted else "kept, not promoted",
              verdict.reason)
     return Round(result, verdict, candidate)
+
+
+def _otsu_of(champion: Any, is_model: bool, class_names: list[str]) -> Any:
+    """Otsu as the project runs it: the champion itself before any model, else the model
+    champion's fallback (default parameters when it has none). It is the prior that a model
+    champion's weak labels must agree with, and the candidate's fallback on images unlike its
+    own, as it will serve (:func:`label_assistant.model.predictor.serving`)."""
+    if not is_model:
+        return champion
+    if champion.fallback is not None:
+        return champion.fallback
+    from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
+
+    return OtsuPrelabeler(OtsuParams(n_classes=len(class_names) - 1))
 
 
 def challenge(candidate: Any, champion: Any, validation: list[Example],
