@@ -174,16 +174,14 @@ def score_pool(
                       [(references[i], flags[i]) for i in chunk], pure=False)
         for chunk in chunks
     ]
-    index = {future.key: k for k, future in enumerate(futures)}
-    results: list[list[ImageNumbers | str] | None] = [None] * len(futures)
+    results: list[list[ImageNumbers | str]] = []
     try:
-        for future in distributed.as_completed(futures):
-            results[index[future.key]] = future.result()
+        for chunk, future in zip(chunks, futures, strict=True):  # in order; all run meanwhile
+            results.append(future.result())
             if on_partition is not None:
-                on_partition(len(chunks[index[future.key]]))
+                on_partition(len(chunk))
     except Exception as error:  # a worker's exception (e.g. the version can't be loaded)
-        for future in futures:
-            future.cancel()
+        client.cancel(futures)
         raise DaskError(f"scoring on Dask failed: {type(error).__name__}: {_reason(error)}") \
             from None
-    return [numbers for part in results for numbers in part or []]
+    return [numbers for part in results for numbers in part]
