@@ -12,6 +12,11 @@ backend's own ranking; ``--dry-run`` only prints it. Label Studio's address and 
 ``--label-studio-url`` / ``--api-key``, else what the project's ``/setup`` sent to the backend,
 else ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (resolved as the backend resolves them,
 :func:`label_assistant.ml_backend.origin.project_origin`).
+
+``--dask tcp://scheduler:8786`` (both forms; for a project also ``LA_DASK_SCHEDULER``) scores
+the images on a Dask cluster (:mod:`label_assistant.model.dask_pool`): each worker loads the
+version once and scores its partitions, this process merges and ranks; the same ranking as
+without it. Dask is imported only then.
 """
 
 from __future__ import annotations
