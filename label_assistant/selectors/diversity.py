@@ -17,12 +17,21 @@ mean distance to the others).
 
 Long rankings: only the first ``exact_picks`` picks update the distances (one O(N D) product
 each); after them the distances are frozen and the rest of the ranking is ordered by the same
-utility (and eligibility rule) over those frozen distances, at O(N) a pick. Ranking a whole
-pool of 10,000 images (D = 512, 1% labeled, 2 shared cores; benchmarks/bench_select.py) took
-7.6-12.5 s fully exact, and takes 1.1-2.8 s with ``EXACT_PICKS = 1000``. A round's
-labeling budget is far below 1000, so every image a person labels next is an exact greedy pick;
-the tail only orders what comes after, where a ranking matters little. PCA to fewer
-dimensions was the other choice; it would have made *every* pick approximate.
+utility (and eligibility rule) over those frozen distances, in one sort (:func:`_frozen_tail`;
+ranked batch's alpha is frozen there too). Ranking a whole pool of 10,000 images (D = 512, 1%
+labeled, 2 shared cores; benchmarks/bench_select.py) took 7.6-12.5 s fully exact, and takes
+1.1-2.8 s with ``EXACT_PICKS = 1000``. A round's labeling budget is far below 1000, so every
+image a person labels next is an exact greedy pick; the tail only orders what comes after,
+where a ranking matters little. PCA to fewer dimensions was the other choice; it would have
+made *every* pick approximate.
+
+At 100,000 images (benchmarks/bench_dask_pool.py) three things were quadratic or close and
+are not any more: the distances to the labeled set were one matrix-vector product per labeled
+image (1000 of them: now blocks of matrix products, :meth:`NearestDistance.add_many`); each
+frozen pick scanned the pool and asked the eligibility rule (99,000 x O(N): now one sort, the
+sequence rule as rounds); and 1000 exact picks cost 1000 x O(N D): the exact picks now shrink
+with the pool past 10,000 candidates (:func:`exact_picks_for`: 100 at 100,000), still more
+than a round's labeling budget.
 """
 
 from __future__ import annotations
