@@ -82,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="score the pool on a Dask cluster (e.g. tcp://scheduler:8786): each "
                    "worker loads the model version once and scores its share; the workers "
                    "read the images and W/models by the same paths (a shared filesystem); "
-                   "the ranking is the one of a run without --dask")
+                   "the ranking is the one of a run without --dask (project form: default "
+                   "LA_DASK_SCHEDULER; --device applies on the workers, whose default is "
+                   "their own GPU when they have one)")
     p.add_argument("--seed", type=int, default=0, help="tie-break and random order seed")
     add_json(p, "the ranking, instead of the table,")
     p.set_defaults(run=run)
