@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--pool", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--strategies", nargs="+", default=list(RANKED))
     parser.add_argument("--skip-scoring", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_dask_pool.json")
     args = parser.parse_args()
@@ -164,7 +165,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f} (shared machine)")
     scoring = [] if args.skip_scoring else bench_scoring(args.images, args.side, args.workers)
-    ranking = bench_ranking(args.pool, args.dim, RANKED)
+    ranking = bench_ranking(args.pool, args.dim, tuple(args.strategies))
     path = write_results("bench_dask_pool", [*scoring, *ranking], {
         "cpus": os.cpu_count(), "load_average": load, "scoring": scoring, "ranking": ranking,
         "note": "2 CPU cores shared with other users: workers compete for the same cores"},

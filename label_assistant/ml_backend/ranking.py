@@ -25,7 +25,7 @@ The answer is ``[(task_id, rank, score, reason)]``, rank 1 = label first, as
 :meth:`~label_assistant.labelstudio.client.LabelStudioClient.write_ranking` takes it. Tasks
 whose image can't be fetched or read are ranked last, each with the reason.
 
-Pure parts (:func:`effective_strategy`, :func:`merge_pools`, :func:`ranking_rows`) need no
+Pure parts (:func:`effective_strategy`, :func:`ranking_rows`) need no
 server and no model.
 """
 
@@ -45,7 +45,7 @@ from label_assistant.ml_backend.origin import Origin
 from label_assistant.ml_backend.protocol import load_label_config
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.selectors.pool import ImageNumbers
-from label_assistant.selectors.strategies import Pool, RankedItem, parse_strategy, rank
+from label_assistant.selectors.strategies import RankedItem, parse_strategy, rank
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +71,6 @@ def effective_strategy(strategy: str, has_model: bool) -> str:
         return spec.name
     parts = (["sequence"] if spec.sequence else []) + (["diversity"] if spec.diversity else [])
     return "+".join(parts) or MODEL_FREE_FALLBACK
-
-
-def merge_pools(parts: Sequence[Pool], sequences: Sequence[str | None]) -> Pool:
-    """One pool from one-image pools (in order), with these sequence ids.
-
-    Score columns missing from a part (labeled images are not scored) are 0; embeddings are
-    kept only when every part has them.
-    """
-    if len(parts) != len(sequences):
-        raise ValueError(f"{len(parts)} pools for {len(sequences)} sequence ids")
-    names = [name for part in parts for name in part.names]
-    keys = list(dict.fromkeys(k for part in parts for k in part.scores))
-    scores = {k: np.concatenate([part.scores.get(k, np.zeros(part.n)) for part in parts])
-              for k in keys}
-    embeddings = None
-    if parts and all(part.embeddings is not None for part in parts):
-        embeddings = np.concatenate([part.embeddings for part in parts])
-    labeled = np.concatenate([part.labeled for part in parts]) if parts else np.zeros(0, bool)
-    return Pool(names=names, sequences=list(sequences), scores=scores, embeddings=embeddings,
-                labeled=labeled)
 
 
 def ranking_rows(task_ids: Sequence[int], items: Sequence[RankedItem],
