@@ -15,7 +15,7 @@ name orders them ``sequence+<score>+diversity``):
   after the first ``diversity.exact_picks_for(candidates)`` (1000 up to 10,000 candidates,
   fewer beyond, at least 100) use the distances frozen at that point and are one sort, so
   that a whole pool of 10,000 ranks in 1-3 s instead of 8-12 s, and one of 100,000 in
-  seconds instead of minutes (see ``diversity``);
+  26-46 s instead of 104-623 s on 2 busy shared cores (see ``diversity``);
 - ``sequence``: one image per sequence until every sequence has one (sequences that already
   hold labeled images come last), then round-robin; each pick is the best image of the
   eligible sequences by the rest of the strategy; alone, random within and across sequences.
