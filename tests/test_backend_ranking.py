@@ -14,7 +14,6 @@ from label_assistant.ml_backend.origin import Origin, project_origin
 from label_assistant.ml_backend.ranking import (
     RankingError,
     effective_strategy,
-    merge_pools,
     rank_project,
     rank_tasks,
     ranking_rows,
@@ -24,7 +23,8 @@ from label_assistant.ml_backend.settings import Settings, SettingsError
 from label_assistant.ml_backend.sinks import NullSink, ProjectSinks, load_sink, make_sink
 from label_assistant.ml_backend.store import Store
 from label_assistant.model.predictor import Predictor, Tiling
-from label_assistant.selectors.strategies import Pool, RankedItem
+from label_assistant.selectors.pool import ImageNumbers, pool_from_numbers
+from label_assistant.selectors.strategies import RankedItem
 
 
 class Tiny(torch.nn.Module):
@@ -73,15 +73,19 @@ def test_ranking_rows_put_failures_last_with_their_reason():
                     (12, 3, 0.0, "ranked last: image refused")]
 
 
-def test_merge_pools_fills_missing_scores_and_keeps_sequences():
-    a = Pool(names=["1"], scores={"entropy": np.array([0.5])})
-    b = Pool(names=["2"], labeled=[0])
-    pool = merge_pools([a, b], ["s1", None])
+def test_pool_from_numbers_fills_missing_scores_and_keeps_sequences():
+    # what rank_tasks assembles from each task's numbers (computed here or on Dask workers)
+    a = ImageNumbers({"entropy": 0.5}, None)
+    b = ImageNumbers({}, None)  # a labeled task: counted in its sequence, not scored
+    pool = pool_from_numbers(["1", "2"], [a, b], sequences=["s1", None], labeled=[1])
     assert pool.names == ["1", "2"]
     assert pool.scores["entropy"].tolist() == [0.5, 0.0]
     assert pool.labeled.tolist() == [False, True]
     assert pool.sequences[0] == "s1" and pool.sequences[1].startswith("#")
     assert pool.embeddings is None
+    both = pool_from_numbers(["1", "2"], [a._replace(embedding=np.ones(3)),
+                                          b._replace(embedding=np.zeros(3))])
+    assert both.embeddings.shape == (2, 3)
 
 
 def test_settings_strategy_and_sequence_field():

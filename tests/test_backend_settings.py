@@ -36,10 +36,21 @@ def test_to_env_round_trips_settings_that_are_not_the_defaults():
                  image_cache_ttl=2.0, poll_interval=0.25, sink="none",
                  basic_auth_user="u", basic_auth_pass="p", metrics_token="m",
                  max_webhook_bytes=40, image_cache_bytes=50, inference_slots=2, job_nice=5,
-                 interactive_cache_bytes=60)
+                 interactive_cache_bytes=60, dask_scheduler="tcp://scheduler:8786")
     changed = [v.env for v in VARIABLES if getattr(s, v.attr) == v.default]
     assert changed == []  # every variable is exercised
     assert Settings.from_env(s.to_env()) == s
+
+
+def test_the_dask_scheduler_is_an_address():
+    assert Settings.from_env({}).dask_scheduler is None
+    assert Settings.from_env({"LA_DASK_SCHEDULER": "sched:8786"}).dask_scheduler == \
+        "tcp://sched:8786"
+    assert Settings.from_env({"LA_DASK_SCHEDULER": "tls://10.0.0.2:8786/"}).dask_scheduler == \
+        "tls://10.0.0.2:8786"
+    for bad in ("http://sched:8786", "tcp://sched", "tcp://sched:99999", "tcp://sched:1/x"):
+        with pytest.raises(SettingsError, match="LA_DASK_SCHEDULER must be a Dask scheduler"):
+            Settings.from_env({"LA_DASK_SCHEDULER": bad})
 
 
 @pytest.mark.parametrize("variable", VARIABLES, ids=lambda v: v.env)

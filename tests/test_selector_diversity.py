@@ -190,3 +190,23 @@ def test_picks_after_exact_picks_use_frozen_distances():
     assert [p.index for p in exact] == _brute_k_center(x, 80, [0])
     with pytest.raises(DiversityError, match="exact_picks"):
         greedy_select(x, 3, exact_picks=0)
+
+
+def test_the_frozen_tail_in_one_sort_is_the_per_pick_rule():
+    # With fixed utilities (k-center), sorting by (sequence round, utility) gives what asking
+    # the eligibility rule at every pick gives, ties and already chosen rows included.
+    from label_assistant.selectors.strategies import Pool, _Sequences
+
+    rng = np.random.default_rng(7)
+    x = np.round(rng.standard_normal((150, 4)), 1)  # rounded: some equal distances
+    sequences = [f"s{i}" for i in rng.integers(0, 12, 150)]
+    pool = Pool(names=[str(i) for i in range(150)], sequences=sequences, embeddings=x,
+                labeled=[0, 1, 2, 3])
+    rules = _Sequences(pool, pool.unlabeled_indices)
+    common = dict(selected=[0, 1, 2, 3], eligible=rules.eligible,
+                  tie_break=rng.permutation(150), exact_picks=7)
+    per_pick = greedy_select(x, None, **common)
+    sorted_ = greedy_select(x, None, tail_rounds=rules.rounds, **common)
+    assert [p.index for p in sorted_] == [p.index for p in per_pick]
+    assert [p.distance for p in sorted_] == pytest.approx([p.distance for p in per_pick])
+    assert [p.exact for p in sorted_] == [True] * 7 + [False] * 139

@@ -1,6 +1,7 @@
 """``label-assistant select --project ID --workdir W``: rank a Label Studio project's unlabeled
 tasks and write the ranking back, with the backend's own ranking
-(:func:`label_assistant.ml_backend.ranking.rank_project`; see :mod:`.select`)."""
+(:func:`label_assistant.ml_backend.ranking.rank_project`; see :mod:`.select`). ``--dask`` (or
+``LA_DASK_SCHEDULER``) scores the tasks on that Dask cluster."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def run_project(args: argparse.Namespace, check_args: Any, print_table: Any) -> 
     check_args(args)
     try:
         settings = Settings.from_env(workdir=args.workdir,
-                                     **({"device": args.device} if args.device else {}))
+                                     **({"device": args.device} if args.device else {}),
+                                     **({"dask_scheduler": args.dask} if args.dask else {}))
     except (SettingsError, ValueError) as error:
         raise CliError(str(error)) from None
     store = Store.existing(settings.workdir)

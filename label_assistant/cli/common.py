@@ -74,9 +74,14 @@ def channel_list(text: str | None) -> tuple[int, ...] | None:
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """A progress bar on a terminal; silent when stderr is not a terminal (logs, CI)."""
+    return iter(progress_bar(desc, total, items))
+
+
+def progress_bar(desc: str, total: int | None = None, items: Iterable[Any] | None = None) -> Any:
+    """The bar :func:`progress` shows, to advance by hand (``update(n)``, then ``close()``)."""
     from tqdm import tqdm
 
-    return iter(tqdm(items, desc=desc, total=total, disable=not sys.stderr.isatty(), unit="img"))
+    return tqdm(items, desc=desc, total=total, disable=not sys.stderr.isatty(), unit="img")
 
 
 def write_json(data: Any, path: str | Path | None) -> None:

@@ -12,6 +12,11 @@ backend's own ranking; ``--dry-run`` only prints it. Label Studio's address and 
 ``--label-studio-url`` / ``--api-key``, else what the project's ``/setup`` sent to the backend,
 else ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (resolved as the backend resolves them,
 :func:`label_assistant.ml_backend.origin.project_origin`).
+
+``--dask tcp://scheduler:8786`` (both forms; for a project also ``LA_DASK_SCHEDULER``) scores
+the images on a Dask cluster (:mod:`label_assistant.model.dask_pool`): each worker loads the
+version once and scores its partitions, this process merges and ranks; the same ranking as
+without it. Dask is imported only then.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from label_assistant.cli.common import (
     add_workdir,
     image_files,
     progress,
+    progress_bar,
     write_json,
 )
 
@@ -72,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mc-samples", type=int, default=0, metavar="S",
                    help="Monte-Carlo dropout passes (needed by variance and bald without --tta)")
     add_device(p)
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="score the pool on a Dask cluster (e.g. tcp://scheduler:8786): each "
+                   "worker loads the model version once and scores its share; the workers "
+                   "read the images and W/models by the same paths (a shared filesystem); "
+                   "the ranking is the one of a run without --dask (project form: default "
+                   "LA_DASK_SCHEDULER; --device applies on the workers, whose default is "
+                   "their own GPU when they have one)")
     p.add_argument("--seed", type=int, default=0, help="tie-break and random order seed")
     add_json(p, "the ranking, instead of the table,")
     p.set_defaults(run=run)
@@ -87,6 +100,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CliError(f"--mc-samples must be >= 0, got {args.mc_samples}")
     if args.project is not None and args.workdir is None:
         raise CliError("--project needs --workdir (where the project's models are)")
+    if args.dask is not None:
+        from label_assistant.ml_backend.settings import dask_address
+
+        try:
+            args.dask = dask_address(args.dask)
+        except ValueError as error:
+            raise CliError(f"--dask {error}") from None
     try:
         parse_strategy(args.strategy or "sequence")
         if args.sequence_regex is not None:
@@ -122,6 +142,38 @@ def _read(paths: list[Path], predictor: Any) -> Iterator[tuple[str, Any]]:
                           else normalize_for_model(image))
 
 
+def _dask_pool(args: argparse.Namespace, images: list[Path], predictor: Any,
+               sequences: list[str]) -> Any:
+    """The pool scored on the Dask cluster at ``--dask`` (:mod:`label_assistant.model.dask_pool`,
+    imported only here); the same numbers as :func:`pool_from_images` computes here."""
+    from label_assistant.images import read_image
+    from label_assistant.model.dask_pool import DaskError, VersionRef, connect, score_pool
+    from label_assistant.selectors.pool import plan, pool_from_numbers
+    from label_assistant.workspace import Workspace
+
+    work = plan(args.strategy, has_model=True, tta=args.tta, mc_samples=args.mc_samples)
+    registry = Workspace(args.workdir).registry(args.project)
+    ref = VersionRef(str(registry.root.resolve()), predictor.version, device=args.device,
+                     tta=args.tta, mc_samples=args.mc_samples)
+    paths = [str(path.resolve()) for path in images]
+    try:
+        client = connect(args.dask)
+        try:
+            workers = len(client.nthreads())
+            print(f"scoring on Dask at {args.dask} ({workers} workers)", file=sys.stderr)
+            bar = progress_bar("scoring", total=len(paths))
+            numbers = score_pool(client, paths, read_image, ref, work, on_partition=bar.update)
+            bar.close()
+        finally:
+            client.close()
+    except DaskError as error:
+        raise CliError(str(error)) from None
+    failed = [(path, n) for path, n in zip(images, numbers, strict=True) if isinstance(n, str)]
+    if failed:
+        raise CliError(f"{failed[0][0]}: {failed[0][1]}")
+    return pool_from_numbers([p.name for p in images], numbers, sequences=sequences)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.pool is None:
         from label_assistant.cli._select_project import run_project
@@ -146,14 +198,19 @@ def run(args: argparse.Namespace) -> int:
         check_strategy(args.strategy, has_model=predictor is not None, tta=args.tta,
                        mc_samples=args.mc_samples)
         print(f"scoring {len(images)} images with {source}", file=sys.stderr)
-        callables = {} if predictor is None else {
-            "predict": partial(predictor.predict, tta=args.tta, mc_samples=args.mc_samples),
-            "embed": predictor.embed}
-        pool = pool_from_images(
-            _read(images, predictor), strategy=args.strategy, tta=args.tta,
-            mc_samples=args.mc_samples,
-            sequences=sequence_ids([p.name for p in images], regex=args.sequence_regex),
-            **callables)
+        sequences = sequence_ids([p.name for p in images], regex=args.sequence_regex)
+        if args.dask is not None and predictor is not None:
+            pool = _dask_pool(args, images, predictor, sequences)
+        else:
+            if args.dask is not None:
+                print("no model version: the image descriptors are computed here, not on Dask",
+                      file=sys.stderr)
+            callables = {} if predictor is None else {
+                "predict": partial(predictor.predict, tta=args.tta, mc_samples=args.mc_samples),
+                "embed": predictor.embed}
+            pool = pool_from_images(_read(images, predictor), strategy=args.strategy,
+                                    tta=args.tta, mc_samples=args.mc_samples,
+                                    sequences=sequences, **callables)
         items = rank(pool, args.strategy, args.budget, seed=args.seed)
     except PoolError as error:
         hint = "" if version or args.workdir is None else f" (no model version in {args.workdir})"

@@ -10,9 +10,11 @@ label" tab, and asks Label Studio for new pre-labels of the first tasks
 1. each task's image is fetched with the project's :class:`~.fetch.ImageFetcher` (the
    address and token :func:`~.origin.project_origin` resolves; ``data:`` URLs as they are);
 2. the serving model version (a :class:`~label_assistant.model.predictor.Predictor`; none:
-   only the model-free part of the strategy runs) scores and embeds it through
-   :func:`~label_assistant.selectors.pool.pool_from_images`, one image at a time: only
-   per-image numbers are kept, so the pool may be any size;
+   only the model-free part of the strategy runs) scores and embeds it with
+   :func:`~label_assistant.selectors.pool.score_image`, one image at a time: only per-image
+   numbers are kept, so the pool may be any size. With ``LA_DASK_SCHEDULER`` (and a model)
+   that step runs on the Dask cluster's workers instead (:func:`score_tasks_on_dask`), each
+   fetching its tasks' images and loading the version once;
 3. sequence ids come from the task data field ``settings.sequence_field`` (default
    ``sequence``); tasks already labeled (``labeled_tasks``) count in their sequence, so a
    sequence that has a labeled image comes after those that have none;
@@ -23,7 +25,7 @@ The answer is ``[(task_id, rank, score, reason)]``, rank 1 = label first, as
 :meth:`~label_assistant.labelstudio.client.LabelStudioClient.write_ranking` takes it. Tasks
 whose image can't be fetched or read are ranked last, each with the reason.
 
-Pure parts (:func:`effective_strategy`, :func:`merge_pools`, :func:`ranking_rows`) need no
+Pure parts (:func:`effective_strategy`, :func:`ranking_rows`) need no
 server and no model.
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,8 @@ from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
 from label_assistant.ml_backend.origin import Origin
 from label_assistant.ml_backend.protocol import load_label_config
 from label_assistant.ml_backend.settings import Settings
-from label_assistant.selectors.strategies import Pool, RankedItem, parse_strategy, rank
+from label_assistant.selectors.pool import ImageNumbers
+from label_assistant.selectors.strategies import RankedItem, parse_strategy, rank
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +71,6 @@ def effective_strategy(strategy: str, has_model: bool) -> str:
         return spec.name
     parts = (["sequence"] if spec.sequence else []) + (["diversity"] if spec.diversity else [])
     return "+".join(parts) or MODEL_FREE_FALLBACK
-
-
-def merge_pools(parts: Sequence[Pool], sequences: Sequence[str | None]) -> Pool:
-    """One pool from one-image pools (in order), with these sequence ids.
-
-    Score columns missing from a part (labeled images are not scored) are 0; embeddings are
-    kept only when every part has them.
-    """
-    if len(parts) != len(sequences):
-        raise ValueError(f"{len(parts)} pools for {len(sequences)} sequence ids")
-    names = [name for part in parts for name in part.names]
-    keys = list(dict.fromkeys(k for part in parts for k in part.scores))
-    scores = {k: np.concatenate([part.scores.get(k, np.zeros(part.n)) for part in parts])
-              for k in keys}
-    embeddings = None
-    if parts and all(part.embeddings is not None for part in parts):
-        embeddings = np.concatenate([part.embeddings for part in parts])
-    labeled = np.concatenate([part.labeled for part in parts]) if parts else np.zeros(0, bool)
-    return Pool(names=names, sequences=list(sequences), scores=scores, embeddings=embeddings,
-                labeled=labeled)
 
 
 def ranking_rows(task_ids: Sequence[int], items: Sequence[RankedItem],
@@ -141,58 +125,109 @@ def rank_tasks(
     seed: int = 0,
     project: str = "?",
 ) -> Ranking:
-    """Rank ``unlabeled_tasks`` (Label Studio task dicts) for labeling; see the module doc."""
-    from label_assistant.images import ImageError
-    from label_assistant.selectors.pool import pool_from_images
+    """Rank ``unlabeled_tasks`` (Label Studio task dicts) for labeling; see the module doc.
+
+    With ``settings.dask_scheduler`` and a model, the images are scored on that Dask cluster
+    (:func:`score_tasks_on_dask`), else here, one at a time; the ranking is the same."""
+    from label_assistant.selectors.pool import PoolError, plan, pool_from_numbers
     from label_assistant.selectors.sequences import sequence_ids
 
     name = effective_strategy(strategy or settings.strategy, predictor is not None)
-    spec = parse_strategy(name)
-    callables: dict[str, Any] = {}
-    if predictor is not None:
-        callables = {"predict": predictor.predict, "embed": predictor.embed}
-
-    def image_of(task: Mapping[str, Any]) -> np.ndarray:
-        image = fetcher.task_image(dict(task), config).image
-        if predictor is not None:
-            return predictor.model_input(image)
-        from label_assistant.images import normalize_for_model
-
-        return normalize_for_model(image)
+    try:
+        work = plan(name, has_model=predictor is not None)
+    except PoolError as error:
+        raise RankingError(f"project {project}: {error}") from None
+    entries = [(False, dict(t)) for t in unlabeled_tasks] + [(True, dict(t))
+                                                             for t in labeled_tasks]
+    # A labeled task counts in its sequence; its image is needed only for diversity.
+    wanted = [k for k, (is_labeled, _) in enumerate(entries) if not is_labeled or work.embeddings]
+    tasks = [entries[k][1] for k in wanted]
+    flags = [entries[k][0] for k in wanted]
+    if settings.dask_scheduler and predictor is not None:
+        scored = score_tasks_on_dask(settings, tasks, flags, config=config, fetcher=fetcher,
+                                     predictor=predictor, work=work, project=project)
+    else:
+        scored = [_score_task(task, is_labeled, config=config, fetcher=fetcher,
+                              predictor=predictor, work=work)
+                  for task, is_labeled in zip(tasks, flags, strict=True)]
+    numbers = dict(zip(wanted, scored, strict=True))
 
     task_ids: list[int] = []
     data: list[Mapping[str, Any] | None] = []
-    parts: list[Pool] = []
+    kept: list[ImageNumbers] = []
+    labeled: list[bool] = []
     failures: list[tuple[int, str]] = []
-    unlabeled = list(unlabeled_tasks)
-    labeled = list(labeled_tasks)
-    for is_labeled, task in [(False, t) for t in unlabeled] + [(True, t) for t in labeled]:
+    for k, (is_labeled, task) in enumerate(entries):
         task_id = int(task["id"])
-        if is_labeled and not spec.diversity:
-            # Counts in its sequence; no image needed.
-            part = Pool(names=[str(task_id)], labeled=[0])
-        else:
-            try:
-                part = pool_from_images([(str(task_id), image_of(task))], strategy=name,
-                                        labeled=[0] if is_labeled else None, **callables)
-            except (FetchError, ImageError, ValueError) as error:
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                log.warning("project %s task %s: not ranked: %s", project, task_id, reason)
-                if not is_labeled:
-                    failures.append((task_id, reason))
-                continue
+        result = numbers.get(k, ImageNumbers({}, None))
+        if isinstance(result, str):
+            log.warning("project %s task %s: not ranked: %s", project, task_id, result)
+            if not is_labeled:
+                failures.append((task_id, result))
+            continue
         task_ids.append(task_id)
         data.append(task.get("data") if isinstance(task.get("data"), Mapping) else None)
-        parts.append(part)
+        kept.append(result)
+        labeled.append(is_labeled)
     sequences = sequence_ids([str(t) for t in task_ids], data=data,
                              field=settings.sequence_field)
-    pool = merge_pools(parts, sequences)
-    items = rank(pool, name, seed=seed) if parts else []
+    pool = pool_from_numbers([str(t) for t in task_ids], kept, sequences=sequences,
+                             labeled=np.array(labeled, bool))
+    items = rank(pool, name, seed=seed) if task_ids else []
     rows = ranking_rows(task_ids, items, failures)
     log.info("project %s: ranked %d tasks by %s (%s)%s", project, len(rows), name,
              f"model {predictor.version}" if predictor is not None else "no model",
              f", {len(failures)} failed" if failures else "")
     return rows
+
+
+def task_image(fetcher: ImageFetcher, config: LabelConfig, task: Mapping[str, Any]) -> np.ndarray:
+    """A task's image as read (what :meth:`.fetch.ImageFetcher.task_image` fetches)."""
+    return fetcher.task_image(dict(task), config).image
+
+
+def _score_task(task: Mapping[str, Any], is_labeled: bool, *, config: LabelConfig,
+                fetcher: ImageFetcher, predictor: Any, work: Any) -> ImageNumbers | str:
+    """One task's numbers, computed here (:func:`~label_assistant.selectors.pool.score_image`),
+    or the one-line reason it can't be scored."""
+    from label_assistant.images import ImageError, normalize_for_model
+    from label_assistant.selectors.pool import score_image
+
+    try:
+        image = task_image(fetcher, config, task)
+        if predictor is None:
+            return score_image(normalize_for_model(image), work, labeled=is_labeled)
+        return score_image(predictor.model_input(image), work, predict=predictor.predict,
+                           embed=predictor.embed, labeled=is_labeled)
+    except (FetchError, ImageError, ValueError) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def score_tasks_on_dask(settings: Settings, tasks: Sequence[Mapping[str, Any]],
+                        labeled: Sequence[bool], *, config: LabelConfig, fetcher: ImageFetcher,
+                        predictor: Any, work: Any, project: str = "?"
+                        ) -> list[ImageNumbers | str]:
+    """The tasks' numbers from the Dask cluster at ``settings.dask_scheduler``
+    (:mod:`label_assistant.model.dask_pool`): each worker fetches its tasks' images with
+    ``fetcher`` (its token travels with the tasks) and runs ``predictor``'s version, loaded
+    once per worker. :class:`RankingError` when the cluster can't be used."""
+    from label_assistant.model.dask_pool import DaskError, VersionRef, connect, score_pool
+
+    registry = settings.workspace.registry(str(project))
+    ref = VersionRef(str(registry.root.resolve()), predictor.version,
+                     expected_classes=tuple(config.labels), device=settings.device,
+                     default_tile=settings.predict_tile)
+    load = partial(task_image, fetcher, config)
+    try:
+        client = connect(settings.dask_scheduler)
+        try:
+            log.info("project %s: scoring %d tasks on Dask at %s", project, len(tasks),
+                     settings.dask_scheduler)
+            return score_pool(client, list(tasks), load, ref, work, labeled=labeled)
+        finally:
+            client.close()
+    except DaskError as error:
+        raise RankingError(f"project {project}: {error}") from None
 
 
 @dataclass

@@ -78,6 +78,29 @@ def _strategy(raw: str) -> str:
         raise ValueError(f"must be a ranking strategy: {error}") from None
 
 
+#: The comm protocols a Dask scheduler address may name.
+DASK_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
+
+
+def dask_address(raw: str) -> str:
+    """A Dask scheduler address, ``tcp://host:port`` (``host:port`` means tcp); ValueError
+    otherwise. Checked here, without importing Dask."""
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    address = text if "://" in text else f"tcp://{text}"
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if (parts is None or parts.scheme not in DASK_PROTOCOLS or not parts.hostname
+            or port is None or parts.path not in ("", "/") or parts.query or parts.username):
+        raise ValueError(f"must be a Dask scheduler address like tcp://host:8786 "
+                         f"({'/'.join(DASK_PROTOCOLS)}), got {raw!r}")
+    return address.rstrip("/")
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str,
              shown: str | None = None) -> Any:
     """A :class:`Settings` field read from ``env``: unset or blank gives ``default``, other
@@ -219,6 +242,10 @@ class Settings:
         "per web process: the bound of the smart tools' per-task cache (working image and "
         "model probabilities, reused by every further click; least recently used first; 0: "
         "none)", shown="512 MiB")
+    dask_scheduler: str | None = _setting(
+        "LA_DASK_SCHEDULER", None, dask_address,
+        "a Dask scheduler (`tcp://host:8786`): ranking jobs score the pool on its workers, "
+        "which load the model version from the shared work directory", shown="off")
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 

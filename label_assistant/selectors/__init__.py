@@ -8,7 +8,8 @@
 - ``sequences``: sequence ids from a task data field or a file-name pattern.
 - ``strategies``: ``Pool`` -> ranked ``RankedItem`` list; strategies are plain callables
   named like ``"sequence+entropy+diversity"`` (``make_strategy``, ``rank``, ``STRATEGIES``).
-- ``pool``: a ``Pool`` from images, given the model as callables (predict, embed).
+- ``pool``: a ``Pool`` from images, given the model as callables (predict, embed);
+  ``score_image`` is its per-image step, which may also run elsewhere (Dask workers).
 
 Everything here is pure: arrays in, lists and arrays out; no files, no network, no torch
 (the caller hands in a version's ``Predictor.predict`` / ``Predictor.embed``).

@@ -17,12 +17,21 @@ mean distance to the others).
 
 Long rankings: only the first ``exact_picks`` picks update the distances (one O(N D) product
 each); after them the distances are frozen and the rest of the ranking is ordered by the same
-utility (and eligibility rule) over those frozen distances, at O(N) a pick. Ranking a whole
-pool of 10,000 images (D = 512, 1% labeled, 2 shared cores; benchmarks/bench_select.py) took
-7.6-12.5 s fully exact, and takes 1.1-2.8 s with ``EXACT_PICKS = 1000``. A round's
-labeling budget is far below 1000, so every image a person labels next is an exact greedy pick;
-the tail only orders what comes after, where a ranking matters little. PCA to fewer
-dimensions was the other choice; it would have made *every* pick approximate.
+utility (and eligibility rule) over those frozen distances, in one sort (:func:`_frozen_tail`;
+ranked batch's alpha is frozen there too). Ranking a whole pool of 10,000 images (D = 512, 1%
+labeled, 2 shared cores; benchmarks/bench_select.py) took 7.6-12.5 s fully exact, and takes
+1.1-2.8 s with ``EXACT_PICKS = 1000``. A round's labeling budget is far below 1000, so every
+image a person labels next is an exact greedy pick; the tail only orders what comes after,
+where a ranking matters little. PCA to fewer dimensions was the other choice; it would have
+made *every* pick approximate.
+
+At 100,000 images (benchmarks/bench_dask_pool.py) three things were quadratic or close and
+are not any more: the distances to the labeled set were one matrix-vector product per labeled
+image (1000 of them: now blocks of matrix products, :meth:`NearestDistance.add_many`); each
+frozen pick scanned the pool and asked the eligibility rule (99,000 x O(N): now one sort, the
+sequence rule as rounds); and 1000 exact picks cost 1000 x O(N D): the exact picks now shrink
+with the pool past 10,000 candidates (:func:`exact_picks_for`: 100 at 100,000), still more
+than a round's labeling budget.
 """
 
 from __future__ import annotations
@@ -128,6 +137,10 @@ def _check_indices(indices: Sequence[int] | np.ndarray, n: int, what: str) -> np
     return np.unique(out)
 
 
+#: Elements of one block of distances in :meth:`NearestDistance.add_many` (about 64 MB).
+_BLOCK_ELEMENTS = 1 << 24
+
+
 class NearestDistance:
     """Distance of every row to its nearest selected row, updated one selection at a time.
 
@@ -145,8 +158,32 @@ class NearestDistance:
         self._sq = np.einsum("ij,ij->i", self._x, self._x)
         self._keep = np.ones(len(self._rows), bool)
         self.n_selected = 0
-        for i in selected:
-            self.add(int(i))
+        self.add_many(np.asarray(selected, dtype=np.int64))
+
+    def add_many(self, indices: np.ndarray) -> None:
+        """Count the rows ``indices`` as selected at once (the labeled set): blocks of
+        matrix-matrix products instead of one matrix-vector product per row, the same
+        distances."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return
+        centres = self._all[indices]
+        centre_sq = np.einsum("ij,ij->i", centres, centres)
+        nearest = np.full(len(self._rows), np.inf)
+        block = max(1, _BLOCK_ELEMENTS // max(1, len(centres)))
+        for start in range(0, len(self._rows), block):
+            stop = start + block
+            d2 = (self._sq[start:stop, None] - 2.0 * (self._x[start:stop] @ centres.T)
+                  + centre_sq[None, :])
+            nearest[start:stop] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+        self.distance[self._rows] = np.minimum(self.distance[self._rows], nearest)
+        self.distance[indices] = 0.0
+        self.n_selected += len(indices)
+        hit = np.isin(self._rows, indices)
+        if hit.any():
+            self._keep[hit] = False
+            self._rows, self._x = self._rows[self._keep], self._x[self._keep]
+            self._sq, self._keep = self._sq[self._keep], self._keep[self._keep]
 
     def add(self, index: int) -> None:
         """Count row ``index`` as selected; stop tracking it."""
@@ -214,6 +251,17 @@ class GreedyPick:
 
 #: Greedy picks that update the distances; later ones use frozen distances (module docstring).
 EXACT_PICKS = 1000
+#: Rows x exact picks that a ranking may spend on exact picks (1000 picks of 10,000 rows);
+#: larger pools get fewer exact picks (:func:`exact_picks_for`), never under MIN_EXACT_PICKS.
+EXACT_WORK = 10_000_000
+MIN_EXACT_PICKS = 100
+
+
+def exact_picks_for(n_candidates: int) -> int:
+    """How many exact greedy picks a ranking of ``n_candidates`` gets: ``EXACT_PICKS`` up to
+    ``EXACT_WORK / EXACT_PICKS`` candidates, then fewer (the work of each is O(N D)), at
+    least ``MIN_EXACT_PICKS``: 1000 at 10,000 candidates, 100 at 100,000."""
+    return int(min(EXACT_PICKS, max(MIN_EXACT_PICKS, EXACT_WORK // max(1, n_candidates))))
 
 
 def greedy_select(
@@ -226,6 +274,7 @@ def greedy_select(
     eligible: Callable[[np.ndarray], np.ndarray] | None = None,
     tie_break: np.ndarray | None = None,
     exact_picks: int | None = EXACT_PICKS,
+    tail_rounds: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[GreedyPick]:
     """Greedy diverse selection, the loop shared by k-center, ranked batch and strategies.
 
@@ -233,7 +282,11 @@ def greedy_select(
     (default: all others). Without ``uncertainty`` the utility is the distance (k-center), with
     it the ranked batch score. ``eligible(available) -> mask`` narrows each pick (sequence
     rules); ``tie_break``: among equal utilities the lowest value wins (default: lowest index).
-    ``exact_picks``: picks after this many use frozen distances (None: all exact).
+    ``exact_picks``: picks after this many use frozen distances (None: all exact); those
+    picks are one sort (:func:`_frozen_tail`) unless ``eligible`` is given without
+    ``tail_rounds(order, available) -> round of each row of order``, the same rule as rounds
+    (a row's round: its sequence's labeled and chosen rows, plus the rows of its sequence
+    before it in ``order``); without it each frozen pick still asks ``eligible``, O(N).
     """
     embeddings = _check_embeddings(embeddings)
     n = len(embeddings)
@@ -260,6 +313,11 @@ def greedy_select(
     with threadpool_limits(limits=1, user_api="blas"):
         tracker = NearestDistance(embeddings, candidates, selected)
         for _ in range(budget):
+            if (exact_picks is not None and len(picks) >= exact_picks
+                    and (eligible is None or tail_rounds is not None)):
+                picks += _frozen_tail(tracker, available, uncertainty, budget - len(picks),
+                                      order, tail_rounds)
+                break
             mask = available if eligible is None else available & eligible(available)
             pool = np.flatnonzero(mask)
             if pool.size == 0:  # the eligibility rule left nothing: fall back to all available
@@ -287,6 +345,29 @@ def greedy_select(
             else:
                 tracker.n_selected += 1  # alpha of ranked batch still counts every pick
     return picks
+
+
+def _frozen_tail(tracker: NearestDistance, available: np.ndarray,
+                 uncertainty: np.ndarray | None, count: int, order: np.ndarray,
+                 tail_rounds: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+                 ) -> list[GreedyPick]:
+    """The picks after the exact ones, in one sort: the utility over the frozen distances
+    (ranked batch: alpha frozen too, at its value when the exact picks end), best first, ties
+    by ``order``; with ``tail_rounds``, by round first (what the eligibility rule gives when
+    utilities don't change: each open sequence's best row per round)."""
+    rows = np.flatnonzero(available)
+    distance = tracker.distance[rows]
+    if uncertainty is None:
+        utility = distance
+    else:
+        utility = ranked_batch_utility(distance, uncertainty[rows], len(rows),
+                                       tracker.n_selected)
+    sort = np.lexsort((order[rows], -utility))
+    if tail_rounds is not None:
+        sort = sort[np.argsort(tail_rounds(rows[sort], available), kind="stable")]
+    sort = sort[:count]
+    return [GreedyPick(int(i), float(d), float(u), False)
+            for i, d, u in zip(rows[sort], distance[sort], utility[sort], strict=True)]
 
 
 def k_center_greedy(

@@ -17,12 +17,18 @@ per-image numbers are kept, so a pool of any size fits in memory.
 
 Images marked labeled are embedded (diversity measures the distance to them) but not
 predicted: they are never ranked, so their scores are 0.
+
+The per-image step is :func:`score_image` (what :func:`plan` says the strategy needs);
+:func:`pool_from_numbers` assembles its results. :func:`pool_from_images` runs the step here,
+one image after the other; :mod:`label_assistant.model.dask_pool` runs the same step on Dask
+workers, and the backend's ranking (:mod:`label_assistant.ml_backend.ranking`) either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -63,6 +69,74 @@ def check_strategy(
     return spec
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a strategy needs of each image: image scores (a model's prediction), embeddings."""
+
+    scores: bool
+    embeddings: bool
+
+
+def plan(strategy: str | None, *, has_model: bool, tta: bool = False,
+         mc_samples: int = 0) -> Work:
+    """The per-image work ``strategy`` needs (everything computable when it is None); raises
+    :class:`PoolError` when it can't run (:func:`check_strategy`)."""
+    spec = None
+    if strategy is not None:
+        spec = check_strategy(strategy, has_model=has_model, tta=tta, mc_samples=mc_samples)
+    return Work(scores=has_model and (spec is None or spec.score is not None),
+                embeddings=spec is None or spec.diversity)
+
+
+class ImageNumbers(NamedTuple):
+    """What is kept of one image: its image scores (empty when not scored) and embedding."""
+
+    scores: dict[str, float]
+    embedding: np.ndarray | None
+
+
+def score_image(
+    image: np.ndarray,
+    work: Work,
+    *,
+    predict: Callable[[np.ndarray], Any] | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
+    labeled: bool = False,
+) -> ImageNumbers:
+    """The numbers of one image (a model input), the per-image step of every pool: scores of
+    ``predict(image)`` unless ``labeled``, ``embed(image)`` (image descriptors without
+    ``embed``) when ``work`` wants embeddings. Run in this process by
+    :func:`pool_from_images`, or on Dask workers (:mod:`label_assistant.model.dask_pool`)."""
+    scores: dict[str, float] = {}
+    if work.scores and predict is not None and not labeled:
+        scores = score_prediction(predict(image))
+    embedding = (embed or image_descriptor)(image) if work.embeddings else None
+    return ImageNumbers(scores, embedding)
+
+
+def pool_from_numbers(
+    names: Sequence[str],
+    numbers: Sequence[ImageNumbers],
+    *,
+    sequences: Sequence[str | None] | None = None,
+    labeled: np.ndarray | Sequence[int] | None = None,
+) -> Pool:
+    """A pool from per-image numbers (:func:`score_image`) in ``names`` order: score columns
+    (0 for images without scores), embeddings when every image has one."""
+    if len(numbers) != len(names):
+        raise PoolError(f"{len(numbers)} scored images for {len(names)} names")
+    embeddings = None
+    if numbers and all(n.embedding is not None for n in numbers):
+        embeddings = np.stack([n.embedding for n in numbers])
+    return Pool(
+        names=list(names),
+        sequences=sequences,
+        scores=_score_columns([n.scores for n in numbers]),
+        embeddings=embeddings,
+        labeled=_labeled_mask(labeled, len(names)),
+    )
+
+
 def pool_from_images(
     items: Iterable[tuple[str, np.ndarray]],
     *,
@@ -81,33 +155,15 @@ def pool_from_images(
     and checks up front that it can run; without it everything that can be computed is.
     ``labeled``: indices or a bool mask in ``items`` order.
     """
-    spec = None
-    if strategy is not None:
-        spec = check_strategy(strategy, has_model=predict is not None, tta=tta,
-                              mc_samples=mc_samples)
-    want_embeddings = spec is None or spec.diversity
-    want_scores = predict is not None and (spec is None or spec.score is not None)
+    work = plan(strategy, has_model=predict is not None, tta=tta, mc_samples=mc_samples)
     labeled_set = _labeled_set(labeled)
-    embed = embed or image_descriptor
-
     names: list[str] = []
-    per_image: list[dict[str, float]] = []
-    embeddings: list[np.ndarray] = []
+    numbers: list[ImageNumbers] = []
     for index, (name, image) in enumerate(items):
         names.append(name)
-        if want_scores and index not in labeled_set:
-            per_image.append(score_prediction(predict(image)))
-        else:
-            per_image.append({})
-        if want_embeddings:
-            embeddings.append(embed(image))
-    return Pool(
-        names=names,
-        sequences=sequences,
-        scores=_score_columns(per_image),
-        embeddings=np.stack(embeddings) if embeddings else None,
-        labeled=_labeled_mask(labeled, len(names)),
-    )
+        numbers.append(score_image(image, work, predict=predict, embed=embed,
+                                   labeled=index in labeled_set))
+    return pool_from_numbers(names, numbers, sequences=sequences, labeled=labeled)
 
 
 def _score_columns(per_image: list[dict[str, float]]) -> dict[str, np.ndarray]:

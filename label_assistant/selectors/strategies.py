@@ -12,8 +12,10 @@ name orders them ``sequence+<score>+diversity``):
   ``variance``, ``bald``): highest score first; needs ``pool.scores[name]``;
 - ``diversity``: greedy k-center on ``pool.embeddings``; with a score it becomes ranked batch
   selection, the score rescaled to [0, 1] over the unlabeled images as the uncertainty; picks
-  after the first ``diversity.EXACT_PICKS`` (1000) use the distances frozen at that point, so
-  that a whole pool of 10,000 ranks in 1-3 s instead of 8-12 s (see ``diversity``);
+  after the first ``diversity.exact_picks_for(candidates)`` (1000 up to 10,000 candidates,
+  fewer beyond, at least 100) use the distances frozen at that point and are one sort, so
+  that a whole pool of 10,000 ranks in 1-3 s instead of 8-12 s, and one of 100,000 in
+  26-46 s instead of 104-623 s on 2 busy shared cores (see ``diversity``);
 - ``sequence``: one image per sequence until every sequence has one (sequences that already
   hold labeled images come last), then round-robin; each pick is the best image of the
   eligible sequences by the rest of the strategy; alone, random within and across sequences.
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from label_assistant.selectors.diversity import EXACT_PICKS, greedy_select
+from label_assistant.selectors.diversity import exact_picks_for, greedy_select
 from label_assistant.selectors.scores import SCORES
 from label_assistant.selectors.sequences import is_own_sequence, own_sequence_id
 
@@ -260,15 +262,20 @@ class _Sequences:
         lowest = coverage[left > 0].min() if (left > 0).any() else 0
         return (coverage == lowest)[self.codes]
 
-    def rounds(self, order: np.ndarray) -> np.ndarray:
+    def rounds(self, order: np.ndarray, available: np.ndarray | None = None) -> np.ndarray:
         """Round of each image of ``order`` (best first within its sequence): labeled images
-        of its sequence + images of its sequence before it in ``order``."""
+        of its sequence (and those already chosen: candidates not ``available``) + images of
+        its sequence before it in ``order``."""
+        start = self.labeled
+        if available is not None:
+            start = start + self.initial - np.bincount(self.codes[available],
+                                                       minlength=len(self.ids))
         codes = self.codes[order]
         by_sequence = np.argsort(codes, kind="stable")
         starts = np.searchsorted(codes[by_sequence], codes[by_sequence])
         within = np.empty(len(order), np.int64)
         within[by_sequence] = np.arange(len(order)) - starts
-        return self.labeled[codes] + within
+        return start[codes] + within
 
 
 def _run(spec: StrategySpec, pool: Pool, budget: int, rng: np.random.Generator) -> list:
@@ -294,6 +301,8 @@ def _run(spec: StrategySpec, pool: Pool, budget: int, rng: np.random.Generator) 
             uncertainty=None if values is None else _scaled_uncertainty(values, candidates),
             eligible=sequences.eligible if sequences else None,
             tie_break=priority,
+            tail_rounds=sequences.rounds if sequences else None,
+            exact_picks=exact_picks_for(len(candidates)),
         )
         for p in greedy:
             extra = {} if math.isinf(p.distance) else {"distance": p.distance}
@@ -369,7 +378,7 @@ def _explain(
         if spec.diversity:
             if "distance" in extra:
                 what = "labeled/chosen" if index not in frozen else (
-                    f"labeled/first {EXACT_PICKS} chosen")
+                    f"labeled/first {len(picks) - len(frozen)} chosen")
                 reasons.append(f"distance {extra['distance']:.3g} to nearest {what}")
             else:
                 reasons.append("most central image (nothing labeled or chosen yet)")
