@@ -106,19 +106,28 @@ def adapt_input_channels(state: dict[str, Any], spec: Any) -> dict[str, Any] | N
     return adapted
 
 
+def train_candidate(examples: list[Example], class_names: list[str], config: TrainConfig,
+                    champion: Any, *, on_epoch: Any = None, should_stop: Any = None
+                    ) -> TrainResult:
+    """Steps 1-3: the candidate, warm-started and taught by ``champion`` where it can be.
+    Every rank of a distributed run calls it (:mod:`label_assistant.model.distributed`)."""
+    init = warm_state(champion, config, examples, class_names)
+    if init is not None and config.warm_epochs:  # its own, shorter schedule
+        config = replace(config, epochs=min(config.warm_epochs, config.epochs))
+    weak = weak_labels(champion, examples) if config.weak_weight > 0 else None
+    return train(examples, class_names, config, init_state=init,
+                 init_version=champion.version if init is not None else None, weak=weak,
+                 on_epoch=on_epoch, should_stop=should_stop)
+
+
 def train_round(examples: list[Example], class_names: list[str], config: TrainConfig,
                 champion: Any, *, on_epoch: Any = None, should_stop: Any = None) -> Round:
     """Train a candidate against ``champion`` (a Predictor or Otsu); see the module doc."""
     from label_assistant.model.factory import ModelSpec, create_model
     from label_assistant.model.predictor import Predictor, Tiling
 
-    init = warm_state(champion, config, examples, class_names)
-    if init is not None and config.warm_epochs:  # its own, shorter schedule
-        config = replace(config, epochs=min(config.warm_epochs, config.epochs))
-    weak = weak_labels(champion, examples) if config.weak_weight > 0 else None
-    result = train(examples, class_names, config, init_state=init,
-                   init_version=champion.version if init is not None else None, weak=weak,
-                   on_epoch=on_epoch, should_stop=should_stop)
+    result = train_candidate(examples, class_names, config, champion, on_epoch=on_epoch,
+                             should_stop=should_stop)
     model = create_model(ModelSpec.from_dict(result.spec))
     model.load_state_dict(result.state_dict)
     candidate = Predictor(model, version="candidate", class_names=list(class_names),
