@@ -14,9 +14,11 @@ Two cases:
 - ``dsb``: 12 images of the 2018 Data Science Bowl subset (``../shared/data``), the CPU
   default tile (128) and batch (8), 5 epochs of 8 steps.
 
-On this 2-core CPU shared with other work, two gloo processes are a correctness check, not
-a speed-up: each process gets one thread (torchrun sets ``OMP_NUM_THREADS=1``) where the
-single process has two, and every process draws the whole batch's tiles.
+Every process runs ``--threads`` OpenMP threads (default 1: what torchrun gives each rank;
+a single process's default two threads starve when the shared cores are oversubscribed:
+348 s against 79 s for the two processes in a first run, load average about 10). On this
+2-core CPU shared with other work, two gloo processes are a correctness check, not a
+speed-up; every process also draws the whole batch's tiles.
 
     nice -n 15 .venv/bin/python benchmarks/bench_ddp.py [--cases tiny dsb] [--seeds 0 1 2]
 """
@@ -79,19 +81,19 @@ def write_dsb(root: Path, n: int) -> tuple[Path, Path, str]:
 
 
 def run_once(images: Path, labels: Path, mask_type: str, options: list[str], seed: int,
-             nproc: int, work: Path) -> dict[str, Any]:
+             nproc: int, work: Path, threads: int) -> dict[str, Any]:
     record = work / "version.json"
     command = [sys.executable, "-m", "label_assistant.cli", "train", str(images), str(labels),
                "--workdir", str(work), "--mask-type", mask_type, "--device", "cpu",
                "--seed", str(seed), "--nproc", str(nproc), *options, "--json", str(record)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     info = json.loads(record.read_text())
-    return {"nproc": nproc, "seed": seed, "wall_s": round(wall, 1),
+    return {"nproc": nproc, "seed": seed, "threads": threads, "wall_s": round(wall, 1),
             "load_avg_1min": round(os.getloadavg()[0], 1),
             "train_s": info["metrics"]["train_seconds"],
             "val_dice": info["metrics"]["val_mean_dice_all"],
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["tiny", "dsb"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="OpenMP threads per process")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -116,7 +119,8 @@ def main() -> None:
                 for nproc in (1, args.nproc):
                     work = Path(tmp) / f"{case}-{seed}-{nproc}"
                     row = {"case": case, **run_once(images, labels, mask_type,
-                                                    spec["options"], seed, nproc, work)}
+                                                    spec["options"], seed, nproc, work,
+                                                    args.threads)}
                     rows.append(row)
                     print(row, flush=True)
             single = {r["seed"]: r for r in rows if r["case"] == case and r["nproc"] == 1}

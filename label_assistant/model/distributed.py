@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from label_assistant.model.config import TrainConfig, TrainingError
 
 log = logging.getLogger(__name__)
 
+#: The signals torchrun's agent handles while it runs (SIGTERM or Ctrl-C stops every rank).
+_AGENT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 #: Seconds between torchrun's checks of its processes (how soon a crash stops the others).
 MONITOR_INTERVAL = 1.0
 
@@ -175,10 +178,17 @@ def launch(job_dir: Path, nproc: int) -> None:
     from torch.distributed.run import main as torchrun
 
     log.info("training on %d processes (torchrun, %s)", nproc, backend_for(nproc))
+    # torchrun's agent turns these signals into an exception that stops the ranks, while it
+    # runs; afterwards this process handles them as before.
+    saved = {sig: signal.getsignal(sig) for sig in _AGENT_SIGNALS}
     try:
         torchrun(torchrun_args(Path(job_dir), nproc))
     except ChildFailedError as error:
         raise DistributedError(failure_reason(error.failures)) from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 #: Words of the errors a rank raises because another one died first (gloo's connection loss).
