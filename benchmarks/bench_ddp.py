@@ -123,6 +123,7 @@ def main() -> None:
                                                     args.threads)}
                     rows.append(row)
                     print(row, flush=True)
+                    write_results("bench_ddp", rows, {"summary": summary}, out=args.out)
             single = {r["seed"]: r for r in rows if r["case"] == case and r["nproc"] == 1}
             multi = {r["seed"]: r for r in rows if r["case"] == case and r["nproc"] > 1}
             gaps = [abs(multi[s]["val_dice"] - single[s]["val_dice"]) for s in args.seeds]
