@@ -25,8 +25,9 @@ from label_assistant.devtools.samples import nuclei_image
 from label_assistant.model.tiles import TileBatch, TileError
 
 #: |validation mean Dice (2 processes) - Dice (1 process)| allowed at the same seed and total
-#: batch. Measured with benchmarks/bench_ddp.py --cases tiny (this data and schedule):
-#: gaps of 0.00-0.0X at seeds 0-2, while one process's Dice spans 0.0X over those seeds.
+#: batch. Measured (benchmarks/bench_ddp.py --cases tiny, this data and schedule, seed 0):
+#: 2 processes 0.9436, 1 process 0.9429 (1 thread) and 0.9554 (2 threads); one process's
+#: Dice spans 0.022 over seeds 0-1. About four times the largest gap (docs/scaling.md).
 DICE_TOLERANCE = 0.08
 #: This test's schedule: 5 epochs of 5 steps of 4 tiles of 64 pixels (bench_ddp.py "tiny").
 SCHEDULE = ["--epochs", "5", "--steps-per-epoch", "5", "--batch-size", "4", "--tile", "64",
@@ -121,7 +122,7 @@ def test_two_gloo_processes_publish_one_version_as_good_as_one_process(tmp_path)
     assert alone["metrics"]["val_images"] == info["metrics"]["val_images"] >= 1
     dice, dice_alone = info["metrics"]["val_mean_dice_all"], alone["metrics"]["val_mean_dice_all"]
     assert abs(dice - dice_alone) <= DICE_TOLERANCE, (dice, dice_alone)
-    assert dice > 0.5  # it learned (Otsu-like guessing of all background scores under 0.5)
+    assert dice > 0.5  # it learned: all background scores under 0.5
 
 
 def _children(pid: int) -> list[int]:
