@@ -5,7 +5,7 @@ W/backend.sqlite3                  the backend's durable store (events, annotati
 W/cache/images/                    task images fetched from Label Studio (shared cache)
 W/metrics/                         prometheus_client's multiprocess files (one per process)
 W/models/                          versions trained from the command line (label-assistant train)
-W/jobs/                            their jobs
+W/jobs/                            their jobs (train --nproc N: one folder per run)
 W/projects/<id>/models/            versions of one Label Studio project (the backend)
 W/projects/<id>/jobs/              that project's jobs (training, ranking), one folder each
 W/projects/<id>/intake/images/     images of received annotations (by content hash)
@@ -75,6 +75,14 @@ class Workspace:
         """One run of a job: ``job-00012-1`` (training) or ``rank-00013-1``."""
         prefix = "job" if kind == "train" else kind
         return self.jobs_dir(project) / f"{prefix}-{job_id:05d}-{attempt}"
+
+    def command_job_dir(self, project: str | int | None = None, kind: str = "train") -> Path:
+        """A job the command line runs itself (``train --nproc N`` hands its processes one):
+        ``train-20261202-140512-4242`` (time and process id) under :meth:`jobs_dir`."""
+        import os
+        import time
+
+        return self.jobs_dir(project) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
     def intake_images(self, project: str | int) -> Path:
         return self.project_dir(project) / "intake" / "images"

@@ -56,6 +56,11 @@ class TrainConfig:
     warm_start: bool = True
     #: Epochs of a warm-started round (its own, shorter schedule); None: ``epochs``.
     warm_epochs: int | None = 10
+    #: Processes training together with DistributedDataParallel, launched by torchrun
+    #: (:mod:`label_assistant.model.distributed`): one per GPU (nccl), or CPU processes
+    #: (gloo) with fewer GPUs. ``batch_size`` stays the total batch: each process trains on
+    #: ``batch_size // nproc`` tiles of it, so it must divide.
+    nproc: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

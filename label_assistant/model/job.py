@@ -7,6 +7,11 @@ how, where to publish). :func:`run` trains a candidate against the serving versi
 every epoch. A crash or kill leaves the registry's
 published versions untouched: publishing is the last, atomic step. The backend starts jobs
 through :mod:`label_assistant.ml_backend.jobs`, which supervises them.
+
+A request whose config says ``nproc`` > 1 runs on that many processes
+(:mod:`label_assistant.model.distributed`): :func:`run` launches them through torchrun and
+waits; their rank 0 runs this same :func:`run` (it alone writes the status and publishes),
+the other ranks :func:`follow` it.
 """
 
 from __future__ import annotations
@@ -165,12 +170,39 @@ def publish_round(registry: Any, trained: Any, class_names: list[str], *,
     )
 
 
-def run(job_dir: Path) -> JobStatus:
-    """Run the training job in this process; returns the final status."""
+def _inputs(request: TrainingRequest, config: Any) -> tuple[Any, list[Any]]:
+    """The champion (what serves now) and the examples a request trains on."""
     from dataclasses import replace
 
     from label_assistant.datasets import load_example
     from label_assistant.model.predictor import serving
+    from label_assistant.model.registry import ModelRegistry
+
+    champion = serving(ModelRegistry(Path(request.registry)), request.class_names,
+                       device=config.device)
+    keys = request.keys or [Path(lb).stem for lb in request.labels]
+    examples = [replace(load_example(Path(i), Path(lb), request.mask_type, request.invert),
+                        name=key)
+                for i, lb, key in zip(request.images, request.labels, keys, strict=True)]
+    return champion, examples
+
+
+def follow(job_dir: Path) -> None:
+    """A rank other than 0 of a distributed job: trains beside rank 0 on the same inputs and
+    writes nothing (no status, no version); raises when it can't."""
+    from label_assistant.model.config import TrainConfig
+    from label_assistant.model.round import train_candidate
+
+    request = TrainingRequest.from_dict(read_request(job_dir))
+    config = TrainConfig.from_dict(request.config)
+    champion, examples = _inputs(request, config)
+    train_candidate(examples, request.class_names, config, champion)
+
+
+def run(job_dir: Path) -> JobStatus:
+    """Run the training job in this process (on ``nproc`` processes when its config says
+    so); returns the final status."""
+    from label_assistant.model import distributed
     from label_assistant.model.registry import ModelRegistry
     from label_assistant.model.round import train_round
     from label_assistant.model.train import TrainConfig
@@ -185,13 +217,16 @@ def run(job_dir: Path) -> JobStatus:
         request = TrainingRequest.from_dict(data)
         registry = ModelRegistry(Path(request.registry))
         config = TrainConfig.from_dict(request.config)
-        champion = serving(registry, request.class_names, device=config.device)
+        if config.nproc > 1 and distributed.place().world == 1:
+            distributed.check_split(config)
+            distributed.launch(job_dir, config.nproc)  # rank 0 runs this job, writes status
+            status = read_status(job_dir)
+            status.pid = os.getpid()
+            status.write(job_dir)
+            return status
+        champion, examples = _inputs(request, config)
         log.info("%s: training on %d images against %s", label, len(request.images),
                  champion.version)
-        keys = request.keys or [Path(lb).stem for lb in request.labels]
-        examples = [replace(load_example(Path(i), Path(lb), request.mask_type, request.invert),
-                            name=key)
-                    for i, lb, key in zip(request.images, request.labels, keys, strict=True)]
 
         def on_epoch(entry: dict[str, Any]) -> None:
             status.epoch, status.epochs = entry["epoch"], entry["epochs"]
@@ -212,8 +247,13 @@ def run(job_dir: Path) -> JobStatus:
                  status.reason, result.metrics["epochs_run"], result.seconds,
                  result.metrics["init"], result.metrics["kept"])
     except Exception as error:  # a failed job must say why, in its status
+        if isinstance(error, distributed.DistributedError):  # keep rank 0's progress
+            status = read_status(job_dir)
+            status.pid, status.traceback = os.getpid(), None  # the reason names the rank
+        else:
+            status.traceback = traceback.format_exc(limit=5)
         status.state, status.error = "failed", f"{type(error).__name__}: {error}"
-        status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
+        status.finished_at = time.time()
         kept = registry.current_id() if registry is not None else None
         log.error("%s: training failed, current version stays %s: %s (%s)", label,
                   kept or "Otsu", error, job_dir)

@@ -116,6 +116,26 @@ def adapt_input_channels(state: dict[str, Any], spec: Any) -> dict[str, Any] | N
     return adapted
 
 
+def train_candidate(examples: list[Example], class_names: list[str], config: TrainConfig,
+                    champion: Any, *, on_epoch: Any = None, should_stop: Any = None
+                    ) -> TrainResult:
+    """Steps 1-3: the candidate, warm-started and taught by ``champion`` where it can be.
+    Every rank of a distributed run calls it (:mod:`label_assistant.model.distributed`)."""
+    from label_assistant.model.predictor import Predictor
+
+    init = warm_state(champion, config, examples, class_names)
+    if init is not None and config.warm_epochs:  # its own, shorter schedule
+        config = replace(config, epochs=min(config.warm_epochs, config.epochs))
+    is_model = isinstance(champion, Predictor)
+    weak = None
+    if config.weak_weight > 0:  # a model champion teaches only where Otsu agrees
+        weak = weak_labels(champion, examples,
+                           prior=_otsu_of(champion, is_model, class_names) if is_model else None)
+    return train(examples, class_names, config, init_state=init,
+                 init_version=champion.version if init is not None else None, weak=weak,
+                 on_epoch=on_epoch, should_stop=should_stop)
+
+
 def train_round(examples: list[Example], class_names: list[str], config: TrainConfig,
                 champion: Any, *, on_epoch: Any = None, should_stop: Any = None) -> Round:
     """Train a candidate against ``champion`` (a Predictor or Otsu); see the module doc."""
@@ -123,17 +143,9 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
     from label_assistant.model.factory import ModelSpec, create_model
     from label_assistant.model.predictor import Predictor, Tiling
 
-    init = warm_state(champion, config, examples, class_names)
-    if init is not None and config.warm_epochs:  # its own, shorter schedule
-        config = replace(config, epochs=min(config.warm_epochs, config.epochs))
-    is_model = isinstance(champion, Predictor)
-    otsu = _otsu_of(champion, is_model, class_names)
-    weak = None
-    if config.weak_weight > 0:  # a model champion teaches only where Otsu agrees
-        weak = weak_labels(champion, examples, prior=otsu if is_model else None)
-    result = train(examples, class_names, config, init_state=init,
-                   init_version=champion.version if init is not None else None, weak=weak,
-                   on_epoch=on_epoch, should_stop=should_stop)
+    result = train_candidate(examples, class_names, config, champion, on_epoch=on_epoch,
+                             should_stop=should_stop)
+    otsu = _otsu_of(champion, isinstance(champion, Predictor), class_names)
     model = create_model(ModelSpec.from_dict(result.spec))
     model.load_state_dict(result.state_dict)
     candidate = Predictor(model, version="candidate", class_names=list(class_names),

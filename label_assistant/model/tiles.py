@@ -51,6 +51,21 @@ class TileBatch:
     weights: np.ndarray | None = None
     weak: np.ndarray | None = None
 
+    def shard(self, index: int, count: int) -> TileBatch:
+        """Part ``index`` of ``count`` disjoint, equal parts (tiles ``index::count``, as
+        ``torch.utils.data.DistributedSampler`` splits indices): what rank ``index`` of
+        ``count`` training processes trains on, so that together they train on the whole
+        batch. The batch size must divide by ``count``."""
+        n = self.x.shape[0]
+        if count < 1 or not 0 <= index < count or n % count:
+            raise TileError(f"a batch of {n} tiles does not split into {count} equal parts")
+        if count == 1:
+            return self
+        part = slice(index, None, count)
+        return TileBatch(self.x[part], self.y[part],
+                         None if self.weights is None else self.weights[part],
+                         None if self.weak is None else self.weak[part])
+
 
 class TileSampler:
     """Seeded tiles of ``tile`` x ``tile`` pixels that hold labeled pixels; see the module doc."""

@@ -13,6 +13,11 @@ epochs; the annotator's labels always win); images are given the project's chann
 (:func:`channel_policy`). ``train`` is pure computation (examples in, weights
 and metrics out); publishing a version is :func:`train_and_publish`, and running it in a
 separate process with readable progress is :mod:`label_assistant.model.job`.
+
+In a distributed run (``config.nproc`` > 1, :mod:`label_assistant.model.distributed`) every
+rank calls ``train`` with the same inputs: each trains on its part of every tile batch
+(DistributedDataParallel), rank 0 alone validates, and its epoch entries and stop decisions
+are broadcast, so every rank returns the same curve and best epoch.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from label_assistant.datasets import Example
 from label_assistant.images import match_channels
 from label_assistant.labelmap import UNLABELED, labeled_pixel_counts
 from label_assistant.metrics import confusion_matrix, dice_iou_from_confusion
+from label_assistant.model import distributed
 from label_assistant.model.config import TrainConfig, TrainingError
 from label_assistant.model.domain import Domain
-from label_assistant.model.inference import default_device
 from label_assistant.model.predictor import Predictor, Tiling
 from label_assistant.model.promotion import Scores
 
@@ -148,6 +153,8 @@ def train(
 
     config = config or TrainConfig()
     started = time.perf_counter()
+    ranks = distributed.place()
+    distributed.check_split(replace(config, nproc=ranks.world))
     n_classes = len(class_names) - 1
     if not examples:
         raise TrainingError("no annotated images to train on")
@@ -164,7 +171,7 @@ def train(
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = torch.device(config.device) if config.device else default_device()
+    device = distributed.train_device(config.device)
     spec = ModelSpec(arch=config.arch, encoder=config.encoder, in_channels=channels,
                      classes=tuple(class_names), dropout=config.dropout)
     model = create_model(spec)
@@ -174,6 +181,10 @@ def train(
     # (benchmarks/bench_train_speed.py).
     memory = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory)
+    trainer = distributed.wrap(model, device)  # the model itself in one process
+    model = distributed.unwrapped(trainer)  # the weights a version saves, for validation
+    if ranks.world > 1:  # dropout differs between ranks; tiles and augmentation don't
+        torch.manual_seed(config.seed + ranks.rank)
     # Validation runs the model in training as a version would be run (same tiling).
     validator = Predictor(model, version="training", class_names=list(class_names),
                           tiling=Tiling(config.inference_tile, config.inference_overlap),
@@ -213,18 +224,19 @@ def train(
     step = 0
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
+        trainer.train()
         losses = []
         for _ in range(config.steps_per_epoch):
             batch = sampler.sample_batch(config.batch_size)
             if config.augment:
                 batch = augment_batch(batch, rng)
+            batch = batch.shard(ranks.rank, ranks.world)  # this rank's tiles of the batch
             x, y, w, wk = batch.x, batch.y, batch.weights, batch.weak
             xt = torch.from_numpy(np.ascontiguousarray(x)).to(device, memory_format=memory)
             yt = torch.from_numpy(np.ascontiguousarray(y)).long().to(device)
             wt = None if w is None else torch.from_numpy(np.ascontiguousarray(w)).to(device)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(xt)
+            logits = trainer(xt)
             loss = loss_fn(logits, yt, pixel_weights=wt) if wt is not None else \
                 loss_fn(logits, yt)
             if wk is not None:
@@ -241,33 +253,39 @@ def train(
         entry: dict[str, Any] = {
             "epoch": epoch,
             "epochs": config.epochs,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": distributed.mean_over_ranks(float(np.mean(losses)), device),
             "lr": float(scheduler.get_last_lr()[0]),
         }
+        asked = False
+        if ranks.is_main:  # only rank 0 validates, and says whether to stop
+            if val_set:
+                val = evaluate(validator, val_set, n_classes)
+                entry.update(val_dice=val["dice"], val_iou=val["iou"],
+                             val_mean_dice=val["mean_dice"],
+                             val_mean_dice_all=val["mean_dice_all"],
+                             val_pixel_accuracy=val["pixel_accuracy"])
+            entry["seconds"] = round(time.perf_counter() - epoch_start, 3)
+            asked = should_stop is not None and should_stop()
+        entry, asked = distributed.from_main((entry, asked))
         score = -entry["train_loss"]
-        if val_set:
-            val = evaluate(validator, val_set, n_classes)
-            entry.update(val_dice=val["dice"], val_iou=val["iou"], val_mean_dice=val["mean_dice"],
-                         val_mean_dice_all=val["mean_dice_all"],
-                         val_pixel_accuracy=val["pixel_accuracy"])
-            if val["mean_dice_all"] is not None:
-                score = val["mean_dice_all"]
-        entry["seconds"] = round(time.perf_counter() - epoch_start, 3)
+        if entry.get("val_mean_dice_all") is not None:
+            score = entry["val_mean_dice_all"]
         curve.append(entry)
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             stale += 1
-        log.info("epoch %d/%d loss %.4f%s", epoch, config.epochs, entry["train_loss"],
-                 f" val mean Dice (all classes) {entry['val_mean_dice_all']:.4f}"
-                 if entry.get("val_mean_dice_all") is not None else "")
-        if on_epoch is not None:
-            on_epoch(entry)
+        if ranks.is_main:
+            log.info("epoch %d/%d loss %.4f%s", epoch, config.epochs, entry["train_loss"],
+                     f" val mean Dice (all classes) {entry['val_mean_dice_all']:.4f}"
+                     if entry.get("val_mean_dice_all") is not None else "")
+            if on_epoch is not None:
+                on_epoch(entry)
         if stale >= config.patience:
             stop_reason = f"no better score for {config.patience} epochs (patience)"
             break
-        if should_stop is not None and should_stop():
+        if asked:
             stop_reason = "asked to stop"
             break
 
@@ -277,7 +295,8 @@ def train(
             + ("best validation mean Dice (all classes)" if val_set and
                best.get("val_mean_dice_all") is not None else "lowest training loss "
                "(no validation annotations)") + f"; stopped: {stop_reason}")
-    log.info("%s", kept)
+    if ranks.is_main:
+        log.info("%s", kept)
     metrics = {
         "best_epoch": best_epoch,
         "epochs_run": len(curve),
