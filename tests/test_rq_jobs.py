@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from redis_harness import *  # noqa: F403  (the redis_server and redis_url fixtures)
-from redis_harness import QueueWorker, registered_workers, wait_for
+from redis_harness import *  # noqa: F403  (the redis_server and queue_workers fixtures)
+from redis_harness import QueueWorker, wait_for
 from test_backend_support import (
     CONFIG,
     FIXTURES,
@@ -111,33 +111,42 @@ def test_worker_command_refuses_bad_input_in_one_line(capsys):
     assert "\n" not in err
 
 
+def test_a_job_no_worker_has_taken_shows_queued(tmp_path, redis_server):
+    from rq import Queue
+
+    from label_assistant.ml_backend.rq_queue import QUEUE_NAME
+
+    worker = intake(tmp_path, redis_server.url, train_overrides=TINY)
+    annotate(worker, 1)
+    try:
+        worker.tick()  # admitted, and the job enqueued: no worker runs yet
+        (job,) = worker.store.jobs()
+        assert (job["state"], job_state(job)) == ("running", "queued")  # the project's one job
+        assert job["queue_job"] and job["pid"] is None and job["worker"] is None
+        worker.tick()
+        assert job_state(worker.store.jobs()[0]) == "queued"  # waiting is not dying
+        assert 'la_training_jobs{kind="train",project="1",state="queued"} 1.0' in \
+            worker_metrics(worker)
+        assert [(j["state"], j["worker"]) for j in rounds_json(worker.settings.workdir, 1)[
+            "jobs"]] == [("queued", None)]
+    finally:
+        Queue(QUEUE_NAME, connection=redis_server.client).empty()
+
+
 @pytest.mark.slow
-def test_two_workers_take_jobs_coalesced_per_project_and_the_version_serves(tmp_path,
-                                                                           redis_url):
-    worker = intake(tmp_path, redis_url, train_overrides=TINY)
+def test_two_workers_take_jobs_coalesced_per_project_and_the_version_serves(
+        tmp_path, redis_server, queue_workers):
+    pool = queue_workers
+    worker = intake(tmp_path, redis_server.url, train_overrides=TINY)
     annotate(worker, 1)
     annotate(worker, 2)
-    worker.tick()  # both admitted, both jobs enqueued: no worker yet
-    jobs = worker.store.jobs()
-    assert [(j["project"], j["state"], job_state(j)) for j in jobs] == \
-        [("1", "running", "queued"), ("2", "running", "queued")]
-    assert all(j["queue_job"] and j["pid"] is None and j["worker"] is None for j in jobs)
-    metrics = worker_metrics(worker)
-    assert 'la_training_jobs{kind="train",project="1",state="queued"} 1.0' in metrics
-    # Three more requests for project 1 while its job waits: one follow-up.
+    worker.tick()  # both jobs enqueued at once: each idle worker takes one
+    # Three more requests for project 1 while its job runs: one follow-up.
     for _ in range(3):
         request_training(worker, 1)
     worker.tick()
     assert [j["followup"] for j in worker.store.jobs("1")] == [1]
-
-    pool = [QueueWorker(redis_url, name, tmp_path) for name in ("w-a", "w-b")]
-    try:
-        wait_for("two registered workers", lambda: registered_workers(redis_url) ==
-                 {"w-a", "w-b"}, 120, 0.2)
-        jobs = until_jobs_end(worker, 3, 240, pool)
-    finally:
-        for w in pool:
-            w.stop()
+    jobs = until_jobs_end(worker, 3, 240, pool)
     logs = "\n".join(w.tail() for w in pool)
     assert [(j["project"], j["state"], j["version"]) for j in jobs] == \
         [("1", "done", "v0001"), ("2", "done", "v0001"), ("1", "done", "v0002")], logs
@@ -173,63 +182,57 @@ def test_two_workers_take_jobs_coalesced_per_project_and_the_version_serves(tmp_
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_job_reruns_it_once_then_fails_it_leaving_versions(tmp_path,
-                                                                              redis_url):
-    worker = intake(tmp_path, redis_url, train_overrides=LONG)
+def test_a_worker_killed_mid_job_reruns_it_once_then_fails_it_leaving_versions(
+        tmp_path, redis_server, queue_workers):
+    worker = intake(tmp_path, redis_server.url, train_overrides=LONG)
     registry = Workspace(worker.settings.workdir).registry("1")
     seed_version(registry.root)
     before = ([v.id for v in registry.list()], registry.current_id())
     assert before == (["v0001"], "v0001")
     annotate(worker, 1)
-    first = QueueWorker(redis_url, "w-first", tmp_path)
-    second = None
-    try:
-        wait_for("the first worker", lambda: registered_workers(redis_url) == {"w-first"},
-                 120, 0.2)
-        job_dir = wait_running(worker, first)
-        # The machine goes: the worker and its work horse (the job's process), SIGKILLed.
-        horse = read_status(job_dir).pid
-        first.kill()
-        os.kill(horse, signal.SIGKILL)
-        second = QueueWorker(redis_url, "w-second", tmp_path)
-        # No heartbeat any more: the intake takes the run for dead and enqueues it again.
-        rerun = wait_running(worker, second, after=job_dir)
-        (job,) = worker.store.jobs("1")
-        assert job["attempts"] == 2 and "w-first" in job["error"] and \
-            "sent no heartbeat" in job["error"], job
-        # Now only the second run's work horse is killed: its worker notices at once.
-        os.kill(read_status(rerun).pid, signal.SIGKILL)
-        (job,) = until_jobs_end(worker, 1, 60, [second])
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
-    assert job["state"] == "failed" and job["attempts"] == 2 and job["worker"] == "w-second"
+    job_dir, first = wait_running(worker, queue_workers)
+    # The machine goes: the worker and its work horse (the job's process), SIGKILLed.
+    horse = read_status(job_dir).pid
+    first.kill()
+    os.kill(horse, signal.SIGKILL)
+    # No heartbeat any more: the intake takes the run for dead, the other worker reruns it.
+    rerun, second = wait_running(worker, [w for w in queue_workers if w is not first],
+                                 after=job_dir)
+    (job,) = worker.store.jobs("1")
+    assert job["attempts"] == 2 and f"worker {first.name}" in job["error"] and \
+        "sent no heartbeat" in job["error"], job
+    # Now only the second run's work horse is killed: its worker notices at once.
+    os.kill(read_status(rerun).pid, signal.SIGKILL)
+    (job,) = until_jobs_end(worker, 1, 60, [second])
+    assert job["state"] == "failed" and job["attempts"] == 2 and job["worker"] == second.name
     assert "ended without finishing" in job["error"] and "signal 9" in job["error"], job
     assert ([v.id for v in registry.list()], registry.current_id()) == before
     assert registry.load_state_dict("v0001")
     listing = rounds_json(worker.settings.workdir, 1)
     (failed,) = listing["jobs"]
-    assert (failed["state"], failed["worker"]) == ("failed", "w-second")
+    assert (failed["state"], failed["worker"]) == ("failed", second.name)
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
-def wait_running(worker: Worker, runner: QueueWorker, after: Path | None = None) -> Path:
-    """Tick until the project's job runs an epoch on ``runner`` (a new run folder when
-    ``after`` is given); its folder."""
+def wait_running(worker: Worker, runners: list[QueueWorker], after: Path | None = None
+                 ) -> tuple[Path, QueueWorker]:
+    """Tick until project 1's job runs on one of ``runners`` (in a new run folder when
+    ``after`` is given); its folder and that worker."""
     def running():
         worker.tick()
-        assert runner.proc.poll() is None, runner.tail()
+        for runner in runners:
+            assert runner.proc.poll() is None, runner.tail()
         (job,) = worker.store.jobs("1")
         assert job["state"] == "running", job
-        if not job["job_dir"] or Path(job["job_dir"]) == after or job["worker"] != runner.name:
+        runner = next((r for r in runners if r.name == job["worker"]), None)
+        if not job["job_dir"] or Path(job["job_dir"]) == after or runner is None:
             return None
         status = read_status(Path(job["job_dir"]))
-        return Path(job["job_dir"]) if (status.epoch or 0) >= 1 else None
+        return (Path(job["job_dir"]), runner) if status.state == "running" else None
 
-    return wait_for(f"an epoch on {runner.name}", running, 120, 0.1)
+    return wait_for("the job running on a worker", running, 120, 0.1)
 
 
 def seed_version(root: Path) -> None:
