@@ -1,10 +1,12 @@
 """Jobs on RQ workers over a real Redis (``LA_QUEUE``): two workers, coalescing across them,
 a worker killed mid-job (rerun once, then failed; versions and ``current`` intact), what
-``rounds`` and ``/metrics`` show, and a training job through RQ whose version then serves.
+``rounds`` and ``/metrics`` show, a training job through RQ whose version then serves, and
+the end-to-end path with the real Label Studio (``serve`` with ``LA_QUEUE``: training and
+ranking jobs on a worker, the ranking written back to Label Studio).
 
 The intake side (webhook events, the store, the one :class:`~label_assistant.ml_backend.jobs.
-Supervisor`) runs in this process; the jobs run in real ``label-assistant worker`` processes
-on the same work directory (here the shared filesystem is the local one).
+Supervisor`) runs in this process or in ``serve``; the jobs run in real ``label-assistant
+worker`` processes on the same work directory (here the shared filesystem is the local one).
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
+from labelstudio_harness import *  # noqa: F403  (the labelstudio fixture)
+from labelstudio_harness import BRUSH_CONFIG
 from redis_harness import *  # noqa: F403  (the redis_server and queue_workers fixtures)
 from redis_harness import QueueWorker, wait_for
+from test_backend_e2e import AUTH, _results, _tasks, serve
 from test_backend_support import (
     CONFIG,
     FIXTURES,
@@ -30,6 +36,7 @@ from test_backend_support import (
 )
 
 from label_assistant.cli import main
+from label_assistant.labelstudio.client import RANK_FIELD
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.ml_backend.sinks import RecordingSink
 from label_assistant.ml_backend.store import job_state
@@ -179,6 +186,56 @@ def test_two_workers_take_jobs_coalesced_per_project_and_the_version_serves(
     response = client.post("/predict", json=predict)
     assert response.status_code == 200
     assert response.json["results"][0]["model_version"] == "v0001"
+
+
+@pytest.mark.slow
+@pytest.mark.labelstudio
+def test_end_to_end_with_label_studio_jobs_on_a_worker(tmp_path, redis_server, queue_workers,
+                                                        labelstudio):
+    """``serve`` with LA_QUEUE and the real Label Studio: START_TRAINING trains v0001 on a
+    worker; once it serves, the ranking job runs on a worker too (with the Label Studio
+    address and token from its request) and writes the order back."""
+    from label_assistant.ml_backend.store import Store
+
+    ls = labelstudio
+    names = {w.name for w in queue_workers}
+    with serve(tmp_path, ls, LA_QUEUE=redis_server.url) as (url, workdir, log):
+        project = ls.client.create_project("rq e2e", BRUSH_CONFIG)
+        ids = ls.client.import_tasks(project, _tasks())
+        ml = ls.client.connect_backend(project, url, basic_auth=AUTH)
+        store = Store.for_workdir(workdir)
+        ls.sdk.annotations.create(id=ids[0], result=_results(0, with_background=True))
+        wait_for("admitted", lambda: [a for a in store.annotations(str(project))
+                                      if a["state"] == "admitted"], 60, 0.2)
+        response = requests.post(f"{ls.url}/api/ml/{ml}/train",
+                                 headers={"Authorization": f"Token {ls.token}"}, timeout=30)
+        assert response.status_code < 300, response.text
+
+        def ended(kind):
+            return [j for j in store.jobs(str(project), kind=kind)
+                    if j["state"] in ("done", "failed")]
+
+        try:
+            (job,) = wait_for("the training job", lambda: ended("train"), 180, 0.5)
+            assert (job["state"], job["version"]) == ("done", "v0001"), job
+            assert job["queue_job"] and job["worker"] in names and job["pid"] is None
+            assert main(["rounds", "--workdir", str(workdir), "--project", str(project),
+                         "--promote", "v0001"]) == 0
+            # What serves changed: the ranking job goes to a worker, which ranks with v0001.
+            (rank,) = wait_for("the ranking job", lambda: ended("rank"), 180, 0.5)
+            assert rank["state"] == "done" and rank["worker"] in names, rank
+        except BaseException:
+            print("---- serve log ----\n" + log.read_text()[-4000:])
+            print("\n".join(w.tail() for w in queue_workers))
+            raise
+        tasks = {t["id"]: t["data"] for t in ls.client.list_tasks(project)}
+        assert sorted(tasks[t][RANK_FIELD] for t in ids[1:]) == \
+            [f"{i:06d}" for i in range(1, len(ids))]
+        assert "entropy" in " ".join(tasks[t]["la_reason"] for t in ids[1:])
+        body = {"project": f"{project}.1", "label_config": BRUSH_CONFIG,
+                "tasks": [{"id": ids[2], "data": _tasks()[2]}]}
+        answer = requests.post(f"{url}/predict", json=body, timeout=30, auth=AUTH)
+        assert answer.json()["results"][0]["model_version"] == "v0001"
 
 
 @pytest.mark.slow
