@@ -12,9 +12,12 @@ way, one at a time, through the backend's two job starters:
 Per job: ``start_s`` = from the starter's call to the job writing ``running`` (for RQ the
 enqueue-to-start latency: queue, dequeue, fork; for a local process: interpreter and imports),
 ``wall_s`` = from the call until the handle reports the end (what the supervisor sees), and
-``train_s`` = the job's own training time. A JSON file in benchmarks/results and a table.
+``train_s`` = the job's own training time. Then ``--starts`` ranking jobs each way that
+fail at once after starting (their request names no Label Studio): the start latency alone,
+many times, cheaply. A JSON file in benchmarks/results and the tables.
 
-    python benchmarks/bench_rq_jobs.py [--rounds 3 --images 4 --size 64 --epochs 1 --steps 2]
+    python benchmarks/bench_rq_jobs.py [--rounds 3 --starts 10 --images 4 --size 64 \
+        --epochs 1 --steps 2]
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def request(data: tuple[list[str], list[str]], registry: Path, config: dict) -> 
                            registry=str(registry), config=config).to_dict()
 
 
-def run_job(starter, job_dir: Path, body: dict) -> dict:
+def run_job(starter, job_dir: Path, body: dict, expect: str = "done") -> dict:
     from label_assistant.model.job import read_status, write_request
 
     write_request(job_dir, body)
@@ -70,7 +73,7 @@ def run_job(starter, job_dir: Path, body: dict) -> dict:
         time.sleep(0.02)
     ended = time.time()
     status = read_status(job_dir)
-    if status.state != "done":
+    if status.state != expect:
         raise RuntimeError(f"{job_dir}: {status.state} {status.error or ''}\n"
                            f"{(job_dir / 'job.log').read_text()[-2000:]}")
     return {"start_s": status.started_at - t0, "wall_s": ended - t0,
@@ -79,7 +82,9 @@ def run_job(starter, job_dir: Path, body: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="training jobs each way")
+    parser.add_argument("--starts", type=int, default=10,
+                        help="start-only jobs each way (a ranking job without Label Studio)")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                   steps_per_epoch=args.steps, batch_size=2, tile=min(128, args.size),
                   inference_tile=args.size, min_labeled_pixels=1, device="cpu",
                   val_fraction=0.0)
-    rows = []
+    rows: list[dict] = []
+    starts: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp)) as redis:
         root = Path(tmp)
         data = make_data(root / "data", args.images, args.size)
@@ -123,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"mode": mode, "round": i + 1, **row})
                     print(f"{mode} round {i + 1}: start {row['start_s']:.2f} s, "
                           f"wall {row['wall_s']:.2f} s", flush=True)
+            no_origin = {"kind": "rank", "project": "1", "job": 1, "origin": None,
+                         "settings": {"LA_WORKDIR": str(root / "work")}}
+            for i in range(args.starts):
+                for mode, starter in starters.items():
+                    row = run_job(starter, root / mode / f"start-{i}", no_origin, "failed")
+                    starts.append({"mode": mode, "job": i + 1, **row})
         finally:
             worker.terminate()  # RQ's warm shutdown: it is idle, so it exits
             try:
@@ -132,16 +144,20 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait()
             log.close()
     summary = []
-    for mode in ("local", "rq"):
-        mine = [r for r in rows if r["mode"] == mode]
-        summary.append({"mode": mode, "jobs": len(mine),
-                        **{f"median_{k}": statistics.median(r[k] for r in mine)
-                           for k in ("start_s", "wall_s", "train_s")}})
+    for what, table in (("training", rows), ("start only", starts)):
+        for mode in ("local", "rq"):
+            mine = [r for r in table if r["mode"] == mode]
+            if mine:
+                summary.append({"jobs": what, "mode": mode, "n": len(mine),
+                                **{f"median_{k}": statistics.median(r[k] for r in mine)
+                                   for k in ("start_s", "wall_s", "train_s")},
+                                "max_start_s": max(r["start_s"] for r in mine)})
     print_table(rows, ["mode", "round", "start_s", "train_s", "wall_s"])
     print()
-    print_table(summary, ["mode", "jobs", "median_start_s", "median_train_s", "median_wall_s"])
+    print_table(summary, ["jobs", "mode", "n", "median_start_s", "max_start_s",
+                          "median_train_s", "median_wall_s"])
     print(f"\nworker start (imports, registration): {worker_ready_s:.1f} s, once")
-    path = write_results("bench_rq_jobs", rows, {
+    path = write_results("bench_rq_jobs", rows, {"starts": starts,
         "args": vars(args) | {"out": None}, "config": config, "summary": summary,
         "worker_ready_s": worker_ready_s}, out=args.out)
     print(f"results: {path}")
