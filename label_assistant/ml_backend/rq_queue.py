@@ -222,15 +222,17 @@ def work(url: str, *, gpus: str | None = None, name: str | None = None,
     """Run an RQ worker for the backend's jobs until stopped (``burst``: until the queue is
     empty); raises ``redis.exceptions.ConnectionError`` when Redis can't be reached.
 
-    ``gpus`` (``CUDA_VISIBLE_DEVICES``) is what its jobs may use; torch and the training
-    code are imported once here, so each job's forked work horse starts warm."""
+    ``gpus`` (``CUDA_VISIBLE_DEVICES``) is what its jobs may use; torch, the training and
+    the ranking code are imported once here, so each job's forked work horse starts warm."""
     from rq import Queue
 
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     connection = connect(url)
     connection.ping()
-    import label_assistant.ml_backend.jobs  # noqa: F401  (preloaded for the work horses)
+    import label_assistant.labelstudio.client  # noqa: F401  (preloaded for the work horses)
+    import label_assistant.ml_backend.jobs  # noqa: F401
+    import label_assistant.ml_backend.ranking  # noqa: F401
     import label_assistant.model.job  # noqa: F401
     import label_assistant.model.round  # noqa: F401
 
