@@ -36,7 +36,8 @@ def test_to_env_round_trips_settings_that_are_not_the_defaults():
                  image_cache_ttl=2.0, poll_interval=0.25, sink="none",
                  basic_auth_user="u", basic_auth_pass="p", metrics_token="m",
                  max_webhook_bytes=40, image_cache_bytes=50, inference_slots=2, job_nice=5,
-                 interactive_cache_bytes=60, dask_scheduler="tcp://scheduler:8786")
+                 interactive_cache_bytes=60, dask_scheduler="tcp://scheduler:8786",
+                 queue="redis://q.example:6379/1")
     changed = [v.env for v in VARIABLES if getattr(s, v.attr) == v.default]
     assert changed == []  # every variable is exercised
     assert Settings.from_env(s.to_env()) == s
@@ -78,6 +79,10 @@ def test_every_field_but_train_overrides_is_a_variable():
     ({"LA_FETCH_TIMEOUT": "soon"}, "LA_FETCH_TIMEOUT must be a number"),
     ({"LA_PREDICT_TILE": "16"}, "LA_PREDICT_TILE must be >= 32"),
     ({"LA_STRATEGY": "entropy+nope"}, "LA_STRATEGY must be a ranking strategy"),
+    ({"LA_QUEUE": "http://redis:6379"}, "LA_QUEUE must be a Redis URL like redis://"),
+    ({"LA_QUEUE": "redis://:6379/0"}, "LA_QUEUE must name a host"),
+    ({"LA_QUEUE": "redis://redis:port/0"}, "LA_QUEUE must be a Redis URL"),
+    ({"LA_QUEUE": "redis://redis:6379/zero"}, "LA_QUEUE must end in a database number"),
 ])
 def test_bad_values_are_one_line_errors(env, message):
     with pytest.raises(SettingsError, match=message):

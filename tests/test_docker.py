@@ -158,3 +158,31 @@ def test_compose_runs_the_backend_with_auth_and_restarts_it():
     assert env["LA_BASIC_AUTH_USER"] and env["LA_BASIC_AUTH_PASS"]
     assert all(s["restart"] == "unless-stopped" for s in services.values())
     assert services["backend"]["init"] is True
+
+
+def test_compose_scale_profile_adds_redis_and_a_worker_on_the_backends_work_directory():
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    backend, redis, worker = services["backend"], services["redis"], services["worker"]
+    # Optional: only `--profile scale` starts them; without LA_QUEUE jobs stay local.
+    assert redis["profiles"] == worker["profiles"] == ["scale"]
+    assert "profiles" not in backend and "profiles" not in services["label-studio"]
+    env = {k: _compose_value(v) for k, v in backend["environment"].items()}
+    assert Settings.from_env(env).queue is None
+    # The worker is the same image, running the real `worker` command on the queue that
+    # LA_QUEUE names in the compose file's header, in the network where Redis and Label
+    # Studio are on localhost (a ranking job calls Label Studio at the backend's address).
+    assert worker["build"] == backend["build"]
+    args = build_parser().parse_args(worker["command"][1:])
+    assert worker["command"][0] == "label-assistant" and args.command == "worker"
+    header = re.search(r"LA_QUEUE=(\S+) docker compose", COMPOSE.read_text()).group(1)
+    assert args.queue == header == "redis://localhost:6379/0"
+    assert Settings.from_env({**env, "LA_QUEUE": header}).queue == header
+    assert worker["network_mode"] == redis["network_mode"] == backend["network_mode"]
+    assert redis["image"].startswith("redis:") and "6379" not in str(redis.get("ports"))
+    # The shared work directory: the backend's volume, at the image's LA_WORKDIR.
+    data = next(v for v in backend["volumes"] if v.endswith(":/data"))
+    assert data in worker["volumes"] and _env_of_dockerfile()["LA_WORKDIR"] == "/data"
+    assert worker["init"] is True and "redis" in worker["depends_on"]
+    # The image has what the worker imports.
+    installs = [a for i, a in instructions() if i == "RUN" and "pip install" in a]
+    assert any('".[scale]"' in a for a in installs), installs

@@ -19,7 +19,7 @@ from label_assistant.cli.common import CliError
 
 # Order shown in --help; modules found but not listed here are appended.
 _ORDER = ["serve", "prelabel", "inspect", "train", "select", "simulate", "rounds", "report",
-          "import_", "measure"]
+          "import_", "measure", "worker"]
 
 
 def _command_modules() -> list[str]:

@@ -10,13 +10,22 @@ waits for them:
 
 A job is a folder (:meth:`~label_assistant.workspace.Workspace.job_dir`) with
 ``request.json``, ``status.json`` (:class:`~label_assistant.model.job.JobStatus`) and a log;
-``python -m label_assistant.ml_backend.jobs JOB_DIR`` runs it. :class:`Supervisor` (used by
-the worker) starts queued jobs (one running per project and kind; the store coalesces
-requests), notices ends, reruns a job whose process died without a final status once, then
-fails it with the reason; a ranking job that failed (Label Studio down) is retried after
-:data:`RANK_RETRY` seconds, up to :data:`MAX_RANK_ATTEMPTS` runs. A job that can't be
-started (its folder can't be named or made, its request can't be built) fails alone, with
-the reason: nothing one job raises stops the supervision of the others.
+:func:`run` runs it, and the request holds all it needs (a training manifest with image and
+label-map paths and the config; a ranking job's Label Studio address and token and the
+settings it ranks with): a job never opens the store. ``python -m
+label_assistant.ml_backend.jobs JOB_DIR`` runs it in a local process (:func:`start_process`,
+the default starter); with ``LA_QUEUE`` an RQ worker runs it (:func:`run_queued`, enqueued by
+:class:`~label_assistant.ml_backend.rq_queue.QueueStarter`), on any machine that shares the
+work directory.
+
+:class:`Supervisor` (used by the intake worker, the only one that starts jobs) starts queued
+jobs (one running per project and kind; the store coalesces requests), notices ends, reruns
+a job whose process (or RQ worker) died without a final status once, then fails it with the
+reason; a ranking job that failed (Label Studio down) is retried after :data:`RANK_RETRY`
+seconds, up to :data:`MAX_RANK_ATTEMPTS` runs. A job that can't be started (its folder can't
+be named or made, its request can't be built, the queue can't be reached) fails alone, with
+the reason: nothing one job raises stops the supervision of the others. It records where a
+job runs (its pid, or its RQ job and the worker that took it) in the store.
 """
 
 from __future__ import annotations
@@ -51,13 +60,30 @@ LOG_FILE = "job.log"
 
 
 class JobHandle(Protocol):
-    pid: int
+    """A started job: a local process (``subprocess.Popen``) or an RQ job
+    (:class:`~label_assistant.ml_backend.rq_queue.QueuedJob`, whose ``pid`` is None and which
+    also has ``ref``, ``worker``, ``started``, ``error`` and ``describe()``)."""
+
+    pid: int | None
 
     def poll(self) -> int | None: ...
 
 
-#: Starts a job folder's process (or a test's fake); returns a handle.
+#: Starts a job folder's process (or a test's fake); returns a handle. A starter may also
+#: have ``attach(ref)``: the handle of a job it started before, from its stored reference.
 JobStarter = Callable[[Path], JobHandle]
+
+
+def where(handle: JobHandle | None, job: Mapping[str, Any]) -> str:
+    """How log lines and reasons name where a job runs: its RQ job and worker, or its pid."""
+    describe = getattr(handle, "describe", None)
+    if describe is not None:
+        return describe()
+    if job.get("queue_job"):
+        worker = f" on worker {job['worker']}" if job.get("worker") else ""
+        return f"RQ job {job['queue_job']}{worker}"
+    pid = handle.pid if handle is not None else job.get("pid")
+    return f"pid {pid}"
 
 
 def start_process(job_dir: Path, env: Mapping[str, str] | None = None,
@@ -136,6 +162,8 @@ class Supervisor:
             if status.state not in ("done", "failed"):
                 self._dead(job, status)
                 return
+        if status.state not in ("done", "failed"):
+            self._note_worker(job)
         if status.state == "done":
             self._finished(job, "done", version=status.version, promoted=status.promoted,
                            detail=status.reason)
@@ -158,18 +186,50 @@ class Supervisor:
             return JobStatus("missing")
 
     def _alive(self, job: Mapping[str, Any]) -> bool:
-        handle = self._handles.get(job["id"])
+        handle = self._handle(job)
         if handle is not None:
             return handle.poll() is None
+        if job.get("queue_job"):  # enqueued while LA_QUEUE was set, which it no longer is
+            return False
         if job["pid"] is None:
             # Claimed but not started yet, by a worker that may still be starting it.
             return time.time() - (job["updated"] or 0) < 60
         return pid_runs_job(job["pid"], job["job_dir"] or "")
 
+    def _note_worker(self, job: Mapping[str, Any]) -> None:
+        """Record the worker that took an RQ job, once it is known."""
+        if not job.get("queue_job") or job.get("worker"):
+            return
+        handle = self._handle(job)
+        if handle is None:
+            return
+        if getattr(handle, "worker", None) is None:
+            handle.poll()  # a job that finished within one round was never asked
+        if getattr(handle, "worker", None):
+            self.store.set_job_runner(job["id"], worker=handle.worker)
+            log.info("project %s job %d: taken by worker %s", job["project"], job["id"],
+                     handle.worker)
+
+    def _handle(self, job: Mapping[str, Any]) -> JobHandle | None:
+        """The job's handle: the one it was started with, else (an RQ job enqueued before a
+        restart) one attached to its RQ job; None for a local process started by another."""
+        handle = self._handles.get(job["id"])
+        if handle is None and job.get("queue_job"):
+            attach = getattr(self.starter, "attach", None)
+            if attach is not None:
+                handle = self._handles[job["id"]] = attach(job["queue_job"])
+        return handle
+
     def _dead(self, job: Mapping[str, Any], status: JobStatus) -> None:
-        self._handles.pop(job["id"], None)
-        where = f"at epoch {status.epoch}" if status.epoch else f"in state {status.state}"
-        reason = f"the {job['kind']} process (pid {job['pid']}) ended without finishing, {where}"
+        self._note_worker(job)
+        handle = self._handles.pop(job["id"], None)
+        at = f"at epoch {status.epoch}" if status.epoch else f"in state {status.state}"
+        if getattr(handle, "ref", None) is not None or job.get("queue_job"):
+            why = getattr(handle, "error", None)
+            reason = (f"the {job['kind']} job ({where(handle, job)}) ended without finishing, "
+                      f"{at}" + (f": {why}" if why else ""))
+        else:
+            reason = f"the {job['kind']} process (pid {job['pid']}) ended without finishing, {at}"
         if job["attempts"] < MAX_JOB_ATTEMPTS:
             log.warning("project %s job %d: %s; running it again (current version %s)",
                         job["project"], job["id"], reason, self.current(job["project"]))
@@ -180,6 +240,7 @@ class Supervisor:
     def _finished(self, job: Mapping[str, Any], state: str, *, version: str | None = None,
                   error: str | None = None, promoted: bool | None = None,
                   detail: str | None = None) -> None:
+        self._note_worker(job)
         self._handles.pop(job["id"], None)
         followup = self.store.finish_job(job["id"], state, version=version, error=error,
                                          promoted=promoted, detail=detail)
@@ -222,11 +283,15 @@ class Supervisor:
                       job["id"], self.current(project), reason)
             return
         self._handles[job["id"]] = handle
-        self.store.set_job_pid(job["id"], handle.pid)
+        if handle.pid is not None:
+            self.store.set_job_pid(job["id"], handle.pid)
+        if getattr(handle, "ref", None) is not None:
+            self.store.set_job_runner(job["id"], queue_job=handle.ref)
         what = f"{len(request['images'])} annotations" if request.get("images") is not None \
             else job["kind"]
-        log.info("project %s job %d started (pid %d, %s, after %s, %s)", project, job["id"],
-                 handle.pid, what, self.current(project), job_dir)
+        log.info("project %s job %d %s (%s, %s, after %s, %s)", project, job["id"],
+                 "started" if handle.pid is not None else "enqueued", where(handle, job), what,
+                 self.current(project), job_dir)
 
     def current(self, project: str) -> str:
         """The project's current model version id (what predictions use now), for logs;
@@ -249,19 +314,35 @@ def _reason(error: BaseException) -> str:
 # --- the ranking job (in its own process) -----------------------------------------------------
 
 
-def rank_request(project: str, job: Mapping[str, Any]) -> dict[str, Any]:
-    """A ranking job's request: the project; everything else is read when it runs."""
+#: Settings a job never needs (the ranking job's token travels as its origin's).
+_NOT_FOR_JOBS = ("LABEL_STUDIO_API_KEY", "LA_BASIC_AUTH_USER", "LA_BASIC_AUTH_PASS",
+                 "LA_METRICS_TOKEN", "LA_QUEUE", "LA_SINK")
+
+
+def rank_request(project: str, job: Mapping[str, Any], settings: Any = None,
+                 origin: Any = None) -> dict[str, Any]:
+    """A ranking job's request: the project, the Label Studio ``origin`` it talks to (address
+    and token; None when none is known, which fails the job when it runs) and the
+    ``settings`` it ranks with (as environment variables): a worker on another machine
+    needs nothing else. Tasks and the serving version are read when it runs."""
+    env = {} if settings is None else {
+        k: v for k, v in settings.to_env().items() if k not in _NOT_FOR_JOBS}
+    if settings is not None:
+        env["LA_WORKDIR"] = str(Path(settings.workdir).resolve())
     return {"kind": "rank", "project": str(project), "job": job["id"],
-            "manifest_extra": {"project": str(project), "job": job["id"]}}
+            "manifest_extra": {"project": str(project), "job": job["id"]},
+            "settings": env,
+            "origin": None if origin is None else {"url": origin.url, "token": origin.token,
+                                                   "source": origin.source}}
 
 
 def run_rank(job_dir: Path) -> JobStatus:
-    """Run a ranking job in this process (settings from the environment); its final status."""
+    """Run a ranking job in this process (settings from its request over the environment);
+    its final status."""
     from label_assistant.labelstudio.client import LabelStudioClient
-    from label_assistant.ml_backend.origin import project_origin
+    from label_assistant.ml_backend.origin import Origin
     from label_assistant.ml_backend.ranking import rank_project
     from label_assistant.ml_backend.settings import Settings
-    from label_assistant.ml_backend.store import Store
     from label_assistant.model.job import job_label
 
     job_dir = Path(job_dir)
@@ -271,9 +352,8 @@ def run_rank(job_dir: Path) -> JobStatus:
     status = JobStatus("running", started_at=time.time(), pid=os.getpid())
     status.write(job_dir)
     try:
-        settings = Settings.from_env()
-        store = Store.for_workdir(settings.workdir)
-        origin = project_origin(settings, store.get_project(project))
+        settings = Settings.from_env({**os.environ, **(request.get("settings") or {})})
+        origin = Origin(**request["origin"]) if request.get("origin") else None
         if origin is None or not origin.token:
             raise ValueError(f"no Label Studio address with its token known for project "
                              f"{project}")
@@ -305,6 +385,34 @@ def run(job_dir: Path) -> JobStatus:
     return run_training(job_dir)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(job_label)s%(message)s"
+
+
+def run_queued(job_dir: str) -> dict[str, Any]:
+    """What an RQ worker runs (``LA_QUEUE``): :func:`run`, with the job's log lines appended
+    to its log file as a local job's are; the final status (RQ keeps it as the result)."""
+    from label_assistant.model.job import job_label
+
+    job_dir = Path(job_dir)
+    try:
+        request = read_request(job_dir)
+    except (OSError, ValueError):
+        request = {}  # run() raises it, and RQ records the job failed with the reason
+    handler = logging.FileHandler(job_dir / LOG_FILE)
+    handler.addFilter(NamesJob(job_label(request, job_dir),
+                               own=("label_assistant.model.job", __name__)))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        return run(job_dir).to_dict()
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     from label_assistant.model.job import job_label
 
@@ -320,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.addFilter(NamesJob(job_label(request, job_dir),
                                own=("label_assistant.model.job", __name__)))
-    logging.basicConfig(level=logging.INFO, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(job_label)s%(message)s")
+    logging.basicConfig(level=logging.INFO, handlers=[handler], format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
     try:
         final = run(job_dir)

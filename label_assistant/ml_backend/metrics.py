@@ -20,7 +20,10 @@ Everything else is read from the store and the model registry at scrape time by
 - ``la_events{state}``, ``la_queue_depth`` (pending and processing events);
 - ``la_annotations{project,state}`` (revisions: admitted, quarantined, superseded, deleted);
 - ``la_admitted_since_job{project}``: admitted annotations not yet in a training job;
-- ``la_training_jobs{project,kind,state}`` (``kind``: ``train``, ``rank``);
+- ``la_training_jobs{project,kind,state}`` (``kind``: ``train``, ``rank``; ``state`` as
+  :func:`~.store.job_state` reads it: with ``LA_QUEUE`` a job no worker has taken yet is
+  ``queued``); ``la_worker_jobs{worker,kind,state}``: the same jobs by the worker that ran
+  them (``local`` for local processes) and their state;
   ``la_training_running{project}``, ``la_training_progress{project}`` (0..1 of the running
   training job, from its status file), ``la_training_followup{project}`` (a follow-up
   training job is asked for): these three are about ``train`` jobs only;
@@ -53,6 +56,7 @@ from label_assistant.ml_backend.store import (
     JOB_KINDS,
     JOB_STATES,
     Store,
+    job_state,
 )
 from label_assistant.workspace import Workspace
 
@@ -126,15 +130,24 @@ class StoreCollector:
         yield gauge
 
         jobs = store.jobs()
-        by_state = collections.Counter((j["project"], j["kind"], j["state"]) for j in jobs)
+        by_state = collections.Counter((j["project"], j["kind"], job_state(j)) for j in jobs)
         running = {j["project"]: j for j in jobs if j["kind"] == "train"
-                   and j["state"] == "running"}
+                   and job_state(j) == "running"}
         gauge = GaugeMetricFamily("la_training_jobs", "Background jobs by kind and state.",
                                   labels=["project", "kind", "state"])
         for p in projects:
             for kind in JOB_KINDS:
                 for state in JOB_STATES:
                     gauge.add_metric([p, kind, state], by_state[(p, kind, state)])
+        yield gauge
+        by_worker = collections.Counter(
+            (j["worker"] or ("local" if j["pid"] else "none"), j["kind"], job_state(j))
+            for j in jobs if j["worker"] or j["pid"])
+        gauge = GaugeMetricFamily("la_worker_jobs", "Jobs by the worker that ran them (local: "
+                                  "a local process) and state.",
+                                  labels=["worker", "kind", "state"])
+        for (worker, kind, state), n in sorted(by_worker.items()):
+            gauge.add_metric([worker, kind, state], n)
         yield gauge
         running_gauge = GaugeMetricFamily("la_training_running", "1 while a training job runs.",
                                           labels=["project"])

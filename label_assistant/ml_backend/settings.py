@@ -69,6 +69,12 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
+def _queue(raw: str) -> str:
+    from label_assistant.ml_backend.rq_queue import parse_redis_url  # no rq, no redis
+
+    return parse_redis_url(raw)
+
+
 def _strategy(raw: str) -> str:
     from label_assistant.selectors.strategies import StrategyError, parse_strategy
 
@@ -246,6 +252,11 @@ class Settings:
         "LA_DASK_SCHEDULER", None, dask_address,
         "a Dask scheduler (`tcp://host:8786`): ranking jobs score the pool on its workers, "
         "which load the model version from the shared work directory", shown="off")
+    queue: str | None = _setting(
+        "LA_QUEUE", None, _queue,
+        "a Redis URL (`redis://host:6379/0`): training and ranking jobs go to RQ workers "
+        "(`label-assistant worker`) on machines that share the work directory, instead of "
+        "local processes", shown="off (local processes)")
     #: Training settings given in code (tests); they override the ``train_config`` file.
     train_overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
 

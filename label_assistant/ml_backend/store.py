@@ -22,7 +22,10 @@ Tables:
 - ``jobs``: background jobs of a ``kind`` (``train``, ``rank``), ``queued`` -> ``running``
   -> ``done`` | ``failed``, one running per project and kind, with a ``followup`` flag set
   by requests that arrive while the job runs, and ``not_before`` for a delayed retry. A
-  training job's ``version`` serves only if ``promoted``; ``detail`` says why.
+  training job's ``version`` serves only if ``promoted``; ``detail`` says why. Where its
+  current run is: ``pid`` (a local process), or ``queue_job`` (its RQ job, with ``LA_QUEUE``)
+  and ``worker`` (the RQ worker that took it); :func:`job_state` tells a job handed to the
+  queue that no worker has taken yet (``queued``) from one that runs.
 
 Rows come back as the ``TypedDict`` records below. Project ids are Label Studio's project
 numbers as strings (``"7"``). Where the file lives is :class:`~label_assistant.workspace.
@@ -91,6 +94,8 @@ class JobRow(TypedDict):
     promoted: int | None  # a training job's version serves (1) or was kept (0)
     detail: str | None  # why: the champion/challenger verdict, or a ranking job's summary
     error: str | None
+    queue_job: str | None  # its RQ job (LA_QUEUE), for the current run
+    worker: str | None  # the RQ worker that took that run
     followup: int
     attempts: int
     not_before: float
@@ -150,6 +155,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     promoted INTEGER,
     detail TEXT,
     error TEXT,
+    queue_job TEXT,
+    worker TEXT,
     followup INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
@@ -168,7 +175,18 @@ _ADDED_COLUMNS = (
     ("jobs", "not_before", "REAL NOT NULL DEFAULT 0"),
     ("jobs", "promoted", "INTEGER"),
     ("jobs", "detail", "TEXT"),
+    ("jobs", "queue_job", "TEXT"),
+    ("jobs", "worker", "TEXT"),
 )
+
+
+def job_state(job: Any) -> str:
+    """Where a job is, as people read it: its state, except that a run handed to the queue
+    (``LA_QUEUE``) that no worker has taken yet is ``queued`` (the store holds it
+    ``running``: it is the project's one job of its kind)."""
+    if job["state"] == "running" and job.get("queue_job") and not job.get("worker"):
+        return "queued"
+    return job["state"]
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -647,8 +665,9 @@ class Store:
             if running:
                 return None
             conn.execute(
-                "UPDATE jobs SET state = 'running', job_dir = ?, pid = NULL, "
-                "attempts = attempts + 1, updated = ? WHERE id = ?", (job_dir, now, job_id))
+                "UPDATE jobs SET state = 'running', job_dir = ?, pid = NULL, queue_job = NULL, "
+                "worker = NULL, attempts = attempts + 1, updated = ? WHERE id = ?",
+                (job_dir, now, job_id))
             if job["kind"] == "train":
                 conn.execute("UPDATE projects SET admitted_since_job = 0 WHERE id = ?",
                              (job["project"],))
@@ -657,6 +676,13 @@ class Store:
     def set_job_pid(self, job_id: int, pid: int) -> None:
         self._execute("UPDATE jobs SET pid = ?, updated = ? WHERE id = ?",
                              (pid, time.time(), job_id))
+
+    def set_job_runner(self, job_id: int, *, queue_job: str | None = None,
+                       worker: str | None = None) -> None:
+        """Record a run's RQ job, or the worker that took it (what is None stays)."""
+        self._execute("UPDATE jobs SET queue_job = COALESCE(?, queue_job), "
+                      "worker = COALESCE(?, worker), updated = ? WHERE id = ?",
+                      (queue_job, worker, time.time(), job_id))
 
     def finish_job(self, job_id: int, state: str, *, version: str | None = None,
                    error: str | None = None, promoted: bool | None = None,

@@ -25,8 +25,9 @@ Per event (claimed from the store, oldest first):
 Training policy: a request is made after ``train_after`` newly admitted annotations since the
 last job started, and on ``START_TRAINING``. One job per project at a time; requests while a
 job runs set its follow-up flag, which makes exactly one follow-up job when it ends. Jobs run
-in their own processes, supervised by :class:`~.jobs.Supervisor` (the web workers never
-train; ``/predict`` answers from the current version until the new one is published).
+in their own processes, or with ``LA_QUEUE`` on RQ workers (:mod:`.rq_queue`), supervised by
+:class:`~.jobs.Supervisor` (the web workers never train; ``/predict`` answers from the
+current version until the new one is published).
 
 Label Studio hears about results through a sink (:mod:`.sinks`: inspection reports, new
 versions, after which the default sink queues a ranking job). Notifications are stored as
@@ -48,6 +49,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +128,33 @@ class Worker:
     def __init__(self, settings: Settings, *, store: Store | None = None,
                  sink: Sink | None = None, job_starter: JobStarter | None = None,
                  prelabels: Prelabels | None = None) -> None:
+        if settings.queue:  # requests name absolute paths: the shared work directory's
+            settings = replace(settings, workdir=Path(settings.workdir).resolve())
         self.settings = settings
         self.store = store or Store.for_workdir(settings.workdir)
         self.sink = sink if sink is not None else load_sink(settings, self.store)
         self.inspection = settings.load_inspection_config()
         self.prelabels = prelabels or Prelabels(settings.workspace, device=settings.device,
                                                 default_tile=settings.predict_tile)
+        self.jobs = Supervisor(settings, self.store, job_starter or self._starter(),
+                               self.job_request)
+        self.wake = threading.Event()  # set by an in-process app when an event arrives
+        self._serving_retry: dict[str, float] = {}
+
+    def _starter(self) -> JobStarter:
+        """How jobs start: enqueued for RQ workers with ``LA_QUEUE`` (rq and redis are
+        imported only then), else a local process each."""
+        settings = self.settings
+        if settings.queue:
+            from label_assistant.ml_backend.rq_queue import QueueStarter
+
+            return QueueStarter(settings.queue)
         env = {**os.environ, **settings.to_env()}
 
         def start(job_dir: Path) -> Any:
             return start_process(job_dir, env, settings.job_nice)
 
-        self.jobs = Supervisor(settings, self.store, job_starter or start, self.job_request)
-        self.wake = threading.Event()  # set by an in-process app when an event arrives
-        self._serving_retry: dict[str, float] = {}
+        return start
 
     # --- running -------------------------------------------------------------------------------
 
@@ -349,7 +364,8 @@ class Worker:
     def job_request(self, project: str, job: Any) -> dict[str, Any]:
         """The request of a claimed job (:mod:`.jobs`)."""
         if job["kind"] == "rank":
-            return rank_request(project, job)
+            return rank_request(project, job, self.settings,
+                                project_origin(self.settings, self.store.get_project(project)))
         return self.training_request(project, job["id"])
 
     def training_request(self, project: str, job_id: int) -> dict[str, Any]:

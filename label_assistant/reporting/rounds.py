@@ -115,10 +115,17 @@ def quarantined_by(revisions: list[dict[str, Any]], until: float) -> int:
 
 
 def job_summary(job: dict[str, Any]) -> dict[str, Any]:
-    """The JSON of a store job row (no pid or folder: those say nothing about the round)."""
+    """The JSON of a store job row (no pid or folder: those say nothing about the round):
+    its state as :func:`~label_assistant.ml_backend.store.job_state` reads it (``queued``
+    while no RQ worker has taken it) and the RQ worker that ran it (None for a local
+    process, or a run no worker has taken)."""
+    from label_assistant.ml_backend.store import job_state
+
     return {
         "id": job["id"],
-        "state": job["state"],
+        "kind": job.get("kind", "train"),
+        "state": job_state(job),
+        "worker": job.get("worker"),
         "reason": job.get("reason"),
         "attempts": job.get("attempts"),
         "created": job.get("created"),
@@ -232,7 +239,9 @@ def version_status(row: dict[str, Any]) -> str:
     job = row.get("job")
     if not job:
         return text
-    return f"{text}, job {job['id']}" + ("" if job["state"] == "done" else f" {job['state']}")
+    worker = f" on {job['worker']}" if job.get("worker") else ""
+    return f"{text}, job {job['id']}" + ("" if job["state"] == "done" else f" {job['state']}") \
+        + worker
 
 
 def serving_line(history: dict[str, Any]) -> str:
@@ -372,7 +381,8 @@ def version_cells(row: dict[str, Any]) -> list[str]:
 def job_cells(job: dict[str, Any]) -> list[str]:
     """A job that made no version, in :data:`JOB_COLUMNS` order: its state and error take the
     place of the numbers it has none of; its time is when it was asked for."""
-    status = job["state"] + (f": {job['error']}" if job.get("error") else "")
+    status = job["state"] + (f" on {job['worker']}" if job.get("worker") else "") \
+        + (f": {job['error']}" if job.get("error") else "")
     return ["", f"job {job['id']}", utc_short(job["created"]), " ".join(status.split())]
 
 
