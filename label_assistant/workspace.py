@@ -7,7 +7,8 @@ W/metrics/                         prometheus_client's multiprocess files (one p
 W/models/                          versions trained from the command line (label-assistant train)
 W/jobs/                            their jobs
 W/projects/<id>/models/            versions of one Label Studio project (the backend)
-W/projects/<id>/jobs/              that project's jobs (training, ranking), one folder each
+W/projects/<id>/jobs/              that project's jobs (training, ranking, pre-labeling), one
+                                   folder each (prelabel-cli/: the command line's)
 W/projects/<id>/intake/images/     images of received annotations (by content hash)
 W/projects/<id>/intake/labels/     their cleaned label maps (one PNG per revision)
 W/originals/<hash>.tif             original planes of imported microscopy (label-assistant
@@ -75,6 +76,11 @@ class Workspace:
         """One run of a job: ``job-00012-1`` (training) or ``rank-00013-1``."""
         prefix = "job" if kind == "train" else kind
         return self.jobs_dir(project) / f"{prefix}-{job_id:05d}-{attempt}"
+
+    def command_job_dir(self, project: str | int, kind: str) -> Path:
+        """A job the command line runs itself (``prelabel --project``): ``prelabel-cli``,
+        always the same folder, so that running the command again resumes it."""
+        return self.jobs_dir(project) / f"{kind}-cli"
 
     def intake_images(self, project: str | int) -> Path:
         return self.project_dir(project) / "intake" / "images"
