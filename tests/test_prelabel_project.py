@@ -49,9 +49,9 @@ def _image_url(seed: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _project(ls, title: str) -> tuple[int, list[int]]:
+def _project(ls, title: str, n: int = N_TASKS) -> tuple[int, list[int]]:
     project = ls.client.create_project(title, BRUSH_CONFIG)
-    ids = ls.client.import_tasks(project, [{"image": _image_url(i)} for i in range(N_TASKS)])
+    ids = ls.client.import_tasks(project, [{"image": _image_url(i)} for i in range(n)])
     return project, ids
 
 
@@ -205,3 +205,25 @@ def test_cli_project_form_and_its_one_line_errors(labelstudio_module, tmp_path, 
     assert main(["prelabel", "--project", str(project)]) == 2  # no --workdir
     assert main(["prelabel", "--workdir", work]) == 2  # neither IMAGES nor --project
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_the_ranking_job_queues_the_pre_labeling_of_the_rest(labelstudio_module, tmp_path,
+                                                              monkeypatch):
+    from label_assistant.ml_backend.store import Store
+
+    ls = labelstudio_module
+    project, _ = _project(ls, "prelabel-after-rank", 3)  # one PATCH per ranked task
+    workdir = tmp_path / "work"
+    for key, value in {"LA_WORKDIR": str(workdir), "LA_DEVICE": "cpu",
+                       "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
+                       "LA_PRELABEL_AHEAD": "0"}.items():
+        monkeypatch.setenv(key, value)
+    job_dir = Workspace(workdir).job_dir(project, 1, 1, "rank")
+    write_request(job_dir, jobs.rank_request(str(project), {"id": 1}))
+    status = jobs.run(job_dir)
+    assert status.state == "done", status.error
+    queued = Store.for_workdir(workdir).jobs(str(project), kind="prelabel")
+    assert [(j["id"], j["state"], j["reason"]) for j in queued] == \
+        [(status.extra["prelabel_job"], "queued", "after ranking with Otsu")]
