@@ -52,6 +52,17 @@ The labeling order
       follow uncertainty, not a ranking built from diversity or sequences, so the product
       does not use it.
 
+Predictions written by the backend itself (whole-project pre-labeling,
+:mod:`label_assistant.ml_backend.project_prelabels`)
+    :meth:`LabelStudioClient.create_predictions` stores a batch in one
+    ``POST /api/projects/{id}/import/predictions`` (``projects.import_predictions``; about 20
+    times as many tasks per second as one ``POST /api/predictions`` per task, measured in
+    ``benchmarks/bench_prelabel_project.py``); :meth:`LabelStudioClient.tasks_with_model_version`
+    finds the tasks that already hold a version with one Data Manager query (the task list's
+    ``predictions_model_versions`` column is empty with ``fields=task_only``, so the filter
+    is used instead); :meth:`LabelStudioClient.task_predictions` and
+    :meth:`LabelStudioClient.delete_prediction` remove stale ones.
+
 Writes are read-modify-write of the whole ``data`` dict (Label Studio replaces it on
 update); a lock serialises them within one client, and ``resolve_uri=false`` reads keep
 storage URLs as stored. There is no bulk task update in open-source Label Studio: one
