@@ -91,10 +91,23 @@ def test_resume_point_is_the_furthest_unfinished_run_of_the_version(tmp_path):
 
 def test_a_rerun_of_a_job_resumes_from_its_earlier_attempts(tmp_path):
     workspace = Workspace(tmp_path)
-    request = jobs.prelabel_request(workspace, "4", {"id": 9, "attempts": 3})
+    request = jobs.prelabel_request(workspace, "4", {"id": 9, "attempts": 3},
+                                    Origin("http://ls:8080", "tok", "setup"))
     assert request["kind"] == "prelabel" and request["project"] == "4"
+    assert request["origin"] == {"url": "http://ls:8080", "token": "tok", "source": "setup"}
     assert request["resume_from"] == [str(workspace.job_dir("4", 9, a, "prelabel"))
                                       for a in (1, 2)]
+
+
+def test_a_job_without_a_label_studio_fails_with_the_reason(tmp_path, monkeypatch):
+    workspace = Workspace(tmp_path)
+    job_dir = workspace.job_dir("4", 1, 1, "prelabel")
+    write_request(job_dir, jobs.prelabel_request(workspace, "4", {"id": 1, "attempts": 1}))
+    monkeypatch.setenv("LA_WORKDIR", str(tmp_path))
+    status = jobs.run(job_dir)
+    assert status.state == "failed"
+    assert status.error == "ValueError: no Label Studio address with its token known for " \
+        "project 4"
 
 
 # --- against Label Studio -------------------------------------------------------------------------
@@ -141,11 +154,11 @@ def test_a_job_killed_midway_and_run_again_completes_without_duplicates(labelstu
     project, ids = _project(ls, "prelabel-kill")
     workspace = Workspace(tmp_path / "work")
     env = {**os.environ, "LA_WORKDIR": str(workspace.root), "LA_DEVICE": "cpu",
-           "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
            "PYTHONPATH": os.pathsep.join(sys.path)}
     first = workspace.job_dir(project, 1, 1, "prelabel")
     write_request(first, {**jobs.prelabel_request(workspace, str(project),
-                                                  {"id": 1, "attempts": 1}), "batch": 3})
+                                                  {"id": 1, "attempts": 1}, _origin(ls)),
+                          "batch": 3})
     process = jobs.start_process(first, env)
     try:
         deadline = time.monotonic() + 120
@@ -165,9 +178,10 @@ def test_a_job_killed_midway_and_run_again_completes_without_duplicates(labelstu
 
     second = workspace.job_dir(project, 1, 2, "prelabel")
     write_request(second, {**jobs.prelabel_request(workspace, str(project),
-                                                   {"id": 1, "attempts": 2}), "batch": 3})
+                                                   {"id": 1, "attempts": 2}, _origin(ls)),
+                           "batch": 3})
     caplog.set_level("INFO", "label_assistant")
-    for key in ("LA_WORKDIR", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LA_DEVICE"):
+    for key in ("LA_WORKDIR", "LA_DEVICE"):
         monkeypatch.setenv(key, env[key])
     status = jobs.run(second)  # in this process, as the Supervisor's rerun would
     assert status.state == "done", status.error
@@ -206,24 +220,3 @@ def test_cli_project_form_and_its_one_line_errors(labelstudio_module, tmp_path, 
     assert main(["prelabel", "--workdir", work]) == 2  # neither IMAGES nor --project
     assert "Traceback" not in capsys.readouterr().err
 
-
-@pytest.mark.labelstudio
-@pytest.mark.slow
-def test_the_ranking_job_queues_the_pre_labeling_of_the_rest(labelstudio_module, tmp_path,
-                                                              monkeypatch):
-    from label_assistant.ml_backend.store import Store
-
-    ls = labelstudio_module
-    project, _ = _project(ls, "prelabel-after-rank", 3)  # one PATCH per ranked task
-    workdir = tmp_path / "work"
-    for key, value in {"LA_WORKDIR": str(workdir), "LA_DEVICE": "cpu",
-                       "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
-                       "LA_PRELABEL_AHEAD": "0"}.items():
-        monkeypatch.setenv(key, value)
-    job_dir = Workspace(workdir).job_dir(project, 1, 1, "rank")
-    write_request(job_dir, jobs.rank_request(str(project), {"id": 1}))
-    status = jobs.run(job_dir)
-    assert status.state == "done", status.error
-    queued = Store.for_workdir(workdir).jobs(str(project), kind="prelabel")
-    assert [(j["id"], j["state"], j["reason"]) for j in queued] == \
-        [(status.extra["prelabel_job"], "queued", "after ranking with Otsu")]

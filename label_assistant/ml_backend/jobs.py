@@ -9,8 +9,9 @@ waits for them:
   and writes the order back (:func:`label_assistant.ml_backend.ranking.rank_project`).
 - ``prelabel``: :func:`run_prelabel` writes the serving version's pre-labels for all the
   project's unlabeled tasks into Label Studio, in batches, resumably
-  (:func:`label_assistant.ml_backend.project_prelabels.prelabel_project`); a ranking job
-  queues one when it is done, for the tasks beyond the ``LA_PRELABEL_AHEAD`` it refreshed.
+  (:func:`label_assistant.ml_backend.project_prelabels.prelabel_project`); the Supervisor
+  queues one when a ranking job is done, for the tasks beyond the ``LA_PRELABEL_AHEAD`` that
+  the ranking refreshed.
 
 A job is a folder (:meth:`~label_assistant.workspace.Workspace.job_dir`) with
 ``request.json``, ``status.json`` (:class:`~label_assistant.model.job.JobStatus`) and a log;
@@ -202,6 +203,11 @@ class Supervisor:
                       what, job["id"], self.current(job["project"]), error)
         if followup:
             log.info("project %s: follow-up %s %d queued", job["project"], what, followup)
+        if state == "done" and job["kind"] == "rank":
+            # The rest of the project's pre-labels, beyond the head the ranking refreshed.
+            outcome, prelabel = self.store.request_job(
+                job["project"], "prelabel", f"after ranking with {version or 'Otsu'}")
+            log.info("project %s: pre-labeling job %d %s", job["project"], prelabel, outcome)
 
     def start(self, job: Mapping[str, Any]) -> None:
         """Claim a queued job and start its process; a job that can't be started ends
@@ -287,17 +293,13 @@ def run_rank(job_dir: Path) -> JobStatus:
         client = LabelStudioClient(origin.url, origin.token)
         outcome = rank_project(settings, int(project), client, origin,
                                prelabel_ahead=settings.prelabel_ahead)
-        # The rest of the project's pre-labels, beyond the head just refreshed.
-        queued, prelabel_job = store.request_job(project, "prelabel",
-                                                 f"after ranking with {outcome.version or 'Otsu'}")
         status.state, status.version, status.finished_at = "done", outcome.version, time.time()
         status.progress = 1.0
         status.extra = {"ranked": len(outcome.ranking), "strategy": outcome.strategy,
-                        "prelabels_refreshed": outcome.refreshed,
-                        "prelabel_job": prelabel_job}
-        log.info("%s: ranked %d tasks by %s (%s); pre-labels asked for %d; pre-labeling "
-                 "job %d %s for the rest", label, len(outcome.ranking), outcome.strategy,
-                 outcome.version or "no model", outcome.refreshed, prelabel_job, queued)
+                        "prelabels_refreshed": outcome.refreshed}
+        log.info("%s: ranked %d tasks by %s (%s); pre-labels asked for %d", label,
+                 len(outcome.ranking),
+                 outcome.strategy, outcome.version or "no model", outcome.refreshed)
     except Exception as error:  # a failed job must say why, in its status
         status.state, status.error = "failed", f"{type(error).__name__}: {error}"
         status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
@@ -309,13 +311,18 @@ def run_rank(job_dir: Path) -> JobStatus:
 # --- the pre-labeling job (in its own process) ------------------------------------------------
 
 
-def prelabel_request(workspace: Any, project: str, job: Mapping[str, Any]) -> dict[str, Any]:
-    """A pre-labeling job's request: the project, and the folders of the job's earlier runs
-    (their checkpoints are continued)."""
+def prelabel_request(workspace: Any, project: str, job: Mapping[str, Any],
+                     origin: Any = None) -> dict[str, Any]:
+    """A pre-labeling job's request: the project, the Label Studio ``origin`` it writes to
+    (address and token, resolved by the worker: the job never opens the store; None fails
+    the job when it runs), and the folders of the job's earlier runs (their checkpoints are
+    continued)."""
     earlier = [str(workspace.job_dir(project, job["id"], attempt, "prelabel"))
                for attempt in range(1, int(job["attempts"]))]
     return {"kind": "prelabel", "project": str(project), "job": job["id"],
             "resume_from": earlier,
+            "origin": None if origin is None else {"url": origin.url, "token": origin.token,
+                                                   "source": origin.source},
             "manifest_extra": {"project": str(project), "job": job["id"]}}
 
 
@@ -323,14 +330,13 @@ def run_prelabel(job_dir: Path) -> JobStatus:
     """Run a pre-labeling job in this process (settings from the environment); its final
     status. ``status.json`` follows it batch by batch (``progress``, tasks done / total)."""
     from label_assistant.labelstudio.client import LabelStudioClient
-    from label_assistant.ml_backend.origin import project_origin
+    from label_assistant.ml_backend.origin import Origin
     from label_assistant.ml_backend.project_prelabels import (
         DEFAULT_BATCH,
         prelabel_project,
         progress_fields,
     )
     from label_assistant.ml_backend.settings import Settings
-    from label_assistant.ml_backend.store import Store
     from label_assistant.model.job import job_label
 
     job_dir = Path(job_dir)
@@ -348,8 +354,7 @@ def run_prelabel(job_dir: Path) -> JobStatus:
 
     try:
         settings = Settings.from_env()
-        store = Store.for_workdir(settings.workdir)
-        origin = project_origin(settings, store.get_project(project))
+        origin = Origin(**request["origin"]) if request.get("origin") else None
         if origin is None or not origin.token:
             raise ValueError(f"no Label Studio address with its token known for project "
                              f"{project}")

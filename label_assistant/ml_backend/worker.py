@@ -357,7 +357,8 @@ class Worker:
         if job["kind"] == "rank":
             return rank_request(project, job)
         if job["kind"] == "prelabel":
-            return prelabel_request(self.settings.workspace, project, job)
+            return prelabel_request(self.settings.workspace, project, job,
+                                    project_origin(self.settings, self.store.get_project(project)))
         return self.training_request(project, job["id"])
 
     def training_request(self, project: str, job_id: int) -> dict[str, Any]:
