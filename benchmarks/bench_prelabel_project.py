@@ -12,13 +12,17 @@ random task) and ``GET /api/projects/ID/next`` (the next task to label); the sam
 the last prediction, the poll latencies (p50 / p95) idle and during the job, and the check
 that every task holds exactly one prediction of the version.
 
+With ``--stale`` every task first gets a prediction of an older version of ours (``v0001``,
+imported before the job): the state after a new version, where the job also deletes the
+stale predictions (two more calls per task: its predictions, and the delete).
+
 The write path is measured too, on a second project of ``--compare`` tasks (default 100) with
 one real pre-label payload: one ``POST /api/predictions`` per task (the SDK's
 ``predictions.create``) against ``POST /api/projects/ID/import/predictions`` per batch of
 ``--batch`` (what the job uses).
 
     nice -n 15 python benchmarks/bench_prelabel_project.py [--tasks 1000] [--size 256]
-        [--batch 50] [--idle 15] [--compare 100] [--label-studio-url U --api-key K]
+        [--batch 50] [--idle 15] [--compare 100] [--stale] [--label-studio-url U --api-key K]
 
 Without ``--label-studio-url`` it starts its own Label Studio from ``.ls-venv`` (a data dir
 initialised in ``LABEL_STUDIO_TEMPLATE_DIR`` when set and kept there, else in a temporary
@@ -59,6 +63,7 @@ CONFIG = """<View>
   </BrushLabels>
 </View>"""
 POLL = 0.5
+STALE = "v0001"  # an older version of ours (--stale)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -168,14 +173,19 @@ def run_job(args: argparse.Namespace, project: int, ids: list[int], workdir: Pat
     return json.loads(summary.read_text()), annotator, seconds, first_batch
 
 
-def compare_writes(client: LabelStudioClient, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One POST per task against one import per batch, with one real pre-label payload."""
+def payload(size: int) -> list[dict[str, Any]]:
+    """A real pre-label's ``result``: Otsu's brush regions of one generated image."""
     from label_assistant.assist.pre import otsu_prelabel
     from label_assistant.labelstudio.annotations import label_map_to_results
     from label_assistant.labelstudio.config import parse_label_config
 
-    image = nuclei_image(args.size, seed=0)[0]
-    results = label_map_to_results(otsu_prelabel(image).label_map, parse_label_config(CONFIG))
+    image = nuclei_image(size, seed=0)[0]
+    return label_map_to_results(otsu_prelabel(image).label_map, parse_label_config(CONFIG))
+
+
+def compare_writes(client: LabelStudioClient, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One POST per task against one import per batch, with one real pre-label payload."""
+    results = payload(args.size)
     project = client.create_project("bench-write-path", CONFIG)
     ids = client.import_tasks(project, [{"image": f"/data/none-{i}.png"}
                                         for i in range(args.compare)])
@@ -207,6 +217,8 @@ def main() -> int:
                         help="seconds of annotator polls before the job (the idle baseline)")
     parser.add_argument("--compare", type=int, default=100,
                         help="tasks of the write-path comparison (0: skip it)")
+    parser.add_argument("--stale", action="store_true",
+                        help="every task holds a prediction of an older version first")
     parser.add_argument("--label-studio-url", default=None)
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -238,13 +250,20 @@ def main() -> int:
             setup = time.perf_counter() - t0
             print(f"project {project}: {len(ids)} tasks of {args.size}² in {setup:.0f} s",
                   file=sys.stderr)
+            if args.stale:
+                results = payload(args.size)
+                for start in range(0, len(ids), args.batch):
+                    client.create_predictions(project, [
+                        {"task": t, "result": results, "score": 0.5, "model_version": STALE}
+                        for t in ids[start: start + args.batch]])
             rows = latency_rows("idle", poll_for(args.idle, args, project, ids))
             workdir = Path(tmp) / "work"
             workdir.mkdir()
             summary, annotator, seconds, first_batch = run_job(args, project, ids, workdir)
             rows += latency_rows("during the job", annotator)
             counts = Counter((p["task"], p["model_version"]) for p in client.predictions(project))
-            one_each = len(counts) == len(ids) and set(counts.values()) == {1}
+            one_each = sorted(counts) == [(t, summary["model_version"]) for t in sorted(ids)] \
+                and set(counts.values()) == {1}
             job = {"measure": "pre-label job", "n": summary["tasks_done"],
                    "seconds": seconds, "tasks_per_s": summary["written"] / seconds,
                    "time_to_last_prediction_s": seconds, "first_batch_s": first_batch}
@@ -257,7 +276,8 @@ def main() -> int:
 
     extra = {"tasks": args.tasks, "size": args.size, "batch": args.batch,
              "model_version": summary["model_version"], "written": summary["written"],
-             "failed": summary["failed"], "one_prediction_per_task": one_each,
+             "failed": summary["failed"], "stale": STALE if args.stale else None,
+             "stale_deleted": summary["stale_deleted"], "one_prediction_per_task": one_each,
              "annotator_errors": annotator.errors, "setup_seconds": setup,
              "cpu_cores": os.cpu_count(), "load_average_after": os.getloadavg(),
              "nice": {"benchmark_and_label_studio": os.nice(0),
@@ -265,8 +285,9 @@ def main() -> int:
     path = write_results("bench_prelabel_project", rows, extra, args.out)
     print_table(rows, ["measure", "n", "seconds", "tasks_per_s", "time_to_last_prediction_s",
                        "first_batch_s", "p50_ms", "p95_ms", "max_ms"])
-    print(f"{summary['written']} predictions of {summary['model_version']}; exactly one per "
-          f"task: {one_each}; annotator poll errors: {annotator.errors}; {path}")
+    print(f"{summary['written']} predictions of {summary['model_version']} written, "
+          f"{summary['stale_deleted']} stale deleted; each task holds exactly this one: "
+          f"{one_each}; annotator poll errors: {annotator.errors}; {path}")
     return 0 if one_each else 1
 
 
