@@ -110,6 +110,53 @@ def test_a_job_without_a_label_studio_fails_with_the_reason(tmp_path, monkeypatc
         "project 4"
 
 
+class FakeLabelStudio:
+    """The calls prelabel_project makes, over a dict of tasks and their predictions."""
+
+    def __init__(self, n: int) -> None:
+        self.tasks = {t: {"id": t, "data": {"image": _image_url(t)}} for t in range(1, n + 1)}
+        self.predictions: list[dict] = []
+
+    def get_project(self, project_id):
+        return {"label_config": BRUSH_CONFIG}
+
+    def list_unlabeled_tasks(self, project_id):
+        return list(self.tasks.values())
+
+    def tasks_with_model_version(self, project_id, version, task_ids):
+        return {p["task"] for p in self.predictions
+                if p["model_version"] == version and p["task"] in task_ids}
+
+    def create_predictions(self, project_id, predictions):
+        self.predictions += [dict(p) for p in predictions]
+
+    def list_tasks(self, project_id, query):
+        ids = query["selectedItems"]["included"]
+        return [{"id": t, "total_predictions": sum(p["task"] == t for p in self.predictions)}
+                for t in ids]
+
+
+def test_a_job_stops_after_its_batch_when_another_version_serves(tmp_path):
+    settings = _settings(tmp_path)
+    fake = FakeLabelStudio(10)
+    fake.tasks[4]["data"]["image"] = "data:image/png;base64,AAAA"  # unreadable
+
+    def new_version_serves(state):
+        current = settings.workspace.models_dir("1") / "current"
+        current.parent.mkdir(parents=True, exist_ok=True)
+        current.write_text("v0002\n")
+
+    outcome = prelabel_project(settings, 1, fake, None, tmp_path / "job", batch=4,
+                               on_progress=new_version_serves)
+    state = outcome.checkpoint
+    assert outcome.superseded and state.superseded_by == "v0002" and not state.finished
+    assert (state.done, state.written, state.failed, state.last_task) == (4, 3, 1, 4)
+    assert [p["task"] for p in fake.predictions] == [1, 2, 3]
+    assert {p["model_version"] for p in fake.predictions} == {OTSU}
+    assert outcome.errors[0]["task"] == 4
+    assert Checkpoint.read(tmp_path / "job").superseded_by == "v0002"
+
+
 # --- against Label Studio -------------------------------------------------------------------------
 
 @pytest.mark.labelstudio

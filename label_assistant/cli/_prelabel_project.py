@@ -40,6 +40,9 @@ def run_project(args: argparse.Namespace) -> int:
     except ValueError:
         raise CliError(f"--project must be a Label Studio project number, got "
                        f"{args.project!r}") from None
+    if args.model is not None:
+        raise CliError("--model is for IMAGES; --project pre-labels with the project's serving "
+                       "version in --workdir")
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
     try:

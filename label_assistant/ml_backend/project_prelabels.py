@@ -161,6 +161,8 @@ def prelabel_project(
     prelabels = prelabels or Prelabels(settings.workspace, device=settings.device,
                                        default_tile=settings.predict_tile,
                                        include_background=settings.predict_background)
+    registry = settings.workspace.registry(project)
+    pointer = registry.serving()  # what the registry says serves: a version id, or Otsu
     serving = prelabels.serving(project, config)
     version = str(serving.version)
     fetcher = ImageFetcher.for_origin(settings, origin)
@@ -192,8 +194,8 @@ def prelabel_project(
                  state.written, state.skipped, state.failed, state.deleted)
         if on_progress is not None:
             on_progress(state)
-        now_serving = prelabels.version_hint(project, config)
-        if now_serving != version and start + batch < len(todo):
+        now_serving = registry.serving()
+        if now_serving != pointer and start + batch < len(todo):
             state.superseded_by = now_serving
             log.info("project %s: %s serves now; pre-labeling with %s stops at task %d",
                      project, now_serving, version, state.last_task)
