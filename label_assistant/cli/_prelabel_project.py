@@ -22,6 +22,8 @@ def run_project(args: argparse.Namespace) -> int:
     from label_assistant.labelstudio.client import LabelStudioClient, LabelStudioError
     from label_assistant.ml_backend.origin import project_origin
     from label_assistant.ml_backend.project_prelabels import (
+        LABEL_STUDIO_TIMEOUT,
+        Checkpoint,
         PrelabelError,
         prelabel_project,
         progress_fields,
@@ -60,11 +62,14 @@ def run_project(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     try:
-        client = LabelStudioClient(origin.url, origin.token)
+        client = LabelStudioClient(origin.url, origin.token, timeout=LABEL_STUDIO_TIMEOUT)
         outcome = prelabel_project(settings, project, client, origin, job_dir,
                                    batch=args.batch)  # it logs each batch
     except LabelStudioError as error:
-        raise CliError(f"Label Studio at {origin.url}: {error}") from None
+        point = Checkpoint.read(job_dir)
+        resume = (f" ({point.done} of {point.total} tasks done; the same command continues "
+                  f"from there)" if point and point.done and not point.finished else "")
+        raise CliError(f"Label Studio at {origin.url}: {error}{resume}") from None
     except PrelabelError as error:
         raise CliError(str(error)) from None
     state = outcome.checkpoint

@@ -333,6 +333,7 @@ def run_prelabel(job_dir: Path) -> JobStatus:
     from label_assistant.ml_backend.origin import Origin
     from label_assistant.ml_backend.project_prelabels import (
         DEFAULT_BATCH,
+        LABEL_STUDIO_TIMEOUT,
         prelabel_project,
         progress_fields,
     )
@@ -358,7 +359,7 @@ def run_prelabel(job_dir: Path) -> JobStatus:
         if origin is None or not origin.token:
             raise ValueError(f"no Label Studio address with its token known for project "
                              f"{project}")
-        client = LabelStudioClient(origin.url, origin.token)
+        client = LabelStudioClient(origin.url, origin.token, timeout=LABEL_STUDIO_TIMEOUT)
         outcome = prelabel_project(
             settings, int(project), client, origin, job_dir,
             batch=int(request.get("batch") or DEFAULT_BATCH),

@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: Tasks per batch (one query, one write to Label Studio per batch).
 DEFAULT_BATCH = 50
+#: Seconds the job waits for one Label Studio call: a background job can wait, and a Label
+#: Studio busy on a shared machine answered a task query in over 30 s (the client's default).
+LABEL_STUDIO_TIMEOUT = 120.0
 CHECKPOINT_FILE = "checkpoint.json"
 _OWN_VERSION = re.compile(r"^(v\d{4,}|otsu-.+|otsu)$")
 
