@@ -7,7 +7,8 @@ W/metrics/                         prometheus_client's multiprocess files (one p
 W/models/                          versions trained from the command line (label-assistant train)
 W/jobs/                            their jobs (train --nproc N: one folder per run)
 W/projects/<id>/models/            versions of one Label Studio project (the backend)
-W/projects/<id>/jobs/              that project's jobs (training, ranking), one folder each
+W/projects/<id>/jobs/              that project's jobs (training, ranking, pre-labeling), one
+                                   folder each (prelabel-cli/: the command line's)
 W/projects/<id>/intake/images/     images of received annotations (by content hash)
 W/projects/<id>/intake/labels/     their cleaned label maps (one PNG per revision)
 W/originals/<hash>.tif             original planes of imported microscopy (label-assistant
@@ -76,12 +77,17 @@ class Workspace:
         prefix = "job" if kind == "train" else kind
         return self.jobs_dir(project) / f"{prefix}-{job_id:05d}-{attempt}"
 
-    def command_job_dir(self, project: str | int | None = None, kind: str = "train") -> Path:
-        """A job the command line runs itself (``train --nproc N`` hands its processes one):
-        ``train-20261202-140512-4242`` (time and process id) under :meth:`jobs_dir`."""
+    def command_job_dir(self, project: str | int | None = None, kind: str = "train", *,
+                        resumable: bool = False) -> Path:
+        """A job the command line runs itself, under :meth:`jobs_dir`: ``train --nproc N``
+        hands its processes a new one (``train-20261202-140512-4242``: time and process id);
+        ``prelabel --project`` (``resumable``) always the same, ``prelabel-cli``, so that
+        running the command again resumes it."""
         import os
         import time
 
+        if resumable:
+            return self.jobs_dir(project) / f"{kind}-cli"
         return self.jobs_dir(project) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
     def intake_images(self, project: str | int) -> Path:

@@ -400,6 +400,44 @@ def test_a_job_whose_folder_cannot_be_named_fails_with_the_reason(tmp_path, sink
     assert starter.jobs == []
 
 
+def test_a_failed_prelabel_job_runs_again_later_and_resumes_its_first_run(
+        tmp_path, sink, starter, monkeypatch):
+    from label_assistant.ml_backend import jobs
+
+    worker = make_worker(tmp_path, sink, starter)
+    worker.store.request_job("1", "prelabel", "after ranking with v0001")
+    worker.jobs.manage()
+    (first,) = starter.jobs
+    request = json.loads((first.job_dir / "request.json").read_text())
+    assert (request["kind"], request["project"], request["resume_from"]) == ("prelabel", "1", [])
+    first.write(state="failed", error="LabelStudioError: GET /api/projects/1: ConnectError")
+    first.code = 1
+    monkeypatch.setattr(jobs, "RANK_RETRY", 0.0)
+    worker.jobs.manage()  # failed: queued again (Label Studio may be back), not failed
+    worker.jobs.manage()
+    assert [j["state"] for j in worker.store.jobs("1")] == ["running"]
+    second = starter.jobs[1]
+    request = json.loads((second.job_dir / "request.json").read_text())
+    assert request["resume_from"] == [str(first.job_dir)]
+
+
+def test_a_ranking_job_done_queues_the_pre_labeling_of_the_rest(tmp_path, sink, starter):
+    worker = make_worker(tmp_path, sink, starter)
+    worker.store.upsert_project("1")
+    worker.store.set_origin("1", "http://ls:8080", "tok1")
+    worker.store.request_job("1", "rank", "after v0002")
+    worker.jobs.manage()
+    (ranking,) = starter.jobs
+    ranking.write(state="done", version="v0002", progress=1.0)
+    ranking.code = 0
+    worker.jobs.manage()  # the ranking ends; the pre-labeling starts
+    assert [(j["kind"], j["state"], j["reason"]) for j in worker.store.jobs("1")] == [
+        ("rank", "done", "after v0002"), ("prelabel", "running", "after ranking with v0002")]
+    request = json.loads((starter.jobs[1].job_dir / "request.json").read_text())
+    assert request["kind"] == "prelabel"
+    assert (request["origin"]["url"], request["origin"]["token"]) == ("http://ls:8080", "tok1")
+
+
 def test_a_config_that_does_not_parse_is_never_stored(tmp_path, sink, starter):
     """A webhook's broken label_config replaced the project's config before it was checked;
     the event failed, and so did every later /predict of the project."""

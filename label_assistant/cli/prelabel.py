@@ -1,4 +1,6 @@
-"""``label-assistant prelabel``: Otsu pre-labels for a folder of images (or one image).
+"""``label-assistant prelabel``: Otsu pre-labels for a folder of images (or one image), or
+a whole Label Studio project's pre-labels written into Label Studio (``--project ID
+--workdir W`` without IMAGES: :mod:`._prelabel_project`).
 
 Writes ``DIR/<stem>.png`` (uint8 label map, 0 = background, 1..K = classes: black in an image
 viewer), optionally ``DIR/overlay/<stem>.png`` (the objects outlined over the image, to look
@@ -32,17 +34,28 @@ from label_assistant.cli.common import (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from label_assistant.assist.pre import METHODS, POLARITIES, OtsuParams
+    from label_assistant.ml_backend.project_prelabels import DEFAULT_BATCH
 
     d = OtsuParams()
     p = subparsers.add_parser(
         "prelabel",
-        help="write pre-label maps (Otsu) for a folder of images",
-        description="Pre-label images with Otsu thresholding (before any model exists): one "
-        "label-map PNG per image (0 = background, 1..K = classes) and summary.json. An "
-        "unreadable image in a folder is skipped with a warning (exit status 1 at the end).",
+        help="write pre-label maps (Otsu or a model) for a folder of images, or pre-label a "
+        "whole Label Studio project",
+        description="Pre-label images with Otsu thresholding (before any model exists) or a "
+        "model version: one label-map PNG per image (0 = background, 1..K = classes) and "
+        "summary.json. An unreadable image in a folder is skipped with a warning (exit status "
+        "1 at the end). Project form, without IMAGES: 'prelabel --project ID --workdir W' "
+        "writes the project's serving version's pre-labels (W's current model, else Otsu) for "
+        "every unlabeled task into Label Studio as predictions, in batches, without Label "
+        "Studio's 100-second limit; tasks that already hold that version's prediction are "
+        "skipped, older versions' predictions of this backend are deleted, and an interrupted "
+        "run continues where it stopped when run again.",
     )
-    p.add_argument("images", help="folder of images (PNG, JPEG, TIFF) or one image file")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("images", nargs="?", default=None,
+                   help="folder of images (PNG, JPEG, TIFF) or one image file; leave out with "
+                   "--project to pre-label a Label Studio project")
+    p.add_argument("--out", default=None,
+                   help="output folder (created if missing); required with IMAGES")
     p.add_argument("--polarity", choices=POLARITIES, default=d.polarity,
                    help="objects brighter or darker than the background; auto: the phase "
                    f"with the smaller area (default {d.polarity})")
@@ -77,6 +90,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a model version (e.g. v0003) or 'current', from --workdir")
     add_workdir(m, help="work directory holding the model versions")
     add_device(m)
+    ls = p.add_argument_group("project form (--project ID --workdir W, no IMAGES)")
+    ls.add_argument("--label-studio-url", default=None,
+                    help="Label Studio's address (default: the one the project's /setup sent, "
+                    "else LABEL_STUDIO_URL)")
+    ls.add_argument("--api-key", default=None,
+                    help="Label Studio token (default: the one that came with the address, "
+                    "from /setup or LABEL_STUDIO_API_KEY)")
+    ls.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+                    help=f"tasks per batch: one query and one write to Label Studio each, "
+                    f"and a checkpoint after it (default {DEFAULT_BATCH})")
     p.set_defaults(run=run)
 
 
@@ -158,6 +181,12 @@ def run(args: argparse.Namespace) -> int:
     from label_assistant.assist.pre import PreLabelError
     from label_assistant.images import ImageError, read_image
 
+    if args.images is None:
+        from label_assistant.cli._prelabel_project import run_project
+
+        return run_project(args)
+    if args.out is None:
+        raise CliError("--out is required with IMAGES (where the label maps go)")
     if not Path(args.images).exists():
         raise CliError(f"images {args.images!r} do not exist")
     files = image_files(args.images)

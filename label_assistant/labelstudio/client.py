@@ -52,6 +52,17 @@ The labeling order
       follow uncertainty, not a ranking built from diversity or sequences, so the product
       does not use it.
 
+Predictions written by the backend itself (whole-project pre-labeling,
+:mod:`label_assistant.ml_backend.project_prelabels`)
+    :meth:`LabelStudioClient.create_predictions` stores a batch in one
+    ``POST /api/projects/{id}/import/predictions`` (``projects.import_predictions``; about 20
+    times as many tasks per second as one ``POST /api/predictions`` per task, measured in
+    ``benchmarks/bench_prelabel_project.py``); :meth:`LabelStudioClient.tasks_with_model_version`
+    finds the tasks that already hold a version with one Data Manager query (the task list's
+    ``predictions_model_versions`` column is empty with ``fields=task_only``, so the filter
+    is used instead); :meth:`LabelStudioClient.task_predictions` and
+    :meth:`LabelStudioClient.delete_prediction` remove stale ones.
+
 Writes are read-modify-write of the whole ``data`` dict (Label Studio replaces it on
 update); a lock serialises them within one client, and ``resolve_uri=false`` reads keep
 storage URLs as stored. There is no bulk task update in open-source Label Studio: one
@@ -476,6 +487,47 @@ class LabelStudioClient:
         """Every prediction stored in the project."""
         found = self._sdk("GET /api/predictions", self.sdk.predictions.list, project=project_id)
         return [_plain(p) for p in found or []]
+
+    def task_predictions(self, task_id: int) -> list[dict[str, Any]]:
+        """The predictions of one task (``GET /api/predictions?task=``)."""
+        found = self._sdk("GET /api/predictions", self.sdk.predictions.list, task=int(task_id))
+        return [_plain(p) for p in found or []]
+
+    def create_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]
+                           ) -> int:
+        """Store predictions (each with ``task``, ``result``, ``model_version``, ``score``) in
+        one call, ``POST /api/projects/{id}/import/predictions``; how many Label Studio made.
+        Sent once: a retry after a lost answer could store them twice."""
+        if not predictions:
+            return 0
+        answer = self._sdk(f"POST /api/projects/{project_id}/import/predictions",
+                           self.sdk.projects.import_predictions, project_id,
+                           request=[dict(p) for p in predictions], request_options=_ONCE)
+        return int(getattr(answer, "created", None) or 0)
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        """Delete one prediction (gone already: nothing to do)."""
+        self._sdk_or_none(f"DELETE /api/predictions/{prediction_id}",
+                          self.sdk.predictions.delete, id=int(prediction_id))
+
+    def tasks_with_model_version(self, project_id: int, model_version: str,
+                                 task_ids: Sequence[int] | None = None) -> set[int]:
+        """Ids of the tasks (of ``task_ids``, else all) that hold a prediction of
+        ``model_version``. A Data Manager filter, so one call per page: Label Studio matches
+        the version as a substring of a prediction's ``model_version`` (its ``contains``
+        operator; the value must be a list, a string is taken letter by letter), so
+        ``v0001`` also finds ``v00012``: version ids of different lengths only after 9999
+        versions."""
+        query: dict[str, Any] = {
+            "filters": {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:predictions_model_versions", "operator": "contains",
+                 "type": "List", "value": [str(model_version)]}]},
+            "ordering": ["tasks:id"]}
+        if task_ids is not None:
+            if not task_ids:
+                return set()
+            query["selectedItems"] = {"all": False, "included": [int(t) for t in task_ids]}
+        return {int(task["id"]) for task in self.list_tasks(project_id, query=query)}
 
     def connect_backend(self, project_id: int, url: str, *, title: str = "label-assistant",
                         is_interactive: bool = False,

@@ -10,9 +10,11 @@
   answers;
 - :mod:`.worker`: the intake worker: events, the gate with the serving model's
   probabilities, the training policy, notifications;
-- :mod:`.jobs`: background jobs (training, ranking) in their own processes, and their
-  supervision;
+- :mod:`.jobs`: background jobs (training, ranking, pre-labeling) in their own processes,
+  and their supervision;
 - :mod:`.ranking`: rank a project's unlabeled tasks and write the order back;
+- :mod:`.project_prelabels`: whole-project pre-labeling through Label Studio's predictions
+  API, in batches, resumable;
 - :mod:`.sinks`: where the worker's news goes (Label Studio, nowhere, a test's recorder);
 - :mod:`.metrics`: ``/metrics`` for Prometheus;
 - :mod:`.app`: the Flask application factory (``create_app``): parse, call, format.

@@ -7,12 +7,17 @@ waits for them:
   publishes a version;
 - ``rank``: :func:`run_rank` re-ranks the project's unlabeled tasks with its serving version
   and writes the order back (:func:`label_assistant.ml_backend.ranking.rank_project`).
+- ``prelabel``: :func:`run_prelabel` writes the serving version's pre-labels for all the
+  project's unlabeled tasks into Label Studio, in batches, resumably
+  (:func:`label_assistant.ml_backend.project_prelabels.prelabel_project`); the Supervisor
+  queues one when a ranking job is done, for the tasks beyond the ``LA_PRELABEL_AHEAD`` that
+  the ranking refreshed.
 
 A job is a folder (:meth:`~label_assistant.workspace.Workspace.job_dir`) with
 ``request.json``, ``status.json`` (:class:`~label_assistant.model.job.JobStatus`) and a log;
 :func:`run` runs it, and the request holds all it needs (a training manifest with image and
-label-map paths and the config; a ranking job's Label Studio address and token and the
-settings it ranks with): a job never opens the store. ``python -m
+label-map paths and the config; a ranking or pre-labeling job's Label Studio address and
+token and the settings it works with): a job never opens the store. ``python -m
 label_assistant.ml_backend.jobs JOB_DIR`` runs it in a local process (:func:`start_process`,
 the default starter); with ``LA_QUEUE`` an RQ worker runs it (:func:`run_queued`, enqueued by
 :class:`~label_assistant.ml_backend.rq_queue.QueueStarter`), on any machine that shares the
@@ -21,11 +26,12 @@ work directory.
 :class:`Supervisor` (used by the intake worker, the only one that starts jobs) starts queued
 jobs (one running per project and kind; the store coalesces requests), notices ends, reruns
 a job whose process (or RQ worker) died without a final status once, then fails it with the
-reason; a ranking job that failed (Label Studio down) is retried after :data:`RANK_RETRY`
-seconds, up to :data:`MAX_RANK_ATTEMPTS` runs. A job that can't be started (its folder can't
-be named or made, its request can't be built, the queue can't be reached) fails alone, with
-the reason: nothing one job raises stops the supervision of the others. It records where a
-job runs (its pid, or its RQ job and the worker that took it) in the store.
+reason; a ranking or pre-labeling job that failed (Label Studio down) is retried after
+:data:`RANK_RETRY` seconds, up to :data:`MAX_RANK_ATTEMPTS` runs (a pre-labeling job resumes
+from its earlier runs' checkpoints). A job that can't be started (its folder can't be named
+or made, its request can't be built, the queue can't be reached) fails alone, with the
+reason: nothing one job raises stops the supervision of the others. It records where a job
+runs (its pid, or its RQ job and the worker that took it) in the store.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ MAX_JOB_ATTEMPTS = 2
 MAX_RANK_ATTEMPTS = 5
 #: Seconds before a failed ranking job runs again.
 RANK_RETRY = 30.0
+#: Job kinds that talk to Label Studio: a failed run is retried (Label Studio may be back).
+RETRIED_KINDS = ("rank", "prelabel")
 LOG_FILE = "job.log"
 
 
@@ -168,9 +176,9 @@ class Supervisor:
             self._finished(job, "done", version=status.version, promoted=status.promoted,
                            detail=status.reason)
         elif status.state == "failed":
-            if job["kind"] == "rank" and job["attempts"] < MAX_RANK_ATTEMPTS:
-                log.warning("project %s ranking job %d failed (%s); again in %.0f s",
-                            job["project"], job["id"], status.error, RANK_RETRY)
+            if job["kind"] in RETRIED_KINDS and job["attempts"] < MAX_RANK_ATTEMPTS:
+                log.warning("project %s %s job %d failed (%s); again in %.0f s",
+                            job["project"], job["kind"], job["id"], status.error, RANK_RETRY)
                 self._handles.pop(job["id"], None)
                 self.store.requeue_job(job["id"], status.error or "failed", RANK_RETRY)
                 return
@@ -244,7 +252,7 @@ class Supervisor:
         self._handles.pop(job["id"], None)
         followup = self.store.finish_job(job["id"], state, version=version, error=error,
                                          promoted=promoted, detail=detail)
-        what = "ranking job" if job["kind"] == "rank" else "job"
+        what = {"rank": "ranking job", "prelabel": "pre-labeling job"}.get(job["kind"], "job")
         if state == "done" and job["kind"] == "train":
             log.info("project %s job %d done: %s %s (%s)", job["project"], job["id"],
                      "published" if promoted is not False else "kept, not promoted:",
@@ -256,6 +264,11 @@ class Supervisor:
                       what, job["id"], self.current(job["project"]), error)
         if followup:
             log.info("project %s: follow-up %s %d queued", job["project"], what, followup)
+        if state == "done" and job["kind"] == "rank":
+            # The rest of the project's pre-labels, beyond the head the ranking refreshed.
+            outcome, prelabel = self.store.request_job(
+                job["project"], "prelabel", f"after ranking with {version or 'Otsu'}")
+            log.info("project %s: pre-labeling job %d %s", job["project"], prelabel, outcome)
 
     def start(self, job: Mapping[str, Any]) -> None:
         """Claim a queued job and start its process; a job that can't be started ends
@@ -375,11 +388,87 @@ def run_rank(job_dir: Path) -> JobStatus:
     return status
 
 
+# --- the pre-labeling job (in its own process) ------------------------------------------------
+
+
+def prelabel_request(workspace: Any, project: str, job: Mapping[str, Any],
+                     origin: Any = None) -> dict[str, Any]:
+    """A pre-labeling job's request: the project, the Label Studio ``origin`` it writes to
+    (address and token, resolved by the worker: the job never opens the store; None fails
+    the job when it runs), and the folders of the job's earlier runs (their checkpoints are
+    continued)."""
+    earlier = [str(workspace.job_dir(project, job["id"], attempt, "prelabel"))
+               for attempt in range(1, int(job["attempts"]))]
+    return {"kind": "prelabel", "project": str(project), "job": job["id"],
+            "resume_from": earlier,
+            "origin": None if origin is None else {"url": origin.url, "token": origin.token,
+                                                   "source": origin.source},
+            "manifest_extra": {"project": str(project), "job": job["id"]}}
+
+
+def run_prelabel(job_dir: Path) -> JobStatus:
+    """Run a pre-labeling job in this process (settings from the environment); its final
+    status. ``status.json`` follows it batch by batch (``progress``, tasks done / total)."""
+    from label_assistant.labelstudio.client import LabelStudioClient
+    from label_assistant.ml_backend.origin import Origin
+    from label_assistant.ml_backend.project_prelabels import (
+        DEFAULT_BATCH,
+        LABEL_STUDIO_TIMEOUT,
+        prelabel_project,
+        progress_fields,
+    )
+    from label_assistant.ml_backend.settings import Settings
+    from label_assistant.model.job import job_label
+
+    job_dir = Path(job_dir)
+    request = read_request(job_dir)
+    project = str(request["project"])
+    label = job_label(request, job_dir)
+    status = JobStatus("running", started_at=time.time(), pid=os.getpid(), progress=0.0)
+    status.write(job_dir)
+
+    def on_progress(state: Any) -> None:
+        status.version = state.version
+        status.progress = round(state.done / state.total, 4) if state.total else 1.0
+        status.extra = progress_fields(state)
+        status.write(job_dir)
+
+    try:
+        settings = Settings.from_env()
+        origin = Origin(**request["origin"]) if request.get("origin") else None
+        if origin is None or not origin.token:
+            raise ValueError(f"no Label Studio address with its token known for project "
+                             f"{project}")
+        client = LabelStudioClient(origin.url, origin.token, timeout=LABEL_STUDIO_TIMEOUT)
+        outcome = prelabel_project(
+            settings, int(project), client, origin, job_dir,
+            batch=int(request.get("batch") or DEFAULT_BATCH),
+            resume_from=[Path(p) for p in request.get("resume_from") or []],
+            on_progress=on_progress)
+        on_progress(outcome.checkpoint)
+        status.state, status.finished_at = "done", time.time()
+        status.reason = (f"superseded by {outcome.checkpoint.superseded_by}"
+                         if outcome.superseded else None)
+        log.info("%s: pre-labels with %s: %d/%d tasks done (%d written, %d had it, %d failed, "
+                 "%d stale deleted)%s", label, outcome.version, outcome.checkpoint.done,
+                 outcome.checkpoint.total, outcome.checkpoint.written,
+                 outcome.checkpoint.skipped, outcome.checkpoint.failed,
+                 outcome.checkpoint.deleted, f"; {status.reason}" if status.reason else "")
+    except Exception as error:  # a failed job must say why, in its status
+        status.state, status.error = "failed", f"{type(error).__name__}: {error}"
+        status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
+        log.error("%s: pre-labeling failed: %s (%s)", label, error, job_dir)
+    status.write(job_dir)
+    return status
+
+
 def run(job_dir: Path) -> JobStatus:
     """Run the job in ``job_dir`` (its request says which kind) in this process."""
     kind = read_request(job_dir).get("kind", "train")
     if kind == "rank":
         return run_rank(job_dir)
+    if kind == "prelabel":
+        return run_prelabel(job_dir)
     from label_assistant.model.job import run as run_training
 
     return run_training(job_dir)

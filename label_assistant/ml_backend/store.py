@@ -19,13 +19,14 @@ Tables:
   The facts that decide behaviour are columns: ``verdict`` (the gate's decision at intake,
   never rewritten) and ``config_hash`` (the label config the map was decoded with: only
   maps of the project's current config train); ``findings`` is the report for people;
-- ``jobs``: background jobs of a ``kind`` (``train``, ``rank``), ``queued`` -> ``running``
-  -> ``done`` | ``failed``, one running per project and kind, with a ``followup`` flag set
-  by requests that arrive while the job runs, and ``not_before`` for a delayed retry. A
-  training job's ``version`` serves only if ``promoted``; ``detail`` says why. Where its
-  current run is: ``pid`` (a local process), or ``queue_job`` (its RQ job, with ``LA_QUEUE``)
-  and ``worker`` (the RQ worker that took it); :func:`job_state` tells a job handed to the
-  queue that no worker has taken yet (``queued``) from one that runs.
+- ``jobs``: background jobs of a ``kind`` (``train``, ``rank``, ``prelabel``), ``queued`` ->
+  ``running`` -> ``done`` | ``failed``, one running per project and kind, with a
+  ``followup`` flag set by requests that arrive while the job runs, and ``not_before`` for
+  a delayed retry. A training job's ``version`` serves only if ``promoted``; ``detail``
+  says why. Where its current run is: ``pid`` (a local process), or ``queue_job`` (its RQ
+  job, with ``LA_QUEUE``) and ``worker`` (the RQ worker that took it); :func:`job_state`
+  tells a job handed to the queue that no worker has taken yet (``queued``) from one that
+  runs.
 
 Rows come back as the ``TypedDict`` records below. Project ids are Label Studio's project
 numbers as strings (``"7"``). Where the file lives is :class:`~label_assistant.workspace.
@@ -51,7 +52,7 @@ from label_assistant.workspace import Workspace
 EVENT_STATES = ("pending", "processing", "done", "failed")
 ANNOTATION_STATES = ("admitted", "quarantined", "superseded", "deleted")
 JOB_STATES = ("queued", "running", "done", "failed")
-JOB_KINDS = ("train", "rank")
+JOB_KINDS = ("train", "rank", "prelabel")
 _LIVE = ("admitted", "quarantined")
 
 
@@ -611,7 +612,7 @@ class Store:
         return rows[0]["n"] if rows else 0
 
     def request_job(self, project: str, kind: str, reason: str) -> tuple[str, int]:
-        """Ask for a job of ``kind`` (``train``, ``rank``); ``(what happened, job id)``.
+        """Ask for a job of ``kind`` (:data:`JOB_KINDS`); ``(what happened, job id)``.
 
         ``"queued"``: a new job; ``"pending"``: a queued job of that kind that has not started
         yet will see the same data; ``"followup"``: one is running, so it gets a follow-up

@@ -59,7 +59,13 @@ from label_assistant.assist.gate import Decision, gate, refused
 from label_assistant.files import write_atomic
 from label_assistant.labelstudio.config import LabelConfig, LabelConfigError
 from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
-from label_assistant.ml_backend.jobs import JobStarter, Supervisor, rank_request, start_process
+from label_assistant.ml_backend.jobs import (
+    JobStarter,
+    Supervisor,
+    prelabel_request,
+    rank_request,
+    start_process,
+)
 from label_assistant.ml_backend.origin import project_origin
 from label_assistant.ml_backend.prelabels import Prelabels
 from label_assistant.ml_backend.protocol import (
@@ -366,6 +372,9 @@ class Worker:
         if job["kind"] == "rank":
             return rank_request(project, job, self.settings,
                                 project_origin(self.settings, self.store.get_project(project)))
+        if job["kind"] == "prelabel":
+            return prelabel_request(self.settings.workspace, project, job,
+                                    project_origin(self.settings, self.store.get_project(project)))
         return self.training_request(project, job["id"])
 
     def training_request(self, project: str, job_id: int) -> dict[str, Any]:
