@@ -34,6 +34,14 @@ def test_images_of_the_same_kind_are_familiar_and_others_are_not():
     assert not domain.familiar(np.repeat(_dark(10), 3, axis=0))  # other channel count
 
 
+def test_one_image_of_a_kind_is_not_yet_a_kind():
+    mixed = Domain.of_inputs([_dark(0), _dark(1), _bright(2)])
+    assert mixed.familiar(_dark(10))
+    assert mixed.nearest(_bright(10)) <= FAMILIAR_DISTANCE  # one bright image is near...
+    assert not mixed.familiar(_bright(10))  # ...but one example is not enough
+    assert Domain.of_inputs([_bright(2)]).familiar(_bright(10))  # a domain of one image
+
+
 def test_a_domain_travels_in_json_at_float16_precision():
     domain = Domain.of_inputs(_dark(s) for s in range(3))
     back = Domain.from_dict(domain.to_dict())

@@ -10,9 +10,15 @@ rounds, with every oracle (dense labels too).
 
 A version therefore keeps the :func:`~label_assistant.selectors.diversity.image_descriptor`
 of every image it trained and validated on (:class:`Domain`), and an image counts as
-*familiar* when one of them lies within :data:`FAMILIAR_DISTANCE` (Euclidean); on other
-images the serving pre-labeler gives the fallback's (Otsu's) pre-label, saying why
-(:meth:`label_assistant.model.predictor.Predictor.prelabel`).
+*familiar* when :data:`MIN_NEIGHBOURS` of them (one, for a domain of one image) lie within
+:data:`FAMILIAR_DISTANCE` (Euclidean): one image of a kind is one example, not yet a kind
+the model has learned. On other images the serving pre-labeler gives the fallback's (Otsu's)
+pre-label, saying why (:meth:`label_assistant.model.predictor.Predictor.prelabel`).
+
+Measured on the same benchmark: with this rule the first round's model served 0.92-0.93
+(above Otsu) with every oracle; re-scoring the later rounds' versions, two neighbours
+instead of one lifted the second round from 0.74-0.83 to 0.89-0.92, the third stayed at
+0.79-0.92 (three bright-field images of nine were not enough to learn them).
 
 Pure numpy; the descriptors travel in ``version.json`` as base64 float16.
 """
@@ -32,6 +38,9 @@ import numpy as np
 #: the dark groups lie 0.18-0.58 from each other, the bright-field images 1.37 or more from
 #: any dark one.
 FAMILIAR_DISTANCE = 1.0
+#: Images of the domain that must lie within :data:`FAMILIAR_DISTANCE` (fewer in a domain
+#: that holds fewer images).
+MIN_NEIGHBOURS = 2
 #: At most this many descriptors are kept (the first ones: training images, then validation).
 MAX_IMAGES = 256
 
@@ -54,18 +63,25 @@ class Domain:
             raise ValueError("a domain needs at least one image")
         return cls(np.stack(rows).astype(np.float32), float(distance))
 
-    def nearest(self, x: np.ndarray) -> float:
-        """Distance from a model input to the nearest image of the domain (inf when the
-        channel count differs)."""
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        """Distances from a model input to every image of the domain (inf when the channel
+        count differs)."""
         from label_assistant.selectors.diversity import image_descriptor
 
         d = image_descriptor(x)
         if d.shape[0] != self.descriptors.shape[1]:
-            return float("inf")
-        return float(np.sqrt(((self.descriptors - d) ** 2).sum(axis=1)).min())
+            return np.full(len(self.descriptors), np.inf)
+        return np.sqrt(((self.descriptors - d) ** 2).sum(axis=1))
+
+    def nearest(self, x: np.ndarray) -> float:
+        """Distance from a model input to the nearest image of the domain."""
+        return float(self.distances(x).min())
 
     def familiar(self, x: np.ndarray) -> bool:
-        return self.nearest(x) <= self.distance
+        """Whether :data:`MIN_NEIGHBOURS` images of the domain (all of them, when it holds
+        fewer) lie within its distance."""
+        near = int((self.distances(x) <= self.distance).sum())
+        return near >= min(MIN_NEIGHBOURS, len(self.descriptors))
 
     def to_dict(self) -> dict[str, Any]:
         data = np.ascontiguousarray(self.descriptors, dtype="<f2").tobytes()
