@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from label_assistant.cli.common import CliError, write_json
+from label_assistant.cli.common import CliError, project_settings_and_origin, write_json
 
 
 def run_project(args: argparse.Namespace) -> int:
     from label_assistant.labelstudio.client import LabelStudioClient, LabelStudioError
-    from label_assistant.ml_backend.origin import project_origin
     from label_assistant.ml_backend.project_prelabels import (
         LABEL_STUDIO_TIMEOUT,
         Checkpoint,
@@ -28,8 +27,6 @@ def run_project(args: argparse.Namespace) -> int:
         prelabel_project,
         progress_fields,
     )
-    from label_assistant.ml_backend.settings import Settings, SettingsError
-    from label_assistant.ml_backend.store import Store
 
     if args.project is None:
         raise CliError("give IMAGES (a folder or an image) with --out, or --project ID (a "
@@ -47,17 +44,7 @@ def run_project(args: argparse.Namespace) -> int:
                        "version in --workdir")
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
-    try:
-        settings = Settings.from_env(workdir=args.workdir,
-                                     **({"device": args.device} if args.device else {}))
-    except (SettingsError, ValueError) as error:
-        raise CliError(str(error)) from None
-    store = Store.existing(settings.workdir)
-    row = store.get_project(str(project)) if store is not None else None
-    origin = project_origin(settings, row, url=args.label_studio_url, token=args.api_key)
-    if origin is None or not origin.token:
-        raise CliError("no Label Studio address and token: pass --label-studio-url and "
-                       "--api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    settings, origin = project_settings_and_origin(args, project)
     job_dir = settings.workspace.command_job_dir(project, "prelabel", resumable=True)
     started = time.monotonic()
 

@@ -9,15 +9,12 @@ import argparse
 import sys
 from typing import Any
 
-from label_assistant.cli.common import CliError, write_json
+from label_assistant.cli.common import CliError, project_settings_and_origin, write_json
 
 
 def run_project(args: argparse.Namespace, check_args: Any, print_table: Any) -> int:
     from label_assistant.labelstudio.client import LabelStudioClient, LabelStudioError
-    from label_assistant.ml_backend.origin import project_origin
     from label_assistant.ml_backend.ranking import RankingError, rank_project
-    from label_assistant.ml_backend.settings import Settings, SettingsError
-    from label_assistant.ml_backend.store import Store
     from label_assistant.selectors import StrategyError
 
     if args.project is None:
@@ -30,18 +27,8 @@ def run_project(args: argparse.Namespace, check_args: Any, print_table: Any) -> 
         raise CliError(f"--project must be a Label Studio project number, got "
                        f"{args.project!r}") from None
     check_args(args)
-    try:
-        settings = Settings.from_env(workdir=args.workdir,
-                                     **({"device": args.device} if args.device else {}),
-                                     **({"dask_scheduler": args.dask} if args.dask else {}))
-    except (SettingsError, ValueError) as error:
-        raise CliError(str(error)) from None
-    store = Store.existing(settings.workdir)
-    row = store.get_project(str(project)) if store is not None else None
-    origin = project_origin(settings, row, url=args.label_studio_url, token=args.api_key)
-    if origin is None or not origin.token:
-        raise CliError("no Label Studio address and token: pass --label-studio-url and "
-                       "--api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    settings, origin = project_settings_and_origin(
+        args, project, **({"dask_scheduler": args.dask} if args.dask else {}))
 
     def announce(strategy: str, version: str | None, n: int) -> None:
         print(f"ranking {n} unlabeled tasks of project {project} by {strategy} "

@@ -172,3 +172,28 @@ def add_training_options(p: Any, *extra: tuple[str, type, str]) -> None:
         default = getattr(defaults, name)
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
                        help=f"{text} (default {default})")
+
+
+def project_settings_and_origin(args: Any, project: int, **overrides: Any) -> tuple[Any, Any]:
+    """For a ``--project ID --workdir W`` command: the backend's settings of ``W``
+    (``--device`` and ``overrides`` on top) and the project's Label Studio origin, resolved
+    as the backend resolves it (:func:`label_assistant.ml_backend.origin.project_origin`:
+    ``--label-studio-url`` / ``--api-key``, else what the project's ``/setup`` sent, else
+    ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``). Bad settings or no origin: CliError."""
+    from label_assistant.ml_backend.origin import project_origin
+    from label_assistant.ml_backend.settings import Settings, SettingsError
+    from label_assistant.ml_backend.store import Store
+
+    if getattr(args, "device", None):
+        overrides = {"device": args.device, **overrides}
+    try:
+        settings = Settings.from_env(workdir=args.workdir, **overrides)
+    except (SettingsError, ValueError) as error:
+        raise CliError(str(error)) from None
+    store = Store.existing(settings.workdir)
+    row = store.get_project(str(project)) if store is not None else None
+    origin = project_origin(settings, row, url=args.label_studio_url, token=args.api_key)
+    if origin is None or not origin.token:
+        raise CliError("no Label Studio address and token: pass --label-studio-url and "
+                       "--api-key (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    return settings, origin
