@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from label_assistant.ml_backend.rq_queue import parse_gpus, parse_redis_url, work
+    from label_assistant.ml_backend.rq_queue import parse_gpus, work
+    from label_assistant.ml_backend.settings import parse_redis_url
 
     if not args.queue:
         raise CliError("--queue is required (or LA_QUEUE): the Redis URL, e.g. "

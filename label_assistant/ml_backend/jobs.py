@@ -332,6 +332,31 @@ _NOT_FOR_JOBS = ("LABEL_STUDIO_API_KEY", "LA_BASIC_AUTH_USER", "LA_BASIC_AUTH_PA
                  "LA_METRICS_TOKEN", "LA_QUEUE", "LA_SINK")
 
 
+def _origin_json(origin: Any) -> dict[str, Any] | None:
+    """A Label Studio origin as a job's request carries it (None: none known)."""
+    if origin is None:
+        return None
+    return {"url": origin.url, "token": origin.token, "source": origin.source}
+
+
+def _request_origin(request: Mapping[str, Any]) -> Any:
+    """The origin a job's request carries; ValueError when it has none with a token."""
+    from label_assistant.ml_backend.origin import Origin
+
+    origin = Origin(**request["origin"]) if request.get("origin") else None
+    if origin is None or not origin.token:
+        raise ValueError(f"no Label Studio address with its token known for project "
+                         f"{request['project']}")
+    return origin
+
+
+def _failed(status: JobStatus, error: BaseException, what: str, job_dir: Path) -> None:
+    """Record in ``status`` why a ranking or pre-labeling job failed, and log it."""
+    status.state, status.error = "failed", f"{type(error).__name__}: {error}"
+    status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
+    log.error("%s failed: %s (%s)", what, error, job_dir)
+
+
 def rank_request(project: str, job: Mapping[str, Any], settings: Any = None,
                  origin: Any = None) -> dict[str, Any]:
     """A ranking job's request: the project, the Label Studio ``origin`` it talks to (address
@@ -345,15 +370,13 @@ def rank_request(project: str, job: Mapping[str, Any], settings: Any = None,
     return {"kind": "rank", "project": str(project), "job": job["id"],
             "manifest_extra": {"project": str(project), "job": job["id"]},
             "settings": env,
-            "origin": None if origin is None else {"url": origin.url, "token": origin.token,
-                                                   "source": origin.source}}
+            "origin": _origin_json(origin)}
 
 
 def run_rank(job_dir: Path) -> JobStatus:
     """Run a ranking job in this process (settings from its request over the environment);
     its final status."""
     from label_assistant.labelstudio.client import LabelStudioClient
-    from label_assistant.ml_backend.origin import Origin
     from label_assistant.ml_backend.ranking import rank_project
     from label_assistant.ml_backend.settings import Settings
     from label_assistant.model.job import job_label
@@ -366,10 +389,7 @@ def run_rank(job_dir: Path) -> JobStatus:
     status.write(job_dir)
     try:
         settings = Settings.from_env({**os.environ, **(request.get("settings") or {})})
-        origin = Origin(**request["origin"]) if request.get("origin") else None
-        if origin is None or not origin.token:
-            raise ValueError(f"no Label Studio address with its token known for project "
-                             f"{project}")
+        origin = _request_origin(request)
         client = LabelStudioClient(origin.url, origin.token)
         outcome = rank_project(settings, int(project), client, origin,
                                prelabel_ahead=settings.prelabel_ahead)
@@ -381,9 +401,7 @@ def run_rank(job_dir: Path) -> JobStatus:
                  len(outcome.ranking),
                  outcome.strategy, outcome.version or "no model", outcome.refreshed)
     except Exception as error:  # a failed job must say why, in its status
-        status.state, status.error = "failed", f"{type(error).__name__}: {error}"
-        status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
-        log.error("%s: ranking failed: %s (%s)", label, error, job_dir)
+        _failed(status, error, f"{label}: ranking", job_dir)
     status.write(job_dir)
     return status
 
@@ -401,8 +419,7 @@ def prelabel_request(workspace: Any, project: str, job: Mapping[str, Any],
                for attempt in range(1, int(job["attempts"]))]
     return {"kind": "prelabel", "project": str(project), "job": job["id"],
             "resume_from": earlier,
-            "origin": None if origin is None else {"url": origin.url, "token": origin.token,
-                                                   "source": origin.source},
+            "origin": _origin_json(origin),
             "manifest_extra": {"project": str(project), "job": job["id"]}}
 
 
@@ -410,7 +427,6 @@ def run_prelabel(job_dir: Path) -> JobStatus:
     """Run a pre-labeling job in this process (settings from the environment); its final
     status. ``status.json`` follows it batch by batch (``progress``, tasks done / total)."""
     from label_assistant.labelstudio.client import LabelStudioClient
-    from label_assistant.ml_backend.origin import Origin
     from label_assistant.ml_backend.project_prelabels import (
         DEFAULT_BATCH,
         LABEL_STUDIO_TIMEOUT,
@@ -435,10 +451,7 @@ def run_prelabel(job_dir: Path) -> JobStatus:
 
     try:
         settings = Settings.from_env()
-        origin = Origin(**request["origin"]) if request.get("origin") else None
-        if origin is None or not origin.token:
-            raise ValueError(f"no Label Studio address with its token known for project "
-                             f"{project}")
+        origin = _request_origin(request)
         client = LabelStudioClient(origin.url, origin.token, timeout=LABEL_STUDIO_TIMEOUT)
         outcome = prelabel_project(
             settings, int(project), client, origin, job_dir,
@@ -455,9 +468,7 @@ def run_prelabel(job_dir: Path) -> JobStatus:
                  outcome.checkpoint.skipped, outcome.checkpoint.failed,
                  outcome.checkpoint.deleted, f"; {status.reason}" if status.reason else "")
     except Exception as error:  # a failed job must say why, in its status
-        status.state, status.error = "failed", f"{type(error).__name__}: {error}"
-        status.traceback, status.finished_at = traceback.format_exc(limit=5), time.time()
-        log.error("%s: pre-labeling failed: %s (%s)", label, error, job_dir)
+        _failed(status, error, f"{label}: pre-labeling", job_dir)
     status.write(job_dir)
     return status
 

@@ -30,7 +30,8 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from label_assistant.ml_backend.settings import parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -44,34 +45,8 @@ STALE_BEATS = 6
 RESULT_TTL = 7 * 24 * 3600
 #: The function a worker runs (by name: the intake machine need not import it).
 JOB_FUNCTION = "label_assistant.ml_backend.jobs.run_queued"
-_SCHEMES = ("redis", "rediss", "unix")
 
 
-def parse_redis_url(raw: str) -> str:
-    """``raw`` if it is a Redis URL redis-py can connect with, else a ValueError whose
-    message follows a setting's or an option's name (``must be a Redis URL ...``)."""
-    text = raw.strip()
-    example = "redis://host:6379/0"
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises for a port that is not a number
-    except ValueError:
-        raise ValueError(f"must be a Redis URL like {example}, got {raw!r}") from None
-    if parts.scheme not in _SCHEMES:
-        raise ValueError(f"must be a Redis URL like {example} (redis://, rediss:// or "
-                         f"unix://), got {raw!r}")
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise ValueError(f"must name a socket (unix:///path/redis.sock), got {raw!r}")
-        return text
-    if not parts.hostname:
-        raise ValueError(f"must name a host, like {example}, got {raw!r}")
-    if port is not None and not 0 < port < 65536:
-        raise ValueError(f"has port {port}, not 1..65535")
-    db = parts.path.strip("/")
-    if db and not db.isdigit():
-        raise ValueError(f"must end in a database number (/0), got {raw!r}")
-    return text
 
 
 def connect(url: str) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from label_assistant.workspace import Workspace
 
@@ -69,9 +70,37 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
-def _queue(raw: str) -> str:
-    from label_assistant.ml_backend.rq_queue import parse_redis_url  # no rq, no redis
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 
+
+def parse_redis_url(raw: str) -> str:
+    """``raw`` if it is a Redis URL redis-py can connect with, else a ValueError whose
+    message follows a setting's or an option's name (``must be a Redis URL ...``)."""
+    text = raw.strip()
+    example = "redis://host:6379/0"
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises for a port that is not a number
+    except ValueError:
+        raise ValueError(f"must be a Redis URL like {example}, got {raw!r}") from None
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ValueError(f"must be a Redis URL like {example} (redis://, rediss:// or "
+                         f"unix://), got {raw!r}")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"must name a socket (unix:///path/redis.sock), got {raw!r}")
+        return text
+    if not parts.hostname:
+        raise ValueError(f"must name a host, like {example}, got {raw!r}")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"has port {port}, not 1..65535")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"must end in a database number (/0), got {raw!r}")
+    return text
+
+
+def _queue(raw: str) -> str:
     return parse_redis_url(raw)
 
 

@@ -3,8 +3,8 @@
 A training job whose config says ``nproc`` > 1 (``label-assistant train --nproc N``, or
 ``"nproc": N`` in the backend's ``LA_TRAIN_CONFIG``) runs on N processes of this machine:
 :func:`launch` starts them with ``torch.distributed.run`` (torchrun; rendezvous on the c10d
-store of 127.0.0.1, on a port the OS picks, no restarts) and each runs :func:`worker` on the
-same job folder (:mod:`label_assistant.model.job`):
+store of 127.0.0.1, on a port the OS picks, no restarts) and each runs one rank
+(:func:`label_assistant.model.job.rank`) on the same job folder:
 
 - the backend is **nccl** with one GPU per process when CUDA has at least N GPUs, else
   **gloo** (CPU unless the config names a device);
@@ -33,10 +33,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,13 +160,18 @@ def from_main(value: Any) -> Any:
 # --- launching ------------------------------------------------------------------------------
 
 
+#: What torchrun starts on each process (named, not imported: the job imports this module).
+RANK_MODULE = "label_assistant.model.job"
+
+
 def torchrun_args(job_dir: Path, nproc: int) -> list[str]:
-    """The ``torch.distributed.run`` arguments that run :func:`worker` on ``job_dir``."""
+    """The ``torch.distributed.run`` arguments that run one rank of the job in ``job_dir``
+    on each process (:func:`label_assistant.model.job.rank_main`)."""
     return ["--nnodes", "1", "--nproc-per-node", str(nproc),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0",
             "--rdzv-id", uuid.uuid4().hex, "--local-addr", "127.0.0.1",
             "--max-restarts", "0", "--monitor-interval", str(MONITOR_INTERVAL),
-            "-m", __name__, str(job_dir)]
+            "-m", RANK_MODULE, str(job_dir)]
 
 
 def launch(job_dir: Path, nproc: int) -> None:
@@ -216,58 +219,3 @@ def failure_reason(failures: dict[int, Any]) -> str:
         text = (f"killed by signal {-failure.exitcode}" if failure.exitcode < 0
                 else f"exit code {failure.exitcode}")
     return f"rank {rank}: {text}"[:500]
-
-
-# --- one rank -------------------------------------------------------------------------------
-
-
-def _configure_logging(rank: int) -> None:
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s %(levelname)s rank {rank}: %(message)s", force=True)
-
-
-def worker(job_dir: Path) -> None:
-    """One rank of a distributed training job (started by torchrun, which sets ``RANK``,
-    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``): join the process
-    group, run the job (rank 0) or follow it (the others), leave. Raises when the job
-    failed, so that torchrun stops the other ranks and reports this one's reason."""
-    import torch
-    import torch.distributed as dist
-
-    from label_assistant.model import job
-
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    _configure_logging(rank)
-    config = TrainConfig.from_dict(job.read_request(job_dir).get("config") or {})
-    backend = backend_for(world, config.device)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group(backend)
-    try:
-        if rank == 0:
-            log.info("process group: %d ranks, %s", world, backend)
-            status = job.run(job_dir)
-            if status.state != "done":
-                raise TrainingError(status.error or f"the job ended {status.state}")
-        else:
-            job.follow(job_dir)
-    finally:
-        dist.destroy_process_group()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m label_assistant.model.distributed JOB_DIR`` (what torchrun starts)."""
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1:
-        print("usage: torchrun ... -m label_assistant.model.distributed JOB_DIR "
-              "(label_assistant.model.distributed.launch starts it)", file=sys.stderr)
-        return 2
-    record(worker)(Path(argv[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

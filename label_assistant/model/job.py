@@ -259,3 +259,57 @@ def run(job_dir: Path) -> JobStatus:
                   kept or "Otsu", error, job_dir)
     status.write(job_dir)
     return status
+
+
+# --- one rank of a distributed job (what torchrun starts: model.distributed.launch) -----------
+
+
+def rank(job_dir: Path) -> None:
+    """One rank of a distributed training job (torchrun sets ``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``): join the process group, run the
+    job (rank 0) or follow it (the others), leave. Raises when the job failed, so that
+    torchrun stops the other ranks and reports this one's reason."""
+    import torch
+    import torch.distributed as dist
+
+    from label_assistant.model import distributed
+    from label_assistant.model.config import TrainConfig, TrainingError
+
+    number, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    logging.basicConfig(
+        level=logging.INFO if number == 0 else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s rank {number}: %(message)s", force=True)
+    config = TrainConfig.from_dict(read_request(job_dir).get("config") or {})
+    backend = distributed.backend_for(world, config.device)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group(backend)
+    try:
+        if number == 0:
+            log.info("process group: %d ranks, %s", world, backend)
+            status = run(job_dir)
+            if status.state != "done":
+                raise TrainingError(status.error or f"the job ended {status.state}")
+        else:
+            follow(job_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_main(argv: list[str] | None = None) -> int:
+    """``python -m label_assistant.model.job JOB_DIR``: one rank (what torchrun starts)."""
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: torchrun ... -m label_assistant.model.job JOB_DIR "
+              "(label_assistant.model.distributed.launch starts it)", file=sys.stderr)
+        return 2
+    record(rank)(Path(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(rank_main())
