@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from label_assistant.assist.pre import OtsuPrelabeler
@@ -68,3 +69,39 @@ def test_the_model_prelabels_familiar_images_and_otsu_the_others():
     # Without a fallback (validation during training) the model labels everything.
     predictor.fallback = None
     assert predictor.prelabel(unlike).version == "v0003"
+
+
+def test_a_kind_of_image_is_familiar_only_where_the_version_beat_otsu_on_held_out_ones():
+    trained = Domain.of_inputs([_dark(0), _dark(1), _bright(2), _bright(3)])
+    assert trained.familiar(_bright(10))  # two bright training images: a kind it has seen
+    checked = trained.with_checks([_dark(4), _bright(5)], [True, False])
+    assert checked.familiar(_dark(10))
+    assert not checked.familiar(_bright(10))  # seen in training, but lost to Otsu there
+    assert "not beaten Otsu" in checked.unfamiliar(_bright(10))
+    # A kind that no validation image shows is not earned either.
+    assert not trained.with_checks([_dark(4)], [True]).familiar(_bright(10))
+    # Mixed evidence: more won than lost within the distance, else Otsu.
+    assert not trained.with_checks([_dark(4), _dark(5)], [True, False]).familiar(_dark(10))
+    assert trained.with_checks([_dark(4), _dark(5), _dark(6)],
+                               [True, False, True]).familiar(_dark(10))
+    back = Domain.from_dict(checked.to_dict())
+    assert back is not None and back.won.tolist() == [True, False]
+    assert back.familiar(_dark(10)) and not back.familiar(_bright(10))
+    assert trained.with_checks([], []).checked is None
+    with pytest.raises(ValueError, match="2 checked images for 1 outcomes"):
+        trained.with_checks([_dark(4), _dark(5)], [True])
+
+
+def test_the_prelabel_says_why_otsu_serves_an_image(caplog):
+    torch.manual_seed(0)
+    otsu = OtsuPrelabeler()
+    domain = Domain.of_inputs([_dark(0), _dark(1), _bright(2), _bright(3)]).with_checks(
+        [_dark(4), _bright(5)], [True, False])
+    predictor = Predictor(torch.nn.Conv2d(1, 2, 1).eval(), version="v0004",
+                          class_names=["Background", "Nucleus"], tiling=Tiling(64),
+                          device="cpu", domain=domain, fallback=otsu)
+    with caplog.at_level("INFO", logger="label_assistant.model.predictor"):
+        pre = predictor.prelabel((_bright(10)[0] * 255).astype(np.uint8))
+    assert pre.version == otsu.version
+    assert "v0004 does not pre-label this image: it has not beaten Otsu" in caplog.text
+    assert predictor.prelabel((_dark(10)[0] * 255).astype(np.uint8)).version == "v0004"

@@ -140,3 +140,19 @@ def test_a_model_champion_teaches_only_where_otsu_agrees():
         cell = e.label_map == 1
         assert (w[cell] == 1).mean() > 0.95  # Otsu agrees on the bright cell
         assert (w[~cell] == 255).mean() > 0.95  # and contradicts the painted background
+
+
+def test_the_verdict_checks_each_validation_image_and_the_domain_keeps_what_was_won():
+    from label_assistant.model.domain import Domain
+
+    trained = train_round(_examples(6), CLASSES, TrainConfig(**TINY), OtsuPrelabeler())
+    names = [e.name for e in trained.result.validation]
+    checks = trained.verdict.images
+    assert names and [c.name for c in checks] == names
+    assert all(c.won == (c.candidate >= c.fallback) for c in checks)
+    assert f"beats Otsu on {sum(c.won for c in checks)} of {len(checks)}" in \
+        trained.verdict.reason
+    stored = Domain.from_dict(trained.result.domain)
+    assert stored is not None and stored.won.tolist() == [c.won for c in checks]
+    assert trained.candidate.domain.won.tolist() == [c.won for c in checks]
+    assert trained.verdict.to_dict()["images"][0]["name"] == names[0]

@@ -168,13 +168,14 @@ class Predictor:
                              batch_size=self.tiling.batch_size, device=self.device, tta=tta,
                              mc_samples=mc_samples, out=out, where=where)
 
-    def label_map(self, x: np.ndarray, where: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def label_map(self, x: np.ndarray, where: np.ndarray | None = None, *,
+                  fallback: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(label map, confidence, probabilities)`` of a model input: the argmax of the
         probabilities, and the winning probability per pixel (exact at ``where``'s pixels,
         when given; see :meth:`predict`). On an image unlike the version's own (see
-        :meth:`familiar`), the fallback's label map, as :meth:`prelabel` serves it."""
-        if not self.familiar(x):
+        :meth:`familiar`), the fallback's label map, as :meth:`prelabel` serves it, unless
+        ``fallback`` is False (the model's own answer, to check it against the fallback)."""
+        if fallback and not self.familiar(x):
             return self.fallback.label_map(x, where=where)
         probabilities = self.predict(x, where=where).probabilities
         label_map, confidence = probabilities_to_label_map(probabilities)
@@ -189,23 +190,28 @@ class Predictor:
         from label_assistant.assist.pre import PreLabel
 
         x = self.model_input(image)
-        if not self.familiar(x):
+        why = self.unfamiliar(x)
+        if why:
             pre = self.fallback.prelabel(image)
-            log.info("%s has not seen images like this one (descriptor distance %.2f > %.2f): "
-                     "%s pre-labels it", self.version, self.domain.nearest(self.match(x)),
-                     self.domain.distance, pre.version)
+            log.info("%s does not pre-label this image: %s; %s pre-labels it", self.version,
+                     why, pre.version)
             return pre
-        label_map, confidence, probabilities = self.label_map(x)
+        label_map, confidence, probabilities = self.label_map(x, fallback=False)
         instances = ndi.label(label_map == 1)[0].astype(np.int32)
         return PreLabel(label_map, confidence, instances, (), "model", self.version,
                         probabilities)
 
     def familiar(self, x: np.ndarray) -> bool:
-        """Whether the model pre-labels this model input: always without a domain or a
-        fallback, else when the input is within the domain's distance of one of its images."""
+        """Whether the model pre-labels this model input (:meth:`unfamiliar` is None)."""
+        return self.unfamiliar(x) is None
+
+    def unfamiliar(self, x: np.ndarray) -> str | None:
+        """None when the model pre-labels this model input: always without a domain or a
+        fallback, else when its domain knows the image
+        (:meth:`~label_assistant.model.domain.Domain.unfamiliar`); else why not."""
         if self.domain is None or self.fallback is None:
-            return True
-        return self.domain.familiar(self.match(np.asarray(x)))
+            return None
+        return self.domain.unfamiliar(self.match(np.asarray(x)))
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """The encoder's pooled features of a model input (diversity in embedding space)."""

@@ -105,20 +105,51 @@ def enough_to_validate(pixels: Sequence[int], class_names: Sequence[str],
 
 
 @dataclass(frozen=True)
+class ImageCheck:
+    """A validation image: the candidate's and the fallback's (Otsu's) mean Dice (all
+    classes) on its labeled pixels. Where the candidate won, it may pre-label images like
+    this one (:meth:`label_assistant.model.domain.Domain.with_checks`)."""
+
+    name: str
+    candidate: float
+    fallback: float
+
+    @property
+    def won(self) -> bool:
+        """At least as good as the fallback on this image."""
+        return self.candidate >= self.fallback
+
+
+def image_checks(names: Sequence[str], truths: Sequence[np.ndarray],
+                 candidate: Sequence[np.ndarray], fallback: Sequence[np.ndarray],
+                 n_classes: int) -> list[ImageCheck | None]:
+    """An :class:`ImageCheck` per validation image (None where it has no score)."""
+    checks: list[ImageCheck | None] = []
+    for name, truth, mine, theirs in zip(names, truths, candidate, fallback, strict=True):
+        a = score([truth], [mine], n_classes).mean_dice
+        b = score([truth], [theirs], n_classes).mean_dice
+        checks.append(None if a is None or b is None else ImageCheck(str(name), a, b))
+    return checks
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """Whether a candidate replaces the champion, why, and the scores behind it."""
+    """Whether a candidate replaces the champion, why, and the scores behind it;
+    ``images``: the candidate against the fallback on each validation image."""
 
     promoted: bool
     reason: str
     champion: str  # the serving version's id (``otsu-...`` for Otsu)
     candidate_scores: Scores | None = None
     champion_scores: Scores | None = None
+    images: tuple[ImageCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "promoted": self.promoted, "reason": self.reason, "champion": self.champion,
             "candidate_scores": self.candidate_scores and self.candidate_scores.to_dict(),
             "champion_scores": self.champion_scores and self.champion_scores.to_dict(),
+            "images": [asdict(check) for check in self.images],
         }
 
 

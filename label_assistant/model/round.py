@@ -28,7 +28,7 @@ import numpy as np
 from label_assistant.datasets import Example
 from label_assistant.labelmap import UNLABELED
 from label_assistant.model.config import TrainConfig
-from label_assistant.model.promotion import Verdict, decide, score
+from label_assistant.model.promotion import Verdict, decide, image_checks, score
 from label_assistant.model.train import TrainResult, channel_policy, train
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,15 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
                           tiling=Tiling.of_config(result.config), device=config.device,
                           spec=ModelSpec.from_dict(result.spec),
                           domain=Domain.from_dict(result.domain), fallback=otsu)
-    verdict = challenge(candidate, champion, result.validation, class_names)
+    verdict = challenge(candidate, champion, result.validation, class_names, otsu)
+    if verdict.images:  # it serves only images like the validation images it won
+        names = {c.name: c.won for c in verdict.images}
+        checked = [e for e in result.validation if e.name in names]
+        domain = Domain.from_dict(result.domain)
+        if domain is not None:
+            candidate.domain = domain.with_checks([e.image for e in checked],
+                                                  [names[e.name] for e in checked])
+            result = replace(result, domain=candidate.domain.to_dict())
     log.info("candidate: %s (%s)", "promoted" if verdict.promoted else "kept, not promoted",
              verdict.reason)
     return Round(result, verdict, candidate)
@@ -173,15 +181,34 @@ def _otsu_of(champion: Any, is_model: bool, class_names: list[str]) -> Any:
 
 
 def challenge(candidate: Any, champion: Any, validation: list[Example],
-              class_names: list[str]) -> Verdict:
-    """Score both on the same validation pixels and decide."""
+              class_names: list[str], otsu: Any = None) -> Verdict:
+    """Score both on the same validation pixels and decide; the candidate as it would serve
+    (Otsu on the images its domain does not know), the champion as it serves. The verdict
+    also checks the candidate's own answer against ``otsu`` (the champion's Otsu when None)
+    on each validation image (:class:`~label_assistant.model.promotion.ImageCheck`)."""
+    from label_assistant.model.predictor import Predictor
+
     n_classes = len(class_names) - 1
     if not validation:
         return decide(None, None, champion.version, class_names)
+    if otsu is None:
+        otsu = _otsu_of(champion, isinstance(champion, Predictor), class_names)
     truths = [e.label_map for e in validation]
     labeled = [t != UNLABELED for t in truths]  # only these pixels count: only their tiles run
-    cand = score(truths, [candidate.label_map(e.image, where=w)[0]
-                          for e, w in zip(validation, labeled, strict=True)], n_classes)
-    champ = score(truths, [champion.label_map(e.image, where=w)[0]
-                           for e, w in zip(validation, labeled, strict=True)], n_classes)
-    return decide(cand, champ, champion.version, class_names)
+    own = [candidate.label_map(e.image, where=w, fallback=False)[0]
+           for e, w in zip(validation, labeled, strict=True)]
+    otsus = [otsu.label_map(e.image, where=w)[0] for e, w in zip(validation, labeled, strict=True)]
+    served = [m if candidate.familiar(e.image) else o
+              for m, o, e in zip(own, otsus, validation, strict=True)]
+    champs = otsus if champion is otsu else [
+        champion.label_map(e.image, where=w)[0] for e, w in zip(validation, labeled, strict=True)]
+    verdict = decide(score(truths, served, n_classes), score(truths, champs, n_classes),
+                     champion.version, class_names)
+    checks = tuple(c for c in image_checks([e.name for e in validation], truths, own, otsus,
+                                           n_classes) if c is not None)
+    if not checks:
+        return verdict
+    won = sum(c.won for c in checks)
+    return replace(verdict, images=checks,
+                   reason=f"{verdict.reason}; it beats Otsu on {won} of {len(checks)} "
+                          "validation images and pre-labels only images like those")
