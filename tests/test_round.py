@@ -156,3 +156,15 @@ def test_the_verdict_checks_each_validation_image_and_the_domain_keeps_what_was_
     assert stored is not None and stored.won.tolist() == [c.won for c in checks]
     assert trained.candidate.domain.won.tolist() == [c.won for c in checks]
     assert trained.verdict.to_dict()["images"][0]["name"] == names[0]
+
+
+def test_a_warm_round_runs_at_its_own_learning_rate():
+    spec = ModelSpec(arch="Unet", encoder="resnet18", in_channels=1, classes=tuple(CLASSES),
+                     dropout=TINY.get("dropout", 0.1))
+    config = TrainConfig(**TINY, warm_epochs=2, warm_lr=1e-4)
+    warm = train_round(_examples(), CLASSES, config, _champion(spec))
+    assert warm.result.metrics["init"] == "v0007"
+    # Cosine over 2 epochs: half the starting rate after the first.
+    assert warm.result.curve[0]["lr"] == pytest.approx(0.5e-4)
+    cold = train_round(_examples(), CLASSES, config, OtsuPrelabeler())
+    assert cold.result.curve[0]["lr"] == pytest.approx(0.5 * config.lr)

@@ -56,6 +56,8 @@ class TrainConfig:
     warm_start: bool = True
     #: Epochs of a warm-started round (its own, shorter schedule); None: ``epochs``.
     warm_epochs: int | None = 10
+    #: Learning rate of a warm-started round; None: ``lr``.
+    warm_lr: float | None = None
     #: Processes training together with DistributedDataParallel, launched by torchrun
     #: (:mod:`label_assistant.model.distributed`): one per GPU (nccl), or CPU processes
     #: (gloo) with fewer GPUs. ``batch_size`` stays the total batch: each process trains on

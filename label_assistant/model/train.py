@@ -211,9 +211,8 @@ def train(
         pixel_weights=pixel_weights,
         weak_labels=[weak_by_name[e.name] for e in train_set] if use_weak else None,
     )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    lr = config.warm_lr if init_state is not None and config.warm_lr else config.lr
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     total_steps = max(1, config.epochs * config.steps_per_epoch)
     ramp_steps = max(1, round(WEAK_RAMP * total_steps))
