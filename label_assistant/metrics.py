@@ -24,10 +24,12 @@ def confusion_matrix(
 
 
 def dice_iou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class Dice and IoU from a confusion matrix; NaN for a class absent in both."""
-    tp = np.diag(cm).astype(np.float64)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
+    """Per-class Dice and IoU from a confusion matrix (or a stack of them, (..., K+1, K+1));
+    NaN for a class absent in both."""
+    cm = np.asarray(cm)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
+    fp = cm.sum(axis=-2) - tp
+    fn = cm.sum(axis=-1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = 2 * tp / (2 * tp + fp + fn)
         iou = tp / (tp + fp + fn)

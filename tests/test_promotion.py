@@ -78,3 +78,53 @@ def test_the_candidate_serves_only_when_it_beats_the_champion():
     none = decide(None, None, "otsu-1", CLASSES)
     assert not none.promoted and "no validation annotations" in none.reason
     assert none.to_dict()["candidate_scores"] is None and won.to_dict()["promoted"] is True
+
+
+def _maps(seed: int, errors: int, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """A truth map (a grid of squares) and a prediction with ``errors`` random pixels wrong."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((size, size), np.uint8)
+    for y in range(8, size, 32):
+        for x in range(8, size, 32):
+            truth[y:y + 16, x:x + 16] = 1
+    prediction = truth.copy()
+    flat = rng.choice(truth.size, errors, replace=False)
+    prediction.flat[flat] = 1 - prediction.flat[flat]
+    return truth, prediction
+
+
+def test_block_confusions_add_up_to_the_score_and_skip_unlabeled_blocks():
+    from label_assistant.model.promotion import block_confusions
+
+    truth, prediction = _maps(0, 500)
+    truth[:, 128:] = UNLABELED  # the right half unlabeled: its blocks are left out
+    blocks = block_confusions([truth, truth[:100, :70]], [prediction, prediction[:100, :70]], 1)
+    assert blocks.shape == (4 * 2 + 2 * 2, 2, 2)  # 64-pixel blocks, edges included
+    whole = score([truth, truth[:100, :70]], [prediction, prediction[:100, :70]], 1)
+    assert blocks.sum(axis=0).sum(axis=1).tolist() == list(whole.pixels)
+
+
+def test_a_gain_that_could_be_chance_does_not_promote():
+    from label_assistant.model.promotion import block_confusions, gain_interval
+
+    truth, champion = _maps(1, 3000)
+    _, slightly = _maps(2, 2950)  # 50 pixels fewer wrong of 65,536
+    _, clearly = _maps(3, 300)
+    blocks = {name: block_confusions([truth], [m], 1)
+              for name, m in (("champion", champion), ("slightly", slightly),
+                              ("clearly", clearly))}
+
+    def verdict(name: str):
+        interval = gain_interval(blocks[name], blocks["champion"])
+        return decide(score([truth], [{"slightly": slightly, "clearly": clearly}[name]], 1),
+                      score([truth], [champion], 1), "v0001", CLASSES, interval=interval)
+
+    small = verdict("slightly")
+    assert small.candidate_scores.mean_dice > small.champion_scores.mean_dice
+    assert not small.promoted and "it could be chance" in small.reason
+    assert small.gain_interval[0] <= 0 < small.gain_interval[1]
+    large = verdict("clearly")
+    assert large.promoted and large.gain_interval[0] > 0 and "bootstrap bound" in large.reason
+    assert gain_interval(blocks["clearly"], blocks["champion"]) == large.gain_interval  # seeded
+    same = gain_interval(blocks["champion"], blocks["champion"])
+    assert same == (0.0, 0.0)

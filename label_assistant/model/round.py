@@ -14,7 +14,10 @@ train`` and the simulator, so all three follow the same rule:
    annotator left unlabeled (:func:`weak_labels`; where the champion is unsure, or is a
    model that Otsu contradicts, nothing);
 4. the candidate and the champion are scored on the same validation pixels and
-   :func:`label_assistant.model.promotion.decide` gives the verdict.
+   :func:`label_assistant.model.promotion.decide` gives the verdict: a gain that could be
+   chance (:func:`~label_assistant.model.promotion.gain_interval`) does not promote;
+5. the candidate is also checked against Otsu on each validation image, and will pre-label
+   only images like those it won (:mod:`label_assistant.model.domain`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ import numpy as np
 from label_assistant.datasets import Example
 from label_assistant.labelmap import UNLABELED
 from label_assistant.model.config import TrainConfig
-from label_assistant.model.promotion import Verdict, decide, image_checks, score
+from label_assistant.model.promotion import (
+    Scores,
+    Verdict,
+    block_confusions,
+    decide,
+    gain_interval,
+    image_checks,
+)
 from label_assistant.model.train import TrainResult, channel_policy, train
 
 log = logging.getLogger(__name__)
@@ -202,8 +212,10 @@ def challenge(candidate: Any, champion: Any, validation: list[Example],
               for m, o, e in zip(own, otsus, validation, strict=True)]
     champs = otsus if champion is otsu else [
         champion.label_map(e.image, where=w)[0] for e, w in zip(validation, labeled, strict=True)]
-    verdict = decide(score(truths, served, n_classes), score(truths, champs, n_classes),
-                     champion.version, class_names)
+    mine, theirs = (block_confusions(truths, maps, n_classes) for maps in (served, champs))
+    verdict = decide(Scores.of_confusion(mine.sum(axis=0)),
+                     Scores.of_confusion(theirs.sum(axis=0)), champion.version, class_names,
+                     interval=gain_interval(mine, theirs))
     checks = tuple(c for c in image_checks([e.name for e in validation], truths, own, otsus,
                                            n_classes) if c is not None)
     if not checks:
