@@ -399,6 +399,15 @@ def _clip(text: str) -> str:
     return text if len(text) <= LINE_WIDTH else text[: LINE_WIDTH - 3] + "..."
 
 
+def _wrap(text: str, indent: int = 0) -> list[str]:
+    """A sentence (the serving reason, a verdict) over as many lines as it needs: it is the
+    why of a round, so none of it is cut."""
+    import textwrap
+
+    return textwrap.wrap(text, LINE_WIDTH, initial_indent=" " * indent,
+                         subsequent_indent=" " * (indent + 2), break_on_hyphens=False)
+
+
 def _line(cells: list[str], columns: list[tuple[str, int, str]], indent: int = 0) -> str:
     parts = []
     for cell, (_, width, align) in zip(cells, columns, strict=True):
@@ -417,7 +426,7 @@ def timeline(history: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def text_table(history: dict[str, Any]) -> list[str]:
     """The table as lines: a version per line, its classes indented below; jobs in between,
     placed by time."""
-    lines = [_clip(serving_line(history)),
+    lines = [*_wrap(serving_line(history)),
              "Dice all: mean validation Dice, all classes with Background; champion: what "
              "served, same pixels",
              _line([c[0] for c in COLUMNS], COLUMNS),
@@ -428,6 +437,6 @@ def text_table(history: dict[str, Any]) -> list[str]:
             continue
         lines.append(_line(version_cells(item), COLUMNS))
         if item.get("verdict"):
-            lines.append(_clip(" " * CLASS_INDENT + "verdict: " + item["verdict"]))
+            lines += _wrap("verdict: " + item["verdict"], CLASS_INDENT)
         lines += [_line(cells, CLASS_COLUMNS, CLASS_INDENT) for cells in class_cells(item)]
     return lines
