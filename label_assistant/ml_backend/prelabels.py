@@ -99,13 +99,26 @@ class Prelabels:
         except Exception:  # a warm-up must never take the process down
             log.exception("warm-up of project %s failed", project)
 
-    def probabilities(self, image: np.ndarray, serving: Any) -> np.ndarray | None:
-        """The serving model's class probabilities (float32 ``(K+1, H, W)``) of an image as
-        read, taking a turn like :meth:`predict_task`; None when Otsu serves."""
+    def probability_windows(self, image: np.ndarray, serving: Any) -> Any:
+        """The serving model's class probabilities of an image as read, computed only on the
+        windows an interactive prompt reads
+        (:class:`~label_assistant.interactive.probabilities.WindowedProbabilities`; each
+        window's run takes a turn like :meth:`predict_task`, through the version's
+        ``predict``); None when Otsu serves or the version does not know images like this one
+        (its pre-label is Otsu's then, see ``Predictor.familiar``)."""
         if not hasattr(serving, "model"):
             return None
-        with self._slots:
-            return serving.label_map(serving.model_input(image))[2]
+        from label_assistant.interactive.probabilities import WindowedProbabilities
+
+        x = serving.model_input(image)
+        if not serving.familiar(x):
+            return None
+
+        def predict(crop: np.ndarray) -> np.ndarray:
+            with self._slots:
+                return serving.predict(crop).probabilities
+
+        return WindowedProbabilities(x, predict, len(serving.class_names))
 
     def predict(self, tasks: list[dict[str, Any]], config: LabelConfig, fetcher: Any,
                 project: str | None, errors: list[dict[str, Any]] | None = None
