@@ -90,6 +90,30 @@ def _context(kind: str, xy: tuple[float, ...], size: int, positive: bool = True
                       "keypointlabels": ["Nucleus"]}}
 
 
+def _latency_image(source: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` image and its instance map: ``synthetic`` (bright ellipses,
+    :func:`~label_assistant.devtools.samples.nuclei_image`) or ``dsb`` (a dark DSB 2018
+    image of the 520 x 696 group, not one a model of the docs was trained on, repeated to
+    the size: a model trained on dark DSB images knows it, so that its path runs)."""
+    if source == "synthetic":
+        return nuclei_image(size, seed=size)
+    root = shared_data("dsb2018_stage1_train_subset")
+    if root is None:
+        raise SystemExit("--image dsb needs ../shared/data/dsb2018_stage1_train_subset")
+    names = sorted(n for n, g in _groups(root).items() if g == "520x696_c1_dark")
+    name = names[-1]
+    image = np.squeeze(read_image(root / "images" / name))
+    labels = np.squeeze(read_image(root / "masks" / name)).astype(np.int32)
+    reps = (-(-size // image.shape[0]), -(-size // image.shape[1]))
+    tiled = np.tile(image, reps)[:size, :size]
+    # each copy's objects get ids of their own
+    copies = np.arange(reps[0] * reps[1]).reshape(reps)
+    offsets = np.kron(copies, np.ones(labels.shape, np.int32))[:size, :size]
+    instances = np.where(np.tile(labels, reps)[:size, :size] > 0,
+                         np.tile(labels, reps)[:size, :size] + offsets * int(labels.max()), 0)
+    return np.ascontiguousarray(tiled), instances
+
+
 def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
     from test_backend_support import ImageServer
 
@@ -120,13 +144,13 @@ def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
                     print(f"model {serving.version} loaded in "
                           f"{time.perf_counter() - started:.1f} s (not in the timings)")
                 for size in args.sizes:
-                    image, instances = nuclei_image(size, seed=size)
+                    image, instances = _latency_image(args.image, size)
                     for task in range(args.tasks):
                         path = f"/data/upload/{variant}-{size}-{task}.png"
                         server.add_png(path, image)
                         obj = instances == (task % int(instances.max())) + 1
                         rows += _one_task(client, project, path, obj, size, variant, task,
-                                          args.clicks)
+                                          args.clicks, args.first)
                         if workdir:
                             cache = app.extensions["label_assistant"]["interactive"].cache
                             probabilities = cache.entries()[-1].probabilities
@@ -141,20 +165,38 @@ def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
             for kind in ("first", "further"):
                 ms = [r["ms"] for r in rows if (r["variant"], r["size"], r["kind"]) ==
                       (variant, size, kind)]
+                part = [r for r in rows if (r["variant"], r["size"]) == (variant, size)]
                 if ms:
-                    summary.append({"variant": variant, "size": size, "interaction": kind,
-                                    "n": len(ms), "median_ms": statistics.median(ms),
-                                    "max_ms": max(ms)})
-    print_table(summary, ["variant", "size", "interaction", "n", "median_ms", "max_ms"])
-    write_results("interactive_latency", rows, {"summary": summary})
+                    summary.append({
+                        "variant": variant, "size": size, "interaction": kind, "n": len(ms),
+                        "median_ms": statistics.median(ms), "max_ms": max(ms),
+                        "methods": ",".join(sorted({str(r["method"]) for r in part
+                                                    if (r["kind"] == "first") ==
+                                                    (kind == "first")})),
+                        "model_runs_per_task": _mean_of(part, "model_runs"),
+                        "model_pixels_per_task": _mean_of(part, "model_pixels")})
+    print_table(summary, ["variant", "size", "interaction", "n", "median_ms", "max_ms",
+                          "methods", "model_runs_per_task", "model_pixels_per_task"])
+    write_results("interactive_latency", rows, {"summary": summary, "image": args.image,
+                                                "first": args.first, "clicks": args.clicks})
     return summary
 
 
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
 def _one_task(client: Any, project: str, path: str, obj: np.ndarray, size: int, variant: str,
-              task: int, n_clicks: int) -> list[dict[str, Any]]:
-    """A box (the first interaction on the task), then simulated corrective clicks."""
+              task: int, n_clicks: int, first: str = "box") -> list[dict[str, Any]]:
+    """A box or a click at the object's centre (the first interaction on the task), then
+    simulated corrective clicks."""
     box = box_of(obj)
-    results = [_context("box", (box.x0, box.y0, box.x1, box.y1), size)]
+    if first == "box":
+        results = [_context("box", (box.x0, box.y0, box.x1, box.y1), size)]
+    else:
+        centre = next_click(np.zeros_like(obj), obj)
+        results = [_context("click", (centre.x, centre.y), size)]
     rows = []
     prediction = np.zeros_like(obj)
     for i in range(n_clicks + 1):
@@ -199,7 +241,7 @@ def objects(args: argparse.Namespace) -> list[tuple[str, str, Path, Path, list[i
     if args.exclude:
         exclude = {line.strip() for line in args.exclude.read_text().splitlines() if line.strip()}
     found = []
-    for name in ("stardist_dsb2018_sample", "dsb2018_stage1_train_subset"):
+    for name in args.datasets:
         root = shared_data(name)
         if root is None:
             print(f"skipping {name}: not in ../shared/data", file=sys.stderr)
@@ -275,7 +317,8 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     print_table(summary, ["dataset", "group", "variant", "objects", "box", "box+1", "box+3",
                           "box+5", "click1", "click3", "click5", "noc85", "noc90",
                           "ms_per_click"])
-    write_results(f"interactive_quality_{'_'.join(args.variants)}", rows, {
+    write_results(f"interactive_quality_{'_'.join(args.variants)}_"
+                  f"{'_'.join(d.split('_')[0] for d in args.datasets)}", rows, {
         "summary": summary, "per_group": args.per_group, "seed": args.seed,
         "excluded": args.exclude.read_text().split() if args.exclude else [], "cap": CAP,
         "model": getattr(serving, "version", None),
@@ -403,11 +446,19 @@ def main() -> int:
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
                         default=[512, 2048])
     parser.add_argument("--tasks", type=int, default=3, help="latency: tasks per size")
+    parser.add_argument("--first", choices=["box", "click"], default="box",
+                        help="latency: the first interaction on a task")
+    parser.add_argument("--image", choices=["synthetic", "dsb"], default="synthetic",
+                        help="latency: synthetic ellipses, or a dark DSB image repeated to "
+                             "the size (one a model trained on dark DSB images knows)")
     parser.add_argument("--clicks", type=int, default=5, help="latency: clicks per task")
     parser.add_argument("--per-group", type=int, default=0,
                         help="quality, windows: a random sample of K objects of each "
                              "experiment group of the DSB subset (0: every object); the "
                              "StarDist sample stays whole")
+    parser.add_argument("--datasets", type=lambda s: s.split(","),
+                        default=["stardist_dsb2018_sample", "dsb2018_stage1_train_subset"],
+                        help="quality, windows: the shared datasets to measure on")
     parser.add_argument("--seed", type=int, default=0, help="seed of --per-group's sample")
     parser.add_argument("--objects-per-image", type=int, default=5,
                         help="windows: objects per image")

@@ -29,7 +29,7 @@ import numpy as np
 CONTEXT = 32
 #: A window the model runs on is at least this many pixels on each side (clipped to the
 #: image), so that the growing windows of one prompt run the model once.
-MIN_SIDE = 128
+MIN_SIDE = 64
 
 
 class ProbabilitySource(Protocol):
