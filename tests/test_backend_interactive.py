@@ -262,3 +262,14 @@ def test_the_smart_tools_add_no_class():
     assert [c.name for c in config.prompt_controls] == ["box", "click", "extreme"]
     assert all(c.smart for c in config.prompt_controls)
     assert config.brush_control.name == "tag"
+
+
+def test_the_warm_up_runs_the_models_domain_check_and_one_small_forward_pass(app, monkeypatch):
+    prelabels = app.extensions["label_assistant"]["predictor"]
+    model = FakeModel()
+    checked = []
+    model.familiar = lambda x: checked.append(x.shape) or True
+    monkeypatch.setattr(prelabels, "serving", lambda project, config: model)
+    FakeModel.runs = 0
+    prelabels.warm_up("1", parse_label_config(SMART_CONFIG))
+    assert checked and FakeModel.runs == 1
