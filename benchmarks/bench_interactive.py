@@ -1,31 +1,45 @@
-"""Interactive labeling (smart tools): latency per interaction, and clicks to quality.
+"""Interactive labeling (smart tools): latency per interaction, clicks to quality, and how
+close the model's windowed probabilities are to the whole image's.
 
 ``latency``: ``/predict`` with a smart tool's context through the real web app (Flask,
 images fetched from a local HTTP server standing in for Label Studio, the RLE answer
 encoded), on 512 x 512 and 2048 x 2048 nucleus-like images: the first interaction on a task
-(fetch, decode, working image, model probabilities when a model serves, segmentation,
-answer) and each further click (the task's cache: segmentation and answer only). Goal:
-first < 1 s, further < 300 ms. With ``--workdir W --project P`` the model-guided path runs
-too (W's project P model version must serve).
+(fetch, decode, working image, with a model: its input and its run on the window the prompt
+reads, segmentation, answer) and each further click (the task's cache: segmentation and
+answer, the model only where a click reads pixels not run yet). Goal: first < 1 s, further
+< 300 ms. With ``--workdir W --project P`` the model-guided path runs too (W's project P
+model version must serve); the model is loaded and warmed up before the timing starts
+(:meth:`~label_assistant.ml_backend.prelabels.Prelabels.warm_up`, as the service does after
+``/setup``), and that time is reported apart.
 
-``quality``: the standard click simulator of interactive-segmentation papers on every
-object of the shared DSB 2018 images (``stardist_dsb2018_sample``,
-``dsb2018_stage1_train_subset``): protocol ``clicks`` (the first click at the object's
-centre, each next one at the centre of the largest error, positive or negative) gives IoU
-after 1, 3, 5 clicks and NoC@85 / NoC@90 (capped at 20); protocol ``box`` (the object's
-tight box, then corrective clicks) gives IoU after the box and after 1, 3, 5 more clicks.
-For GrabCut alone and, with ``--workdir``, model-guided (the model's probabilities of each
-image, through the serving version). ``--every N`` (every N-th image of the DSB subset)
-and ``--max-objects K`` (per image of it) take a documented subset when CPU time is short;
-images a model was trained on are left out with ``--exclude FILE`` (a name a line).
+``quality``: the standard click simulator of interactive-segmentation papers on the objects
+of the shared DSB 2018 images (``stardist_dsb2018_sample``, ``dsb2018_stage1_train_subset``):
+protocol ``clicks`` (the first click at the object's centre, each next one at the centre of
+the largest error, positive or negative) gives IoU after 1, 3, 5 clicks and NoC@85 / NoC@90
+(capped at 20); protocol ``box`` (the object's tight box, then corrective clicks) gives IoU
+after the box and after 1, 3, 5 more clicks. For GrabCut alone and, with ``--workdir``,
+model-guided (the serving version's probabilities read window by window, as the service
+reads them: :meth:`~label_assistant.ml_backend.prelabels.Prelabels.probability_windows`).
+Every object by default; ``--per-group K --seed S``: a seeded random sample of K objects of
+each experiment group of the DSB subset (its manifest's ``group``) when CPU time is short
+(the StarDist sample stays whole). Images a model was trained on are left out with
+``--exclude FILE`` (a name a line). Results per dataset and per group.
+
+``windows``: on images the model knows, each object's box read from a fresh
+:class:`~label_assistant.interactive.probabilities.WindowedProbabilities` (the first
+interaction's model run) against the whole image's tiled probabilities (the pre-label's):
+mean absolute difference of the class probability in the box, share of box pixels whose
+0.5 decision differs, and the time of each.
 
     python benchmarks/bench_interactive.py latency [--workdir W --project 1]
-    python benchmarks/bench_interactive.py quality [--workdir W --project 1] [--every 1]
+    python benchmarks/bench_interactive.py quality [--workdir W --project 1] [--per-group 20]
+    python benchmarks/bench_interactive.py windows --workdir W --project 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -42,6 +56,7 @@ from _common import print_table, shared_data, write_results  # noqa: E402
 from label_assistant.devtools.samples import nuclei_image  # noqa: E402
 from label_assistant.images import read_image  # noqa: E402
 from label_assistant.interactive import Prompt, segment, working_image  # noqa: E402
+from label_assistant.interactive.probabilities import Shifted  # noqa: E402
 from label_assistant.interactive.simulate import (  # noqa: E402
     box_of,
     mask_iou,
@@ -76,6 +91,30 @@ def _context(kind: str, xy: tuple[float, ...], size: int, positive: bool = True
                       "keypointlabels": ["Nucleus"]}}
 
 
+def _latency_image(source: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` image and its instance map: ``synthetic`` (bright ellipses,
+    :func:`~label_assistant.devtools.samples.nuclei_image`) or ``dsb`` (a dark DSB 2018
+    image of the 520 x 696 group, not one a model of the docs was trained on, repeated to
+    the size: a model trained on dark DSB images knows it, so that its path runs)."""
+    if source == "synthetic":
+        return nuclei_image(size, seed=size)
+    root = shared_data("dsb2018_stage1_train_subset")
+    if root is None:
+        raise SystemExit("--image dsb needs ../shared/data/dsb2018_stage1_train_subset")
+    names = sorted(n for n, g in _groups(root).items() if g == "520x696_c1_dark")
+    name = names[-1]
+    image = np.squeeze(read_image(root / "images" / name))
+    labels = np.squeeze(read_image(root / "masks" / name)).astype(np.int32)
+    reps = (-(-size // image.shape[0]), -(-size // image.shape[1]))
+    tiled = np.tile(image, reps)[:size, :size]
+    # each copy's objects get ids of their own
+    copies = np.arange(reps[0] * reps[1]).reshape(reps)
+    offsets = np.kron(copies, np.ones(labels.shape, np.int32))[:size, :size]
+    instances = np.where(np.tile(labels, reps)[:size, :size] > 0,
+                         np.tile(labels, reps)[:size, :size] + offsets * int(labels.max()), 0)
+    return np.ascontiguousarray(tiled), instances
+
+
 def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
     from test_backend_support import ImageServer
 
@@ -92,16 +131,34 @@ def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
             with tempfile.TemporaryDirectory() as tmp:
                 settings = Settings(workdir=Path(workdir or tmp), label_studio_url=server.origin,
                                     device="cpu")
-                client = create_app(settings).test_client()
+                app = create_app(settings)
+                client = app.test_client()
                 project = f"{args.project}.1" if workdir else "1.1"
+                if workdir:  # the service loads the model after /setup, not on a click
+                    from label_assistant.labelstudio.config import parse_label_config
+
+                    prelabels = app.extensions["label_assistant"]["predictor"]
+                    started = time.perf_counter()
+                    prelabels.warm_up(str(args.project), parse_label_config(CONFIG))
+                    serving = prelabels.serving(str(args.project), parse_label_config(CONFIG))
+                    if not hasattr(serving, "model"):
+                        raise SystemExit(f"no model serves project {args.project} in {workdir}")
+                    print(f"model {serving.version} loaded and warmed up in "
+                          f"{time.perf_counter() - started:.1f} s (not in the timings)")
                 for size in args.sizes:
-                    image, instances = nuclei_image(size, seed=size)
+                    image, instances = _latency_image(args.image, size)
                     for task in range(args.tasks):
                         path = f"/data/upload/{variant}-{size}-{task}.png"
                         server.add_png(path, image)
                         obj = instances == (task % int(instances.max())) + 1
                         rows += _one_task(client, project, path, obj, size, variant, task,
-                                          args.clicks)
+                                          args.clicks, args.first)
+                        if workdir:
+                            cache = app.extensions["label_assistant"]["interactive"].cache
+                            probabilities = cache.entries()[-1].probabilities
+                            rows[-1]["model_runs"] = getattr(probabilities, "runs", None)
+                            rows[-1]["model_pixels"] = getattr(probabilities, "pixels_run",
+                                                               None)
     finally:
         server.close()
     summary = []
@@ -110,20 +167,38 @@ def latency(args: argparse.Namespace) -> list[dict[str, Any]]:
             for kind in ("first", "further"):
                 ms = [r["ms"] for r in rows if (r["variant"], r["size"], r["kind"]) ==
                       (variant, size, kind)]
+                part = [r for r in rows if (r["variant"], r["size"]) == (variant, size)]
                 if ms:
-                    summary.append({"variant": variant, "size": size, "interaction": kind,
-                                    "n": len(ms), "median_ms": statistics.median(ms),
-                                    "max_ms": max(ms)})
-    print_table(summary, ["variant", "size", "interaction", "n", "median_ms", "max_ms"])
-    write_results("interactive_latency", rows, {"summary": summary})
+                    summary.append({
+                        "variant": variant, "size": size, "interaction": kind, "n": len(ms),
+                        "median_ms": statistics.median(ms), "max_ms": max(ms),
+                        "methods": ",".join(sorted({str(r["method"]) for r in part
+                                                    if (r["kind"] == "first") ==
+                                                    (kind == "first")})),
+                        "model_runs_per_task": _mean_of(part, "model_runs"),
+                        "model_pixels_per_task": _mean_of(part, "model_pixels")})
+    print_table(summary, ["variant", "size", "interaction", "n", "median_ms", "max_ms",
+                          "methods", "model_runs_per_task", "model_pixels_per_task"])
+    write_results("interactive_latency", rows, {"summary": summary, "image": args.image,
+                                                "first": args.first, "clicks": args.clicks})
     return summary
 
 
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
 def _one_task(client: Any, project: str, path: str, obj: np.ndarray, size: int, variant: str,
-              task: int, n_clicks: int) -> list[dict[str, Any]]:
-    """A box (the first interaction on the task), then simulated corrective clicks."""
+              task: int, n_clicks: int, first: str = "box") -> list[dict[str, Any]]:
+    """A box or a click at the object's centre (the first interaction on the task), then
+    simulated corrective clicks."""
     box = box_of(obj)
-    results = [_context("box", (box.x0, box.y0, box.x1, box.y1), size)]
+    if first == "box":
+        results = [_context("box", (box.x0, box.y0, box.x1, box.y1), size)]
+    else:
+        centre = next_click(np.zeros_like(obj), obj)
+        results = [_context("click", (centre.x, centre.y), size)]
     rows = []
     prediction = np.zeros_like(obj)
     for i in range(n_clicks + 1):
@@ -151,48 +226,78 @@ def _one_task(client: Any, project: str, path: str, obj: np.ndarray, size: int, 
 # --- clicks to quality ---------------------------------------------------------------------
 
 
-def objects(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
+def _groups(root: Path) -> dict[str, str]:
+    """Image file name -> its experiment group (the manifest's ``group``; the dataset's name
+    when its manifest has none)."""
+    manifest = root / "manifest.json"
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    return {Path(im["image_file"]).name: im["group"] for im in data.get("images", [])
+            if "image_file" in im and "group" in im}
+
+
+def objects(args: argparse.Namespace) -> list[tuple[str, str, Path, Path, list[int]]]:
+    """``(dataset, group, image, mask, object ids)`` of each image measured: every object,
+    or with ``--per-group K`` a random sample (seed ``--seed``) of K objects of each group
+    of the DSB subset (the StarDist sample stays whole)."""
     exclude = set()
     if args.exclude:
         exclude = {line.strip() for line in args.exclude.read_text().splitlines() if line.strip()}
     found = []
-    for name in ("stardist_dsb2018_sample", "dsb2018_stage1_train_subset"):
+    for name in args.datasets:
         root = shared_data(name)
         if root is None:
             print(f"skipping {name}: not in ../shared/data", file=sys.stderr)
             continue
-        images = sorted((root / "images").iterdir())
-        for i, image in enumerate(images):
-            if i % args.every == 0 and image.name not in exclude:
-                found.append((name, image, root / "masks" / image.name))
+        groups = _groups(root)
+        images = [p for p in sorted((root / "images").iterdir()) if p.name not in exclude]
+        ids = {p: [int(i) for i in np.unique(read_image(root / "masks" / p.name)) if i]
+               for p in images}
+        if args.per_group and name == "dsb2018_stage1_train_subset":
+            rng = np.random.default_rng(args.seed)
+            for group in sorted({groups.get(p.name, name) for p in images}):
+                pairs = [(p, i) for p in images if groups.get(p.name, name) == group
+                         for i in ids[p]]
+                picked = sorted(rng.choice(len(pairs), min(args.per_group, len(pairs)),
+                                           replace=False))
+                ids_of: dict[Path, list[int]] = {}
+                for k in picked:
+                    ids_of.setdefault(pairs[k][0], []).append(pairs[k][1])
+                found += [(name, group, p, root / "masks" / p.name, chosen)
+                          for p, chosen in ids_of.items()]
+        else:
+            found += [(name, groups.get(p.name, name), p, root / "masks" / p.name, ids[p])
+                      for p in images]
     return found
+
+
+def _serving(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(Prelabels, serving model)`` of ``--workdir``'s project, loaded."""
+    from label_assistant.labelstudio.config import parse_label_config
+    from label_assistant.ml_backend.prelabels import Prelabels
+    from label_assistant.workspace import Workspace
+
+    prelabels = Prelabels(Workspace(args.workdir), device="cpu")
+    serving = prelabels.serving(str(args.project), parse_label_config(CONFIG))
+    if not hasattr(serving, "model"):
+        raise SystemExit(f"no model serves project {args.project} in {args.workdir}")
+    return prelabels, serving
 
 
 def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     serving = None
     if args.workdir:
-        from label_assistant.labelstudio.config import parse_label_config
-        from label_assistant.ml_backend.prelabels import Prelabels
-        from label_assistant.workspace import Workspace
-
-        prelabels = Prelabels(Workspace(args.workdir), device="cpu")
-        serving = prelabels.serving(str(args.project), parse_label_config(CONFIG))
-        if not hasattr(serving, "model"):
-            raise SystemExit(f"no model serves project {args.project} in {args.workdir}")
+        prelabels, serving = _serving(args)
     rows = []
     started = time.perf_counter()
     files = objects(args)
-    for n, (dataset, image_path, mask_path) in enumerate(files):
+    for n, (dataset, group, image_path, mask_path, ids) in enumerate(files):
         image = read_image(image_path)
         truth_map = np.squeeze(read_image(mask_path))
         work = working_image(image)
         variants = [("grabcut", None)] if "grabcut" in args.variants else []
         if serving is not None and "model-guided" in args.variants:
-            variants.append(("model-guided", prelabels.probabilities(image, serving)))
-        ids = [int(i) for i in np.unique(truth_map) if i]
-        if dataset == "dsb2018_stage1_train_subset" and args.max_objects \
-                and len(ids) > args.max_objects:
-            ids = sorted(np.random.default_rng(0).choice(ids, args.max_objects, replace=False))
+            # as the service: one source per image, filled in as the prompts read it
+            variants.append(("model-guided", prelabels.probability_windows(image, serving)))
         for oid in ids:
             # Around the object only (GrabCut's window is bounded anyway): the simulator's
             # distance transforms and the IoU need no more.
@@ -202,19 +307,24 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
             crop = (slice(r0, rows_.max() + pad + 1), slice(c0, cols_.max() + pad + 1))
             truth = truth_map[crop] == oid
             for variant, probabilities in variants:
-                p = None if probabilities is None else probabilities[(slice(None), *crop)]
-                rows.append({"dataset": dataset, "image": image_path.name, "object": oid,
-                             "variant": variant, "pixels": int(truth.sum()),
+                p = None if probabilities is None else Shifted(probabilities, r0, c0,
+                                                               truth.shape)
+                rows.append({"dataset": dataset, "group": group, "image": image_path.name,
+                             "object": oid, "variant": variant, "pixels": int(truth.sum()),
+                             "model_sees_image": probabilities is not None,
                              **_simulate(np.ascontiguousarray(work[crop]), truth, p)})
         print(f"{n + 1}/{len(files)} {image_path.name[:16]}: {len(ids)} objects, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     summary = summarize(rows)
-    print_table(summary, ["dataset", "variant", "objects", "box", "box+1", "box+3", "box+5",
-                          "click1", "click3", "click5", "noc85", "noc90", "ms_per_click"])
-    write_results(f"interactive_quality_{'_'.join(args.variants)}", rows, {
-        "summary": summary, "every": args.every, "max_objects": args.max_objects,
+    print_table(summary, ["dataset", "group", "variant", "objects", "box", "box+1", "box+3",
+                          "box+5", "click1", "click3", "click5", "noc85", "noc90",
+                          "ms_per_click"])
+    write_results(f"interactive_quality_{'_'.join(args.variants)}_"
+                  f"{'_'.join(d.split('_')[0] for d in args.datasets)}", rows, {
+        "summary": summary, "per_group": args.per_group, "seed": args.seed,
         "excluded": args.exclude.read_text().split() if args.exclude else [], "cap": CAP,
-        "model": getattr(serving, "version", None)})
+        "model": getattr(serving, "version", None),
+        "seconds": time.perf_counter() - started})
     return summary
 
 
@@ -253,18 +363,25 @@ def _simulate(work: np.ndarray, truth: np.ndarray, probabilities: np.ndarray | N
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means per dataset and variant, per experiment group (where a dataset has several),
+    and over all objects."""
     def at(values: list[float], i: int) -> float:
         return values[i] if i < len(values) else values[-1]
 
+    parts: list[tuple[str, str, list[dict[str, Any]]]] = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        parts.append((dataset, "all", [r for r in rows if r["dataset"] == dataset]))
+        groups = sorted({r["group"] for r in rows if r["dataset"] == dataset})
+        if len(groups) > 1:
+            parts += [(dataset, g, [r for r in rows if (r["dataset"], r["group"]) ==
+                                    (dataset, g)]) for g in groups]
+    parts.append(("all", "all", rows))
     summary = []
-    for dataset in sorted({r["dataset"] for r in rows}) + ["all"]:
-        for variant in sorted({r["variant"] for r in rows}):
-            part = [r for r in rows if r["variant"] == variant and dataset in ("all",
-                                                                                 r["dataset"])]
-            if not part:
-                continue
+    for dataset, group, chosen in parts:
+        for variant in sorted({r["variant"] for r in chosen}):
+            part = [r for r in chosen if r["variant"] == variant]
             summary.append({
-                "dataset": dataset, "variant": variant, "objects": len(part),
+                "dataset": dataset, "group": group, "variant": variant, "objects": len(part),
                 "box": np.mean([r["box"] for r in part]),
                 **{f"box+{k}": np.mean([at(r["box_clicks"], k - 1) for r in part])
                    for k in (1, 3, 5)},
@@ -277,20 +394,76 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for s in summary]
 
 
+# --- windowed probabilities against the whole image's -------------------------------------
+
+
+def windows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from label_assistant.interactive.simulate import box_of as tight_box
+
+    prelabels, serving = _serving(args)
+    rows = []
+    for dataset, group, image_path, mask_path, ids in objects(args):
+        image = read_image(image_path)
+        truth_map = np.squeeze(read_image(mask_path))
+        x = serving.model_input(image)
+        if not serving.familiar(x):
+            continue
+        started = time.perf_counter()
+        whole = serving.predict(x).probabilities[1]
+        whole_ms = 1000 * (time.perf_counter() - started)
+        for oid in ids[:args.objects_per_image]:
+            box = tight_box(truth_map == oid)
+            r0, r1, c0, c1 = box.pixels(truth_map.shape)
+            source = prelabels.probability_windows(image, serving)
+            started = time.perf_counter()
+            part = source.read(r0, r1, c0, c1)[1]
+            window_ms = 1000 * (time.perf_counter() - started)
+            reference = whole[r0:r1, c0:c1]
+            rows.append({"dataset": dataset, "group": group, "image": image_path.name,
+                         "object": oid, "box_pixels": int(part.size),
+                         "mean_abs_diff": float(np.abs(part - reference).mean()),
+                         "decision_differs": float(((part >= 0.5) != (reference >= 0.5))
+                                                   .mean()),
+                         "window_ms": window_ms, "window_pixels": source.pixels_run,
+                         "whole_ms": whole_ms, "image_pixels": int(truth_map.size)})
+    summary = [{"objects": len(rows),
+                "images": len({r["image"] for r in rows}),
+                **{k: float(np.mean([r[k] for r in rows])) for k in
+                   ("mean_abs_diff", "decision_differs", "window_ms", "whole_ms",
+                    "window_pixels", "image_pixels")},
+                "max_decision_differs": float(max(r["decision_differs"] for r in rows))}] \
+        if rows else []
+    print_table(summary, list(summary[0]) if summary else ["objects"])
+    write_results("interactive_windows", rows, {"summary": summary,
+                                                "model": serving.version})
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["latency", "quality"])
+    parser.add_argument("what", choices=["latency", "quality", "windows"])
     parser.add_argument("--workdir", type=Path, default=None,
                         help="a work directory whose project --project has a serving model")
     parser.add_argument("--project", default="1")
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")],
                         default=[512, 2048])
     parser.add_argument("--tasks", type=int, default=3, help="latency: tasks per size")
+    parser.add_argument("--first", choices=["box", "click"], default="box",
+                        help="latency: the first interaction on a task")
+    parser.add_argument("--image", choices=["synthetic", "dsb"], default="synthetic",
+                        help="latency: synthetic ellipses, or a dark DSB image repeated to "
+                             "the size (one a model trained on dark DSB images knows)")
     parser.add_argument("--clicks", type=int, default=5, help="latency: clicks per task")
-    parser.add_argument("--every", type=int, default=1, help="quality: every N-th image")
-    parser.add_argument("--max-objects", type=int, default=0,
-                        help="quality: at most K objects per image of the DSB subset (a "
-                             "seeded sample; 0: all); the StarDist sample is always whole")
+    parser.add_argument("--per-group", type=int, default=0,
+                        help="quality, windows: a random sample of K objects of each "
+                             "experiment group of the DSB subset (0: every object); the "
+                             "StarDist sample stays whole")
+    parser.add_argument("--datasets", type=lambda s: s.split(","),
+                        default=["stardist_dsb2018_sample", "dsb2018_stage1_train_subset"],
+                        help="quality, windows: the shared datasets to measure on")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --per-group's sample")
+    parser.add_argument("--objects-per-image", type=int, default=5,
+                        help="windows: objects per image")
     parser.add_argument("--exclude", type=Path, default=None,
                         help="quality: file of image names to leave out (a model's training "
                              "images)")
@@ -298,7 +471,7 @@ def main() -> int:
                         default=["grabcut", "model-guided"],
                         help="quality: grabcut, model-guided (needs --workdir), or both")
     args = parser.parse_args()
-    (latency if args.what == "latency" else quality)(args)
+    {"latency": latency, "quality": quality, "windows": windows}[args.what](args)
     return 0
 
 

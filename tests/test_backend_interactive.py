@@ -4,6 +4,8 @@ the per-task cache (one fetch, one model run per task), its bound, the origin ru
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from test_backend_support import ImageServer, data_url, png_bytes
@@ -127,21 +129,25 @@ def test_the_task_image_is_fetched_once_and_reused(app, monkeypatch):
 
 
 class FakeModel:
-    """A serving model as Prelabels.serving gives one (a Predictor's interface): its
-    probabilities see the target only."""
+    """A serving model as Prelabels.serving gives one (a Predictor's interface): its model
+    input is the target itself, so its probabilities see the target only, in any crop."""
 
     version = "v0001"
     model = object()
+    class_names = ["Background", "Cell"]
     runs = 0
+    pixels = 0
 
     def model_input(self, image):
-        return image
+        return np.where(TARGET, 0.95, 0.05).astype(np.float32)[None]
 
-    def label_map(self, x):
+    def familiar(self, x):
+        return True
+
+    def predict(self, crop):
         FakeModel.runs += 1
-        p = np.where(TARGET, 0.95, 0.05).astype(np.float32)
-        probabilities = np.stack([1 - p, p])
-        return probabilities.argmax(0).astype(np.uint8), probabilities.max(0), probabilities
+        FakeModel.pixels += crop.shape[1] * crop.shape[2]
+        return SimpleNamespace(probabilities=np.concatenate([1 - crop, crop]))
 
 
 def test_model_guided_with_the_serving_models_probabilities_run_once(app, monkeypatch):
@@ -157,7 +163,29 @@ def test_model_guided_with_the_serving_models_probabilities_run_once(app, monkey
     assert click.json["results"][0]["method"] == "model-object"
     assert iou(mask_of(click.json), TARGET) >= 0.95
     client.post("/predict", json=body([point(52, 41)], task_id=3))
-    assert FakeModel.runs == 1  # one image, one version: the probabilities are cached
+    # one image, one version: the box's window covered this small image, the clicks reuse it
+    assert FakeModel.runs == 1
+
+
+def test_model_guided_on_a_large_image_runs_the_model_near_the_prompt(app, monkeypatch):
+    big = np.zeros((1024, 1024), np.uint8)
+    big[:H, :W] = IMAGE
+    prelabels = app.extensions["label_assistant"]["predictor"]
+    model = FakeModel()
+    model.model_input = lambda image: np.pad(FakeModel.model_input(model, image),
+                                             ((0, 0), (0, 1024 - H), (0, 1024 - W)))
+    monkeypatch.setattr(prelabels, "serving", lambda project, config: model)
+    FakeModel.runs = FakeModel.pixels = 0
+    client = app.test_client()
+    url = data_url(png_bytes(big))
+    size = {"original_width": 1024, "original_height": 1024}
+    answer = client.post("/predict", json=body([{**point(50 * W / 1024, 40 * H / 1024),
+                                                 **size}], image=url))
+    assert answer.json["results"][0]["method"] == "model-object"
+    assert FakeModel.runs == 1 and FakeModel.pixels <= (128 + 2 * 32) ** 2  # one window
+    (entry,) = app.extensions["label_assistant"]["interactive"].cache.entries()
+    # the cache counts the whole probability array from the start: its bound holds
+    assert entry.nbytes >= 2 * 4 * 1024 * 1024
 
 
 def test_the_cache_is_bounded_in_bytes():
@@ -234,3 +262,14 @@ def test_the_smart_tools_add_no_class():
     assert [c.name for c in config.prompt_controls] == ["box", "click", "extreme"]
     assert all(c.smart for c in config.prompt_controls)
     assert config.brush_control.name == "tag"
+
+
+def test_the_warm_up_runs_the_models_domain_check_and_one_small_forward_pass(app, monkeypatch):
+    prelabels = app.extensions["label_assistant"]["predictor"]
+    model = FakeModel()
+    checked = []
+    model.familiar = lambda x: checked.append(x.shape) or True
+    monkeypatch.setattr(prelabels, "serving", lambda project, config: model)
+    FakeModel.runs = 0
+    prelabels.warm_up("1", parse_label_config(SMART_CONFIG))
+    assert checked and FakeModel.runs == 1

@@ -18,6 +18,12 @@ from label_assistant.interactive import (
     segment,
     working_image,
 )
+from label_assistant.interactive.probabilities import (
+    ArrayProbabilities,
+    Shifted,
+    WindowedProbabilities,
+    as_source,
+)
 from label_assistant.interactive.simulate import (
     box_of,
     extreme_points_of,
@@ -161,3 +167,93 @@ def test_click_simulator_goes_to_the_centre_of_the_largest_error():
     assert next_click(truth, truth) is None
     assert noc([0.5, 0.86, 0.95], 0.85) == 2
     assert noc([0.5, 0.6], 0.9, cap=20) == 20
+
+
+# --- probabilities read window by window ---------------------------------------------------
+
+
+class PointwiseModel:
+    """A 'model' whose output at a pixel depends on that pixel only (so a crop's output equals
+    the whole image's there); it records the crops it ran on."""
+
+    def __init__(self):
+        self.crops = []
+
+    def __call__(self, crop):
+        self.crops.append(crop.shape)
+        p = np.clip(crop[0], 0.0, 1.0).astype(np.float32)
+        return np.stack([1 - p, p])
+
+
+def model_input_of(mask):
+    return np.where(mask, 0.9, 0.1).astype(np.float32)[None]
+
+
+def test_windowed_probabilities_run_the_model_once_per_window():
+    target = ellipse((1024, 1024), 500, 400, 20, 30)
+    x = model_input_of(target)
+    model = PointwiseModel()
+    source = WindowedProbabilities(x, model, classes=2, context=16, min_side=64)
+    assert source.nbytes == x.nbytes + 1024 * 1024 + 2 * 4 * 1024 * 1024  # full size at once
+    part = source.read(490, 510, 380, 420)
+    assert part.shape == (2, 20, 40)
+    np.testing.assert_allclose(part[1], x[0, 490:510, 380:420])
+    # the window grew to 64 pixels, with 16 of context on each side: one 96 x 96 crop
+    assert model.crops == [(1, 96, 96)] and source.known.sum() == 64 * 64
+    source.read(480, 530, 370, 430)  # inside what is known: no run
+    assert source.runs == 1
+    source.read(480, 600, 370, 430)  # only the missing rows run
+    assert source.runs == 2 and source.known[480:600, 370:430].all()
+    assert source.pixels_run < 0.05 * 1024 * 1024  # two small crops
+    known = source.known.copy()
+    everything = source.read(0, 1024, 0, 1024)[1]  # the rest in one run
+    assert source.runs == 3 and source.known.all()
+    np.testing.assert_allclose(everything, x[0])
+    assert np.array_equal(everything[known], part[1].base[1][known])  # kept, not rerun
+    edge = WindowedProbabilities(x, PointwiseModel(), classes=2, context=16, min_side=64)
+    assert edge.read(0, 3, 1020, 1024).shape == (2, 3, 4)  # at the image's corner
+    assert edge.known[:64, -64:].all() and edge.known.sum() == 64 * 64
+
+
+def test_windowed_probabilities_check_the_models_answer():
+    source = WindowedProbabilities(np.zeros((1, 50, 50), np.float32),
+                                   lambda crop: np.zeros((3, 5, 5), np.float32), classes=2)
+    with pytest.raises(ValueError, match="shape"):
+        source.read(0, 10, 0, 10)
+
+
+def test_a_box_and_a_click_on_a_large_image_run_the_model_near_them_only():
+    image, target, _ = scene(size=2048, noise=25)
+    work = working_image(image)
+    x = model_input_of(target)
+    whole = probabilities_of(target)
+    box = box_of(target)
+    model = PointwiseModel()
+    source = WindowedProbabilities(x, model, classes=2)
+    found = box_to_mask(work, box, source)
+    assert found.method == "grabcut+model"
+    # the box's probabilities scaled down alone, not within the crop: nearly the same mask
+    assert mask_iou(found.mask, box_to_mask(work, box, whole).mask) >= 0.98
+    assert mask_iou(found.mask, target) >= 0.9
+    height, width = box.height + 2 * 32, box.width + 2 * 32  # the box, its context
+    assert model.crops == [(1, height, width)]
+    click = Click(0.45 * 2048, 0.40 * 2048)
+    clicked = WindowedProbabilities(x, PointwiseModel(), classes=2)
+    modelled = clicks_to_mask(work, [click], clicked)
+    assert modelled.method == "model-object"
+    assert np.array_equal(modelled.mask, clicks_to_mask(work, [click], whole).mask)
+    # this large object grows out of windows of 49 (in the first 64), 97, 193, 385 and 769
+    # pixels: the model ran on each (with its context), under a quarter of the image in all
+    assert clicked.runs == 5 and clicked.pixels_run < 1.5 * (769 + 64) ** 2 < 2048 ** 2 / 4
+    with pytest.raises(PromptError):
+        box_to_mask(work, box, source, cls=2)
+
+
+def test_a_shifted_source_reads_the_larger_images_pixels():
+    x = np.random.default_rng(0).random((1, 300, 300)).astype(np.float32)
+    source = WindowedProbabilities(x, PointwiseModel(), classes=2)
+    shifted = Shifted(source, 100, 50, (40, 60))
+    assert shifted.shape == (40, 60) and shifted.classes == 2
+    np.testing.assert_allclose(shifted.read(0, 40, 0, 60)[1], x[0, 100:140, 50:110])
+    assert isinstance(as_source(np.zeros((2, 4, 4))), ArrayProbabilities)
+    assert as_source(None) is None and as_source(source) is source

@@ -4,8 +4,12 @@ Pure numpy/OpenCV, no I/O (the web side is :mod:`label_assistant.ml_backend.inte
 Label Studio's format :mod:`label_assistant.labelstudio.context`):
 
 - :mod:`.prompts`: :class:`Box`, :class:`Click`, :class:`Prompt` in image pixels;
+- :mod:`.probabilities`: a model's class probabilities read window by window
+  (:class:`~.probabilities.WindowedProbabilities` runs the model only on the windows read,
+  given a way to run it on a crop);
 - :mod:`.segment`: :func:`working_image` (made once per image), :func:`box_to_mask`
-  (GrabCut on a bounded crop, model-guided when class probabilities are given),
+  (GrabCut on a bounded crop, model-guided when class probabilities are given: it reads
+  those of the box only),
   :func:`clicks_to_mask` (definite foreground/background clicks, recomputed from all of
   them; one click: the model's object or a grown region), :func:`extreme_points_to_mask`,
   and :func:`segment`, which picks one of them for a :class:`Prompt`;

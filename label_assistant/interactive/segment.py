@@ -4,7 +4,8 @@
   channel stretched between its percentiles, as the model sees it; grey repeated). Made once
   per image (the service caches it).
 - :func:`box_to_mask`: a first guess inside the box (with ``probabilities``, the model's
-  ``(K+1, H, W)``: class probability >= 0.5; else :func:`intensity_guess`: the side of an
+  ``(K+1, H, W)`` array or a source read by window (:mod:`.probabilities`; only the box's
+  pixels are read): class probability >= 0.5; else :func:`intensity_guess`: the side of an
   Otsu threshold that touches the box's border less) starts GrabCut: probable foreground /
   background inside the box, definite background in a margin around it. When GrabCut's
   result overlaps the guess (and the clicks) by less than :data:`KEEP_GUESS` it lost the
@@ -16,7 +17,8 @@
   a negative click on a blob that touches the object (same colour: GrabCut alone keeps it)
   also removes that blob. Without a box, the first positive click gives
   :func:`object_under_click`: the model's connected object under the click when
-  probabilities are given and it sees the class there, else :func:`grow_region` (the click's
+  probabilities are given and it sees the class there (read in the windows of the region's
+  growth, 49 pixels first), else :func:`grow_region` (the click's
   side of a local Otsu threshold, grown until it stops at the window's edge, touching blobs
   split as Otsu's pre-labels split them). Alone it is the answer; with more clicks its box,
   widened to the positive clicks, goes to :func:`box_to_mask` with all the clicks.
@@ -38,6 +40,7 @@ from scipy import ndimage as ndi
 
 from label_assistant.assist.pre import split_touching
 from label_assistant.images import normalize_for_model
+from label_assistant.interactive.probabilities import ProbabilitySource, as_source
 from label_assistant.interactive.prompts import (
     Box,
     Click,
@@ -73,6 +76,10 @@ MAX_GROW = 512
 MAX_SPLIT = 128 * 128
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+
+#: A model's class probabilities: a ``(K+1, H, W)`` array, a source read window by window
+#: (:mod:`.probabilities`: the model runs only where a prompt reads), or None.
+Probabilities = np.ndarray | ProbabilitySource | None
 
 
 @dataclass(frozen=True)
@@ -160,20 +167,22 @@ def working_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, 0, -1))
 
 
-def class_probability(probabilities: np.ndarray | None, cls: int) -> np.ndarray | None:
-    """The ``(H, W)`` probability of class ``cls`` (1..K), or None without probabilities."""
-    if probabilities is None:
+def class_source(probabilities: Probabilities, cls: int) -> ProbabilitySource | None:
+    """The probabilities as a source (:func:`~.probabilities.as_source`) after checking that
+    class ``cls`` (1..K) is one of them; None without probabilities."""
+    source = as_source(probabilities)
+    if source is None:
         return None
-    if not 1 <= cls < probabilities.shape[0]:
+    if not 1 <= cls < source.classes:
         raise PromptError(f"class {cls} is not among the model's classes "
-                          f"1..{probabilities.shape[0] - 1}")
-    return probabilities[cls]
+                          f"1..{source.classes - 1}")
+    return source
 
 
 # --- the prompts ------------------------------------------------------------------------
 
 
-def segment(work: np.ndarray, prompt: Prompt, probabilities: np.ndarray | None = None,
+def segment(work: np.ndarray, prompt: Prompt, probabilities: Probabilities = None,
             cls: int = 1, *, max_side: int = MAX_SIDE,
             iterations: int = ITERATIONS) -> Segmentation:
     """The object a prompt points at: extreme points, else a box, else clicks."""
@@ -188,7 +197,7 @@ def segment(work: np.ndarray, prompt: Prompt, probabilities: np.ndarray | None =
                           iterations=iterations)
 
 
-def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = None,
+def box_to_mask(work: np.ndarray, box: Box, probabilities: Probabilities = None,
                 cls: int = 1, *, clicks: tuple[Click, ...] = (), max_side: int = MAX_SIDE,
                 iterations: int = ITERATIONS, guess: np.ndarray | None = None
                 ) -> Segmentation:
@@ -208,12 +217,16 @@ def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = N
     (br0, bc0), (br1, bc1) = window.point(c0, r0), window.point(c1 - 1, r1 - 1)
     inside = (slice(br0, br1 + 1), slice(bc0, bc1 + 1))
     crop = window.crop(work)
-    p = class_probability(probabilities, cls)
+    source = class_source(probabilities, cls)
     if guess is not None:
         first, method = window.crop(guess.astype(np.uint8), cv2.INTER_NEAREST)[inside] > 0, \
             "grabcut"
-    elif p is not None:
-        first, method = window.crop(p, cv2.INTER_LINEAR)[inside] >= 0.5, "grabcut+model"
+    elif source is not None:  # the model runs on the box's pixels only (a lazy source)
+        part = source.read(r0, r1, c0, c1)[cls]
+        size = (bc1 + 1 - bc0, br1 + 1 - br0)
+        if part.shape[::-1] != size:
+            part = cv2.resize(part, size, interpolation=cv2.INTER_LINEAR)
+        first, method = part >= 0.5, "grabcut+model"
     else:
         first, method = intensity_guess(crop[inside]), "grabcut"
     if first.any() and not first.all():
@@ -237,7 +250,7 @@ def box_to_mask(work: np.ndarray, box: Box, probabilities: np.ndarray | None = N
 
 
 def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
-                   probabilities: np.ndarray | None = None, cls: int = 1, *,
+                   probabilities: Probabilities = None, cls: int = 1, *,
                    max_side: int = MAX_SIDE, iterations: int = ITERATIONS) -> Segmentation:
     """The object the clicks point at (no box): the first positive click gives
     :func:`object_under_click`, alone the answer; with more clicks, that region's box widened
@@ -268,7 +281,7 @@ def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
 
 
 def extreme_points_to_mask(work: np.ndarray, points: tuple[Click, ...] | list[Click],
-                           probabilities: np.ndarray | None = None, cls: int = 1, *,
+                           probabilities: Probabilities = None, cls: int = 1, *,
                            clicks: tuple[Click, ...] = (), max_side: int = MAX_SIDE,
                            iterations: int = ITERATIONS) -> Segmentation:
     """Four extreme points (DEXTR's input): their box, the points as definite foreground."""
@@ -283,14 +296,15 @@ def extreme_points_to_mask(work: np.ndarray, points: tuple[Click, ...] | list[Cl
 
 
 def object_under_click(work: np.ndarray, click: Click,
-                       probabilities: np.ndarray | None = None, cls: int = 1) -> Segmentation:
+                       probabilities: Probabilities = None, cls: int = 1) -> Segmentation:
     """The model's connected object of class ``cls`` under the click (probability >= 0.5),
     or, without probabilities or where the model sees no such object, :func:`grow_region`."""
     shape = work.shape[:2]
-    p = class_probability(probabilities, cls)
+    source = class_source(probabilities, cls)
     row, col = click.pixel(shape)
-    if p is not None and p[row, col] >= 0.5:
-        mask = _grown(shape, (row, col), lambda window: p[window] >= 0.5)
+    if source is not None and source.read(row, row + 1, col, col + 1)[cls, 0, 0] >= 0.5:
+        mask = _grown(shape, (row, col), lambda window: source.read(
+            window[0].start, window[0].stop, window[1].start, window[1].stop)[cls] >= 0.5)
         return Segmentation(mask, "model-object")
     return Segmentation(grow_region(work, click), "region-grow")
 

@@ -9,10 +9,14 @@ For a ``/predict`` with ``params.context`` (Label Studio's smart tools,
    model) and the task's image through the project's fetcher (its origin and token rules);
 3. per task and version, computes once what every further click reuses: the GrabCut working
    image (:func:`~label_assistant.interactive.working_image`) and, when a model serves, its
-   class probabilities (:meth:`.prelabels.Prelabels.probabilities`). They are kept in a
-   :class:`TaskCache`, an LRU bounded in bytes (``LA_INTERACTIVE_CACHE_BYTES``) shared by the
-   threads of a web process; an entry older than ``LA_IMAGE_CACHE_TTL`` is made again (the
-   image is fetched again, so a changed image is seen);
+   model input and the class probabilities computed so far
+   (:meth:`.prelabels.Prelabels.probability_windows`: the model runs only on the windows
+   the prompts read, a box or a window around a click, never the whole image, and each
+   window once). They are kept in a :class:`TaskCache`, an LRU bounded in bytes
+   (``LA_INTERACTIVE_CACHE_BYTES``; an entry counts its full-size probability array from
+   the start) shared by the threads of a web process; an entry older than
+   ``LA_IMAGE_CACHE_TTL`` is made again (the image is fetched again, so a changed image is
+   seen);
 4. segments (:func:`~label_assistant.interactive.segment`; model-guided when there are
    probabilities) and answers one ``brushlabels`` result for that object, labelled with the
    smart tool's label.
@@ -52,10 +56,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskImage:
-    """What a task's interactions reuse: the working image and the model's probabilities."""
+    """What a task's interactions reuse: the working image and the model's probabilities
+    (an array, or a :class:`~label_assistant.interactive.probabilities.WindowedProbabilities`
+    filled in as prompts read it; None when Otsu serves)."""
 
     work: np.ndarray  # uint8 (H, W, 3)
-    probabilities: np.ndarray | None  # float32 (K+1, H, W), None when Otsu serves
+    probabilities: Any  # a ProbabilitySource with nbytes, or None
     made: float  # time.monotonic() when made
 
     @property
@@ -108,6 +114,11 @@ class TaskCache:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+    def entries(self) -> list[TaskImage]:
+        """The entries, least recently used first."""
+        with self._lock:
+            return list(self._entries.values())
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -193,7 +204,7 @@ class Interactive:
         if entry is None:
             image = fetcher.fetch_image(url).image
             entry = TaskImage(working_image(image),
-                              self.prelabels.probabilities(image, serving), time.monotonic())
+                              self.prelabels.probability_windows(image, serving), time.monotonic())
             self.cache.put(key, entry)
         return entry
 

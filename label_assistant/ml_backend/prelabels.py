@@ -93,19 +93,40 @@ class Prelabels:
             return self.otsu
 
     def warm_up(self, project: str, config: LabelConfig) -> None:
-        """Load the project's model now (run in a background thread after /setup)."""
+        """Load the project's model now (run in a background thread after /setup), and run
+        its domain check and one forward pass on a small blank image once: the first
+        interactive call would otherwise pay for their first run (the domain check's imports
+        alone: about 3 s on our 2-core CPU)."""
         try:
-            self.serving(project, config)
+            serving = self.serving(project, config)
+            if hasattr(serving, "model"):
+                x = serving.model_input(np.zeros((64, 64), np.float32))
+                serving.familiar(x)
+                with self._slots:
+                    serving.predict(x)
         except Exception:  # a warm-up must never take the process down
             log.exception("warm-up of project %s failed", project)
 
-    def probabilities(self, image: np.ndarray, serving: Any) -> np.ndarray | None:
-        """The serving model's class probabilities (float32 ``(K+1, H, W)``) of an image as
-        read, taking a turn like :meth:`predict_task`; None when Otsu serves."""
+    def probability_windows(self, image: np.ndarray, serving: Any) -> Any:
+        """The serving model's class probabilities of an image as read, computed only on the
+        windows an interactive prompt reads
+        (:class:`~label_assistant.interactive.probabilities.WindowedProbabilities`; each
+        window's run takes a turn like :meth:`predict_task`, through the version's
+        ``predict``); None when Otsu serves or the version does not know images like this one
+        (its pre-label is Otsu's then, see ``Predictor.familiar``)."""
         if not hasattr(serving, "model"):
             return None
-        with self._slots:
-            return serving.label_map(serving.model_input(image))[2]
+        from label_assistant.interactive.probabilities import WindowedProbabilities
+
+        x = serving.model_input(image)
+        if not serving.familiar(x):
+            return None
+
+        def predict(crop: np.ndarray) -> np.ndarray:
+            with self._slots:
+                return serving.predict(crop).probabilities
+
+        return WindowedProbabilities(x, predict, len(serving.class_names))
 
     def predict(self, tasks: list[dict[str, Any]], config: LabelConfig, fetcher: Any,
                 project: str | None, errors: list[dict[str, Any]] | None = None
