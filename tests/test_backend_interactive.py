@@ -167,6 +167,19 @@ def test_model_guided_with_the_serving_models_probabilities_run_once(app, monkey
     assert FakeModel.runs == 1
 
 
+def test_a_model_that_fails_during_a_click_leaves_grabcut_to_answer(app, monkeypatch):
+    class Broken(FakeModel):
+        def predict(self, crop):
+            raise RuntimeError("out of memory")
+
+    prelabels = app.extensions["label_assistant"]["predictor"]
+    monkeypatch.setattr(prelabels, "serving", lambda project, config: Broken())
+    answer = app.test_client().post("/predict", json=body([rect(20, 18, 80, 62)], task_id=9))
+    assert answer.status_code == 200
+    assert answer.json["results"][0]["method"] == "grabcut"
+    assert iou(mask_of(answer.json), TARGET) >= 0.8
+
+
 def test_model_guided_on_a_large_image_runs_the_model_near_the_prompt(app, monkeypatch):
     big = np.zeros((1024, 1024), np.uint8)
     big[:H, :W] = IMAGE

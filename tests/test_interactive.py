@@ -20,6 +20,7 @@ from label_assistant.interactive import (
 )
 from label_assistant.interactive.probabilities import (
     ArrayProbabilities,
+    ModelRunError,
     Shifted,
     WindowedProbabilities,
     as_source,
@@ -218,8 +219,15 @@ def test_windowed_probabilities_run_the_model_once_per_window():
 def test_windowed_probabilities_check_the_models_answer():
     source = WindowedProbabilities(np.zeros((1, 50, 50), np.float32),
                                    lambda crop: np.zeros((3, 5, 5), np.float32), classes=2)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ModelRunError, match="shape"):
         source.read(0, 10, 0, 10)
+
+    def broken(crop):
+        raise RuntimeError("CUDA out of memory")
+
+    failing = WindowedProbabilities(np.zeros((1, 50, 50), np.float32), broken, classes=2)
+    with pytest.raises(ModelRunError, match="RuntimeError: CUDA out of memory"):
+        failing.read(0, 10, 0, 10)
 
 
 def test_a_box_and_a_click_on_a_large_image_run_the_model_near_them_only():

@@ -32,6 +32,10 @@ CONTEXT = 32
 MIN_SIDE = 64
 
 
+class ModelRunError(RuntimeError):
+    """The model failed on a window (it raised, or gave an answer of the wrong shape)."""
+
+
 class ProbabilitySource(Protocol):
     """Class probabilities of one image, read by window."""
 
@@ -132,11 +136,15 @@ class WindowedProbabilities:
         a0, a1 = max(0, r0 - self.context), min(height, r1 + self.context)
         b0, b1 = max(0, c0 - self.context), min(width, c1 + self.context)
         crop = np.ascontiguousarray(self.x[:, a0:a1, b0:b1])
-        probabilities = np.asarray(self.predict(crop), dtype=np.float32)
+        try:
+            probabilities = np.asarray(self.predict(crop), dtype=np.float32)
+        except Exception as error:  # whatever the model raises, the caller needs one kind
+            raise ModelRunError(f"the model failed on a {a1 - a0}x{b1 - b0} window: "
+                                f"{type(error).__name__}: {error}") from error
         expected = (self._classes, a1 - a0, b1 - b0)
         if probabilities.shape != expected:
-            raise ValueError(f"the model gave probabilities of shape {probabilities.shape} for "
-                             f"a crop that needs {expected}")
+            raise ModelRunError(f"the model gave probabilities of shape "
+                                f"{probabilities.shape} for a crop that needs {expected}")
         self.runs += 1
         self.pixels_run += (a1 - a0) * (b1 - b0)
         inner = probabilities[:, r0 - a0:r1 - a0, c0 - b0:c1 - b0]

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from label_assistant.interactive import Box, Prompt, PromptError, segment, working_image
+from label_assistant.interactive.probabilities import ModelRunError
 from label_assistant.labelmap import UNLABELED
 from label_assistant.labelstudio.annotations import label_map_to_results
 from label_assistant.labelstudio.config import LabelConfig
@@ -185,6 +186,9 @@ class Interactive:
             found = segment(entry.work, prompt, entry.probabilities, parsed.cls)
         except PromptError as error:
             raise ContextError(str(error), 422) from None
+        except ModelRunError as error:  # the annotator still gets GrabCut's answer
+            log.error("project %s task %s: %s; GrabCut alone answers", project, task_id, error)
+            found = segment(entry.work, prompt, None, parsed.cls)
         if found.empty:
             return _empty(version, found.reason or "no object found")
         label_map = np.full((height, width), UNLABELED, np.uint8)
