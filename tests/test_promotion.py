@@ -128,3 +128,32 @@ def test_a_gain_that_could_be_chance_does_not_promote():
     assert gain_interval(blocks["clearly"], blocks["champion"]) == large.gain_interval  # seeded
     same = gain_interval(blocks["champion"], blocks["champion"])
     assert same == (0.0, 0.0)
+
+
+def test_two_annotations_are_held_out_from_six():
+    from label_assistant.model.promotion import MIN_ANNOTATIONS_TO_HOLD_OUT_TWO
+
+    for n in range(MIN_ANNOTATIONS_TO_HOLD_OUT_TWO, 12):
+        keys = [f"task-{i}" for i in range(n)]
+        assert len(validation_keys(keys, 0.2)) >= 2
+    assert len(validation_keys([f"task-{i}" for i in range(5)], 0.2)) >= 1
+
+
+def test_a_gain_on_one_image_must_hold_on_the_others():
+    from label_assistant.model.promotion import block_confusions, block_images, gain_interval
+
+    truth_a, champion_a = _maps(4, 6000)
+    _, candidate_a = _maps(5, 500)  # much better on image A
+    truth_b, champion_b = _maps(6, 500)
+    _, candidate_b = _maps(7, 1500)  # worse on image B
+    truths = [truth_a, truth_b]
+    mine = block_confusions(truths, [candidate_a, candidate_b], 1)
+    theirs = block_confusions(truths, [champion_a, champion_b], 1)
+    images = block_images(truths)
+    assert images.tolist() == [0] * 16 + [1] * 16
+    assert score(truths, [candidate_a, candidate_b], 1).mean_dice > \
+        score(truths, [champion_a, champion_b], 1).mean_dice
+    assert gain_interval(mine, theirs)[0] > 0  # the blocks alone: a sure gain...
+    assert gain_interval(mine, theirs, images)[0] <= 0  # ...that one image of two contradicts
+    with pytest.raises(ValueError, match="block images"):
+        gain_interval(mine, theirs, images[:3])

@@ -35,6 +35,7 @@ from label_assistant.model.promotion import (
     Scores,
     Verdict,
     block_confusions,
+    block_images,
     decide,
     gain_interval,
     image_checks,
@@ -215,7 +216,7 @@ def challenge(candidate: Any, champion: Any, validation: list[Example],
     mine, theirs = (block_confusions(truths, maps, n_classes) for maps in (served, champs))
     verdict = decide(Scores.of_confusion(mine.sum(axis=0)),
                      Scores.of_confusion(theirs.sum(axis=0)), champion.version, class_names,
-                     interval=gain_interval(mine, theirs))
+                     interval=gain_interval(mine, theirs, block_images(truths)))
     checks = tuple(c for c in image_checks([e.name for e in validation], truths, own, otsus,
                                            n_classes) if c is not None)
     if not checks:
