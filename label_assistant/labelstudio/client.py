@@ -58,8 +58,9 @@ The labeling order
       (measured, ``tests/test_ls_order.py``). Where that count is above 1 (Enterprise
       teams) the pick is random over the whole candidate list: ``_get_random_unlocked``
       takes ``upper_limit`` and ignores it, ordering by ``'?'``.
-      Until a ranked task holds a prediction of ``project.model_version`` the sampling is
-      left as it is (Uncertainty sampling without current predictions picks at random).
+      Until a ranked task holds one of our predictions the sampling is left as it is
+      (Uncertainty sampling without predictions of ``project.model_version`` picks at
+      random).
     - ``/api/projects/{id}/next?view=`` sends no filters in its body either: it follows the
       sampling too (it served the tab's order under ``Sequential sampling`` only because
       the tab's queryset was already ordered).
@@ -744,20 +745,21 @@ class LabelStudioClient:
         task's predictions (those whose ``model_version`` passes ``own``) get the score
         :func:`~.order.order_score` gives its rank (``PATCH /api/predictions/{id}``, only
         where it differs), and the project's sampling becomes ``Uncertainty sampling`` once
-        a ranked task holds a prediction of the project's ``model_version`` (before that,
-        Label Studio would pick at random: the sampling is left as it is). How many
-        predictions were rescored. Reads every prediction of the project once (results
-        included: the API has no lighter list)."""
+        a ranked task holds such a prediction (before that, Label Studio would pick at
+        random: the sampling is left as it is). Label Studio follows the scores of the
+        predictions stamped with the project's ``model_version``, which
+        :meth:`show_model_version` keeps on our serving version. How many predictions were
+        rescored. Reads every prediction of the project once (results included: the API has
+        no lighter list)."""
         project = self.get_project(project_id)
-        current = project.get("model_version")
         rescore: list[tuple[int, float]] = []
-        current_found = False
+        found = False
         for prediction in self.predictions(project_id):
             task = prediction.get("task")
             version = prediction.get("model_version")
             if task is None or int(task) not in ranks or (own is not None and not own(version)):
                 continue
-            current_found = current_found or (bool(current) and version == current)
+            found = True
             score = order_score(ranks[int(task)])
             if prediction.get("score") != score:
                 rescore.append((int(prediction["id"]), score))
@@ -765,7 +767,7 @@ class LabelStudioClient:
             list(pool.map(lambda item: self._sdk(
                 f"PATCH /api/predictions/{item[0]}", self.sdk.predictions.update, id=item[0],
                 score=item[1]), rescore))
-        if current_found and project.get("sampling") != UNCERTAINTY_SAMPLING:
+        if found and project.get("sampling") != UNCERTAINTY_SAMPLING:
             self.update_project(project_id, sampling=UNCERTAINTY_SAMPLING)
         return len(rescore)
 
