@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 from labelstudio_harness import *  # noqa: F403
-from labelstudio_harness import BRUSH_CONFIG
+from labelstudio_harness import BRUSH_CONFIG, signup
 
 from label_assistant.labelstudio import label_map_to_results, parse_label_config
 from label_assistant.labelstudio.client import (
@@ -145,20 +144,6 @@ def test_ranking_of_unknown_task_is_refused(labelstudio_module):
 # --- "Label All Tasks": the ranked order through Uncertainty sampling --------------------------
 
 
-def _signup(ls, email: str) -> LabelStudioClient:
-    """A new user of the organization (the sign-up form, as a person would), with their own
-    API token (Label Studio makes one per user; read through their session)."""
-    session = requests.Session()
-    session.get(f"{ls.url}/user/signup/", timeout=30)
-    answer = session.post(f"{ls.url}/user/signup/", timeout=30,
-                          data={"email": email, "password": "annotator-secret-1",
-                                "csrfmiddlewaretoken": session.cookies["csrftoken"]},
-                          headers={"Referer": f"{ls.url}/user/signup/"})
-    assert answer.ok, answer.text[:300]
-    token = session.get(f"{ls.url}/api/current-user/token", timeout=30).json()["token"]
-    return LabelStudioClient(ls.url, token)
-
-
 def _predict_all(ls, project: int, task_ids: list[int], version: str) -> None:
     """Predictions of ``version`` as the backend writes them before any ranking (model
     confidence, no rank), and the project's model version set to it (as the model card
@@ -186,7 +171,7 @@ def test_label_all_tasks_serves_the_ranked_order_to_two_annotators(labelstudio_m
     scores = {p["task"]: p["score"] for p in ls.client.predictions(project)}
     assert [scores[t] for t in first] == [order_score(r) for r in range(1, N_TASKS + 1)]
 
-    alice, bob = _signup(ls, "alice@example.org"), _signup(ls, "bob@example.org")
+    alice, bob = signup(ls, "alice@example.org"), signup(ls, "bob@example.org")
     received: list[tuple[str, int]] = []
 
     def take(name: str, who: LabelStudioClient) -> int:

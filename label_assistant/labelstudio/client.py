@@ -790,8 +790,16 @@ class LabelStudioClient:
         ours = [b for b in self.ml_backends(project_id) if own(b.get("model_version"))]
         for backend in ours:
             if backend.get("title") != version:
+                # Label Studio validates an update as a new connection (health check and
+                # /setup with the fields sent: url and project are needed, and with basic
+                # auth its method, user and an empty password, which keeps the stored one).
+                auth: dict[str, Any] = {}
+                if backend.get("auth_method") == "BASIC_AUTH":
+                    auth = {"auth_method": "BASIC_AUTH", "basic_auth_pass": "",
+                            "basic_auth_user": backend.get("basic_auth_user")}
                 self._sdk(f"PATCH /api/ml/{backend['id']}", self.sdk.ml.update,
-                          id=int(backend["id"]), title=version)
+                          id=int(backend["id"]), url=backend["url"], project=int(project_id),
+                          title=version, **auth)
         if ours and self.get_project(project_id).get("model_version") != version:
             self.update_project(project_id, model_version=version)
         return bool(ours)
