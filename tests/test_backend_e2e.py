@@ -11,7 +11,9 @@ notices what serves changed and its ranking job re-ranks the unlabeled tasks
 predictions' scores -> two annotators (their own users and tokens) pressing "Label All Tasks"
 (``GET /api/projects/{id}/next``) receive the tasks in that order, never the same one at
 once. The Model card (the ML backend's title, and the project's model version) shows Otsu's
-version after connecting, v0001 after the promotion, Otsu's again after a rollback. Also:
+version after connecting, v0001 after the promotion, Otsu's again after a rollback. With
+the Model card's toggle "Start model training on annotation submission" on, Label Studio's
+own START_TRAINING trains, the annotation whose save sent it included. Also:
 ``select --project`` (project form).
 """
 
@@ -273,6 +275,25 @@ def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
     assert main(["rounds", "--workdir", str(workdir), "--project", str(project),
                  "--rollback"]) == 0
     _wait_for_card(ls, project, otsu_version)
+
+    # -- Label Studio's training toggle: its START_TRAINING, sent from the annotation's save
+    # before that annotation's own event, trains with that annotation in the set (here both
+    # events usually arrive within one worker poll, so this passes without the worker's
+    # START_TRAINING_SETTLE too; test_backend_worker shows the case it is for) -------------
+    trained = {j["id"] for j in store.jobs(str(project)) if j["kind"] == "train"}
+    every = ls.client.get_project(project)["total_annotations_number"] + 1
+    ls.client.update_project(project, min_annotations_to_start_training=every)
+    assert ls.client.get_project(project)["start_training_on_annotation_update"] is True
+    extra = ls.sdk.annotations.create(id=ids[2], result=_results(2, with_background=True))
+
+    def toggled_job():
+        return [j for j in store.jobs(str(project)) if j["kind"] == "train"
+                and j["id"] not in trained and j["job_dir"]
+                and (Path(j["job_dir"]) / "request.json").is_file()]
+
+    (job,) = _wait("a training job from Label Studio's toggle", toggled_job, 60)
+    request = json.loads((Path(job["job_dir"]) / "request.json").read_text())
+    assert extra.id in [a["annotation"] for a in request["manifest_extra"]["annotations"]]
 
 
 def _wait_for_card(ls, project: int, version: str) -> None:
