@@ -40,6 +40,7 @@ from label_assistant.labelstudio.client import LabelStudioClient
 
 __all__ = [
     "BRUSH_CONFIG", "LabelStudioInstance", "labelstudio", "labelstudio_module", "ls_template",
+    "signup",
 ]
 
 BRUSH_CONFIG = """<View>
@@ -131,3 +132,19 @@ def labelstudio_module(
 ) -> Iterator[LabelStudioInstance]:
     """A Label Studio server shared by the tests of one module."""
     yield from _run(ls_template, tmp_path_factory.mktemp("lsmod"))
+
+
+def signup(ls: LabelStudioInstance, email: str) -> LabelStudioClient:
+    """A new user of the organization (the sign-up form, as a person would), with a client
+    on their own API token (Label Studio makes one per user; read through their session)."""
+    import requests
+
+    session = requests.Session()
+    session.get(f"{ls.url}/user/signup/", timeout=30)
+    answer = session.post(f"{ls.url}/user/signup/", timeout=30,
+                          data={"email": email, "password": "annotator-secret-1",
+                                "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                          headers={"Referer": f"{ls.url}/user/signup/"})
+    answer.raise_for_status()
+    token = session.get(f"{ls.url}/api/current-user/token", timeout=30).json()["token"]
+    return LabelStudioClient(ls.url, token)

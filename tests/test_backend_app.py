@@ -84,6 +84,17 @@ def test_setup_registers_the_project(client, server, settings):
     assert row == (server.origin, TOKEN)
 
 
+def test_a_ranked_tasks_prediction_scores_its_rank(client, server):
+    """The score places the task in "Label All Tasks" (labelstudio.order): rank / 10**6."""
+    _setup(client, server)
+    body = rewrite_hosts(fixture("010_POST_predict.json"), server.origin)
+    body["tasks"][0]["data"]["la_rank"] = "000007"
+    body["tasks"][1]["data"]["la_rank"] = "000002"
+    results = client.post("/predict", json=body).json["results"]
+    assert [r["score"] for r in results[:2]] == [0.000007, 0.000002]
+    assert all(r["score"] >= 0.5 for r in results[2:])
+
+
 def test_predict_answers_every_task_in_order_with_otsu(client, server):
     _setup(client, server)
     body = rewrite_hosts(fixture("010_POST_predict.json"), server.origin)
@@ -96,7 +107,7 @@ def test_predict_answers_every_task_in_order_with_otsu(client, server):
     assert any(k.startswith("data:") for k in kinds) and any(k.startswith("/") for k in kinds)
     for task, result in zip(body["tasks"], results, strict=True):
         assert result["model_version"] == OtsuParams().version_name()
-        assert 0.0 <= result["score"] <= 1.0
+        assert 0.5 <= result["score"] <= 1.0  # not ranked: 0.5 + confidence / 2
         (region,) = result["result"]
         assert region["value"]["brushlabels"] == ["Cell"]
         assert (region["original_width"], region["original_height"]) == (80, 64)

@@ -7,8 +7,13 @@ Studio (``la_status`` / ``la_warnings``) -> ``POST /api/ml/{id}/train`` (``START
 trains v0001 in the background while ``/predict`` keeps answering; it is kept (nothing to
 validate it on) until ``rounds --promote v0001`` -> predictions stamped v0001 -> the worker
 notices what serves changed and its ranking job re-ranks the unlabeled tasks
-(``sequence+entropy``; the labeled tasks' sequences come last) and writes ``la_rank`` -> an
-annotator labeling through the "Next to label" tab receives the tasks in that order. Also:
+(``sequence+entropy``; the labeled tasks' sequences come last) and writes ``la_rank`` and the
+predictions' scores -> two annotators (their own users and tokens) pressing "Label All Tasks"
+(``GET /api/projects/{id}/next``) receive the tasks in that order, never the same one at
+once. The Model card (the ML backend's title, and the project's model version) shows Otsu's
+version after connecting, v0001 after the promotion, Otsu's again after a rollback. With
+the Model card's toggle "Start model training on annotation submission" on, Label Studio's
+own START_TRAINING trains, the annotation whose save sent it included. Also:
 ``select --project`` (project form).
 """
 
@@ -27,7 +32,7 @@ import numpy as np
 import pytest
 import requests
 from labelstudio_harness import *  # noqa: F403
-from labelstudio_harness import BRUSH_CONFIG
+from labelstudio_harness import BRUSH_CONFIG, signup
 from test_backend_support import blob_image, data_url, labeled, png_bytes
 
 from label_assistant.cli import main
@@ -163,6 +168,7 @@ def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
         assert prediction.model_version.startswith("otsu-")
         assert prediction.result and prediction.result[0]["type"] == "brushlabels"
     otsu_version = prediction.model_version
+    _wait_for_card(ls, project, otsu_version)
     timings["connect+predict"] = time.perf_counter() - t0
 
     # -- the gate, and its result in Label Studio ------------------------------------------
@@ -207,6 +213,7 @@ def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
     assert job["promoted"] == 0 and job["detail"], job
     assert main(["rounds", "--workdir", str(workdir), "--project", str(project),
                  "--promote", "v0001"]) == 0
+    _wait_for_card(ls, project, "v0001")
     timings["training"] = time.perf_counter() - t0
 
     # -- predictions from the new version --------------------------------------------------
@@ -242,14 +249,60 @@ def _end_to_end(ls, url: str, workdir: Path, timings: dict) -> None:
                      if v["data"].get("title") == NEXT_VIEW_TITLE), None)
 
     view = _wait("the 'Next to label' tab", next_view, 60)
+    assert [t["id"] for t in ls.client.list_tasks(project, view_id=view)] == order
+
+    # -- "Label All Tasks" for two annotators: the same order, never the same task --------
+    def scored():  # the ranking job rescores the predictions after writing the ranks
+        return ls.client.get_project(project)["sampling"] == "Uncertainty sampling"
+
+    _wait("Uncertainty sampling", scored, 60)
+    annotators = {"alice": signup(ls, "alice@e2e.example"), "bob": signup(ls, "bob@e2e.example")}
     received = []
-    for _ in order:
-        task = ls.client.next_task_as_displayed(project, view)
-        assert task is not None, f"nothing after {received}"
-        received.append(task["id"])
-        ls.sdk.annotations.create(id=task["id"], result=_results(0, with_background=True))
-    assert received == order
-    assert ls.client.next_task_as_displayed(project, view) is None
+    while True:
+        asked = [(name, who.next_task(project)) for name, who in annotators.items()]
+        asked = [(name, task["id"]) for name, task in asked if task is not None]
+        if not asked:
+            break
+        assert len({task for _, task in asked}) == len(asked), asked  # never the same task
+        received += asked
+        for name, task in asked:
+            annotators[name].sdk.annotations.create(
+                id=task, result=_results(0, with_background=True))
+    assert [task for _, task in received] == order, received
+    assert [name for name, _ in received] == ["alice", "bob"] * (len(order) // 2)
+
+    # -- a rollback: the card goes back to the version predictions carry again -----------
+    assert main(["rounds", "--workdir", str(workdir), "--project", str(project),
+                 "--rollback"]) == 0
+    _wait_for_card(ls, project, otsu_version)
+
+    # -- Label Studio's training toggle: its START_TRAINING, sent from the annotation's save
+    # before that annotation's own event, trains with that annotation in the set (here both
+    # events usually arrive within one worker poll, so this passes without the worker's
+    # START_TRAINING_SETTLE too; test_backend_worker shows the case it is for) -------------
+    trained = {j["id"] for j in store.jobs(str(project)) if j["kind"] == "train"}
+    every = ls.client.get_project(project)["total_annotations_number"] + 1
+    ls.client.update_project(project, min_annotations_to_start_training=every)
+    assert ls.client.get_project(project)["start_training_on_annotation_update"] is True
+    extra = ls.sdk.annotations.create(id=ids[2], result=_results(2, with_background=True))
+
+    def toggled_job():
+        return [j for j in store.jobs(str(project)) if j["kind"] == "train"
+                and j["id"] not in trained and j["job_dir"]
+                and (Path(j["job_dir"]) / "request.json").is_file()]
+
+    (job,) = _wait("a training job from Label Studio's toggle", toggled_job, 60)
+    request = json.loads((Path(job["job_dir"]) / "request.json").read_text())
+    assert extra.id in [a["annotation"] for a in request["manifest_extra"]["annotations"]]
+
+
+def _wait_for_card(ls, project: int, version: str) -> None:
+    """The project's Model card (our backend's title) and model version show ``version``."""
+    def shown():
+        titles = [b["title"] for b in ls.client.ml_backends(project)]
+        return titles == [version] and ls.client.get_project(project)["model_version"] == version
+
+    _wait(f"the Model card to show {version}", shown, 60)
 
 
 def test_select_project_form_writes_a_model_free_ranking(labelstudio_module, tmp_path, capsys,

@@ -195,7 +195,8 @@ class FakeClient:
     def list_tasks(self, project):
         return self.tasks
 
-    def write_ranking(self, project, ranking):
+    def write_ranking(self, project, ranking, own=None):
+        assert own is not None and own("v0001") and not own("imported-v1")
         self.calls.append(("ranking", project, list(ranking)))
         return 1
 

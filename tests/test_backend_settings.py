@@ -13,7 +13,7 @@ from label_assistant.ml_backend.settings import VARIABLES, Settings, SettingsErr
 
 def test_defaults_and_environment():
     assert Settings.from_env({}).workdir == Path("./work")
-    assert Settings.from_env({}).train_after == 5
+    assert Settings.from_env({}).train_after == 0  # unset: only Start Training / the toggle
     s = Settings.from_env({
         "LA_WORKDIR": "/w", "LABEL_STUDIO_URL": "http://ls:8080/", "LABEL_STUDIO_API_KEY": "k",
         "LA_ALLOWED_ORIGINS": "https://a.org, http://b.org:81/", "LA_TRAIN_AFTER": "0",
@@ -27,7 +27,7 @@ def test_defaults_and_environment():
 
 def test_to_env_round_trips_settings_that_are_not_the_defaults():
     s = Settings(workdir=Path("/w"), label_studio_url="http://ls:8080",
-                 label_studio_api_key="k", train_after=0, train_config=Path("t.json"),
+                 label_studio_api_key="k", train_after=4, train_config=Path("t.json"),
                  strategy="random", sequence_field="movie", prelabel_ahead=3,
                  background_label="bg", inspection_config=Path("i.json"),
                  predict_background=True, predict_tile=256, device="cuda",

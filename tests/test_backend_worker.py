@@ -536,3 +536,96 @@ def test_an_imported_task_is_judged_on_its_original_and_refused_without_it(tmp_p
     assert refused["state"] == "quarantined"
     assert refused["findings"]["findings"][0]["code"] == "image_unavailable"
     assert "the original plane ffffffffffffffff" in refused["findings"]["reasons"][0]
+
+
+# --- Label Studio's training toggle, and the Model card ------------------------------------
+
+
+def toggled(body: dict, every: int) -> dict:
+    """The event as Label Studio sends it with "Start model training on annotation
+    submission" on (``min_annotations_to_start_training`` = every)."""
+    body["project"]["min_annotations_to_start_training"] = every
+    return body
+
+
+def test_label_studios_training_toggle_wins_over_the_count(tmp_path, sink, starter, monkeypatch):
+    import label_assistant.ml_backend.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "START_TRAINING_SETTLE", 0.2)
+    worker = make_worker(tmp_path, sink, starter, train_after=2)
+    for i in (1, 2):
+        post(worker, toggled(created(i, i, seed=i), 3))
+    worker.tick()
+    assert starter.jobs == []  # LA_TRAIN_AFTER=2 is not used: Label Studio counts
+    # Label Studio's START_TRAINING for the 3rd annotation arrives before that annotation's
+    # own event: it waits, so that the annotation is in the training set.
+    start = post(worker, toggled(fixture("019_POST_webhook_START_TRAINING.json"), 3))
+    worker.tick()
+    assert starter.jobs == [] and worker.store.get_event(start)["state"] == "pending"
+    post(worker, toggled(created(3, 3, seed=3), 3))
+    time.sleep(0.25)
+    worker.tick()
+    (job,) = starter.jobs
+    request = json.loads((job.job_dir / "request.json").read_text())
+    assert len(request["images"]) == 3
+
+
+def test_with_the_toggle_off_the_count_trains_only_when_set(tmp_path, sink, starter):
+    assert Settings.from_env({}).train_after == 0  # unset: only Start Training
+    worker = make_worker(tmp_path, sink, starter, train_after=2)
+    for i in (1, 2):
+        post(worker, toggled(created(i, i, seed=i), 0))
+    worker.tick()
+    assert len(starter.jobs) == 1  # LA_TRAIN_AFTER set explicitly, toggle off: the count
+    quiet = make_worker(tmp_path / "quiet", sink, starter)
+    for i in (1, 2, 3):
+        post(quiet, created(i, i, seed=i))
+    quiet.tick()
+    assert len(starter.jobs) == 1  # neither set: no training without Start Training
+    post(quiet, fixture("019_POST_webhook_START_TRAINING.json"))  # toggle off: at once
+    quiet.tick()
+    assert len(starter.jobs) == 2
+
+
+class FakeServing:
+    """Prelabels' answer to "which version do predictions carry now"."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def version_hint(self, project, config) -> str:
+        return self.version
+
+
+def test_the_model_card_shows_what_predictions_carry(tmp_path, sink, starter):
+    serving = FakeServing("otsu-abc")
+    worker = Worker(Settings(workdir=tmp_path / "work", train_after=0), sink=sink,
+                    job_starter=starter, prelabels=serving)
+    post(worker, created(1, 1))
+    worker.tick()
+    worker.tick()
+    serving.version = "v0002"  # promoted
+    worker.tick()
+    serving.version = "otsu-abc"  # rolled back to Otsu
+    worker.tick()
+    assert [args for name, args in sink.calls if name == "show_version"] == \
+        [(1, "otsu-abc"), (1, "v0002"), (1, "otsu-abc")]
+
+
+def test_the_model_card_is_tried_again_until_the_backend_is_connected(tmp_path, starter,
+                                                                       monkeypatch):
+    import label_assistant.ml_backend.worker as worker_module
+
+    class NotYet(RecordingSink):
+        def show_version(self, project_id, version):
+            self._record("show_version", project_id, version)
+            return len(self.calls) > 1  # the backend is connected on the second try
+
+    monkeypatch.setattr(worker_module, "SHOW_RETRY", 0.0)
+    sink = NotYet()
+    worker = Worker(Settings(workdir=tmp_path / "work", train_after=0), sink=sink,
+                    job_starter=starter, prelabels=FakeServing("otsu-abc"))
+    worker.store.upsert_project("1", label_config=created(1, 1)["project"]["label_config"])
+    for _ in range(4):
+        worker.tick()
+    assert sink.calls == [("show_version", (1, "otsu-abc"))] * 2

@@ -1,13 +1,15 @@
 """The labeling order, proved against a real Label Studio 1.23.2: an annotator labeling
 through the "Next to label" tab receives tasks in our ranked order, also after a re-rank;
-and the main "Label All Tasks" button does not follow the tab (documented in client.py)."""
+the main "Label All Tasks" button does not follow the tab, but follows the prediction
+scores that ``write_ranking`` sets (Uncertainty sampling), for two annotators at once, who
+never get the same task (documented in client.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from labelstudio_harness import *  # noqa: F403
-from labelstudio_harness import BRUSH_CONFIG
+from labelstudio_harness import BRUSH_CONFIG, signup
 
 from label_assistant.labelstudio import label_map_to_results, parse_label_config
 from label_assistant.labelstudio.client import (
@@ -16,11 +18,14 @@ from label_assistant.labelstudio.client import (
     NEXT_VIEW_TITLE,
     RANK_FIELD,
     REASON_FIELD,
+    UNCERTAINTY_SAMPLING,
+    LabelStudioClient,
     LabelStudioError,
     format_rank,
     next_to_label_view,
     tab_layout,
 )
+from label_assistant.labelstudio.order import order_score
 
 pytestmark = pytest.mark.labelstudio
 
@@ -134,3 +139,91 @@ def test_ranking_of_unknown_task_is_refused(labelstudio_module):
     ids = ls.client.import_tasks(project, [{"image": PIXEL}])
     with pytest.raises(LabelStudioError, match="not in project"):
         ls.client.write_ranking(project, _ranking([ids[0], 10**6]))
+
+
+# --- "Label All Tasks": the ranked order through Uncertainty sampling --------------------------
+
+
+def _predict_all(ls, project: int, task_ids: list[int], version: str) -> None:
+    """Predictions of ``version`` as the backend writes them before any ranking (model
+    confidence, no rank), and the project's model version set to it (as the model card
+    step does)."""
+    result = label_map_to_results(np.ones((1, 1), np.uint8), parse_label_config(BRUSH_CONFIG))
+    ls.client.create_predictions(project, [
+        {"task": t, "result": result, "model_version": version,
+         "score": order_score(None, 0.1 * (i % 7))} for i, t in enumerate(task_ids)])
+    ls.client.update_project(project, model_version=version)
+
+
+def test_label_all_tasks_serves_the_ranked_order_to_two_annotators(labelstudio_module):
+    """Label All Tasks = ``GET /api/projects/{id}/next`` without a tab: after
+    ``write_ranking`` each annotator gets the first ranked task that nobody else holds, in
+    rank order; a re-rank is followed at once. Measured, not random: open-source 1.23.2
+    counts no project annotators (client.py), so Label Studio takes the first unlocked
+    task by score."""
+    ls = labelstudio_module
+    project = ls.client.create_project("order-main-button", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": PIXEL, "n": i} for i in range(N_TASKS)])
+    _predict_all(ls, project, ids, "v0007")
+    first = [ids[i] for i in np.random.default_rng(5).permutation(N_TASKS)]
+    ls.client.write_ranking(project, _ranking(first))
+    assert ls.client.get_project(project)["sampling"] == UNCERTAINTY_SAMPLING
+    scores = {p["task"]: p["score"] for p in ls.client.predictions(project)}
+    assert [scores[t] for t in first] == [order_score(r) for r in range(1, N_TASKS + 1)]
+
+    alice, bob = signup(ls, "alice@example.org"), signup(ls, "bob@example.org")
+    received: list[tuple[str, int]] = []
+
+    def take(name: str, who: LabelStudioClient) -> int:
+        task = who.next_task(project)
+        assert task is not None, f"no task for {name} after {received}"
+        received.append((name, task["id"]))
+        return task["id"]
+
+    # Both ask before either submits: different tasks, the first two of the order.
+    a, b = take("alice", alice), take("bob", bob)
+    assert (a, b) == (first[0], first[1])
+    assert alice.next_task(project)["id"] == a  # asking again: her locked task, not a third
+    for who, task in ((alice, a), (bob, b)):
+        _annotate_as(who, task)
+    # Alice labels two in a row while Bob holds his next task: she skips it.
+    b = take("bob", bob)
+    a = take("alice", alice)
+    _annotate_as(alice, a)
+    a2 = take("alice", alice)
+    assert (b, a, a2) == (first[2], first[3], first[4])
+    for who, task in ((bob, b), (alice, a2)):
+        _annotate_as(who, task)
+
+    # A re-rank of the rest (as after a new version) is followed from the next request on.
+    rest = first[5:]
+    second = rest[::-1]
+    ls.client.write_ranking(project, _ranking(second))
+    while True:
+        before = len(received)
+        for name, who in (("alice", alice), ("bob", bob)):
+            task = who.next_task(project)
+            if task is not None:
+                received.append((name, task["id"]))
+        if len(received) == before:
+            break
+        for name, task in received[before:]:
+            _annotate_as(alice if name == "alice" else bob, task)
+    served = [task for _, task in received]
+    assert served == first[:5] + second
+    assert sorted(served) == sorted(ids)  # each task once: nobody got a task twice
+
+
+def _annotate_as(who: LabelStudioClient, task_id: int) -> None:
+    result = label_map_to_results(np.ones((1, 1), np.uint8), parse_label_config(BRUSH_CONFIG))
+    who.sdk.annotations.create(id=task_id, result=result)
+
+
+def test_write_ranking_leaves_the_sampling_without_current_predictions(labelstudio_module):
+    """Without a prediction of the project's model version Uncertainty sampling would pick
+    at random: the sampling stays as it is."""
+    ls = labelstudio_module
+    project = ls.client.create_project("order-no-predictions", BRUSH_CONFIG)
+    ids = ls.client.import_tasks(project, [{"image": PIXEL} for _ in range(3)])
+    ls.client.write_ranking(project, _ranking(ids[::-1]))
+    assert ls.client.get_project(project)["sampling"] == "Sequential sampling"

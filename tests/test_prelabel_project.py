@@ -157,6 +157,21 @@ def test_a_job_stops_after_its_batch_when_another_version_serves(tmp_path):
     assert Checkpoint.read(tmp_path / "job").superseded_by == "v0002"
 
 
+def test_ranked_tasks_get_their_rank_as_score_and_the_main_button_follows(tmp_path):
+    from label_assistant.labelstudio.order import order_score
+
+    fake = FakeLabelStudio(3)
+    fake.tasks[2]["data"]["la_rank"] = "000001"
+    fake.tasks[3]["data"]["la_rank"] = "000002"
+    samplings = []
+    fake.set_sampling = lambda project, sampling: samplings.append((project, sampling))
+    prelabel_project(_settings(tmp_path), 1, fake, None, tmp_path / "job")
+    scores = {p["task"]: p["score"] for p in fake.predictions}
+    assert (scores[2], scores[3]) == (order_score(1), order_score(2))
+    assert scores[1] >= 0.5  # not ranked: after the ranked ones
+    assert samplings == [(1, "Uncertainty sampling")]
+
+
 # --- against Label Studio -------------------------------------------------------------------------
 
 @pytest.mark.labelstudio

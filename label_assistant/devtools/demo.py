@@ -397,6 +397,11 @@ def set_up(ls: LabelStudioHandle, be: BackendHandle, samples: list[SampleFile],
     task_ids = import_samples(client, project, samples)
     print(f"    {len(task_ids)} tasks ({len(SEQUENCES)} sequences)", flush=True)
     connect_backend(client, project, be.url, be.auth)
+    # The Model card's "Start model training on annotation submission", on: Label Studio
+    # asks for training every LA_TRAIN_AFTER annotations (the toggle wins over the backend's
+    # own count, README "When training starts"), so the card tells what happens.
+    client.update_project(project, min_annotations_to_start_training=int(
+        os.environ.get("LA_TRAIN_AFTER", "3")))
     _step(f"backend connected to project {project} at {be.url}; retrieving pre-labels")
     started = time.monotonic()
     predicted = retrieve_prelabels(client, project, list(task_ids.values()))

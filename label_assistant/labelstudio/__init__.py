@@ -10,6 +10,8 @@ one client for its API.
 - :mod:`.context`: :func:`~.context.parse_context`, the smart tools' ``params.context``
   (boxes, clicks, extreme points) as one object's prompt.
 
+- :mod:`.order`: the labeling order as Label Studio stores it (``la_rank``, and the
+  prediction score that makes "Label All Tasks" follow it).
 - :mod:`.client`: :class:`~.client.LabelStudioClient`, the one way the project talks to
   Label Studio's API (inspection fields, saved tabs, the labeling order, imports).
 

@@ -11,7 +11,7 @@ so the project manager sees, sorts and filters on them without any setup:
 ``la_status``     ``admitted`` or ``quarantined`` (the last inspected annotation)
 ``la_warnings``   the inspection messages as one line of text ("" when clean)
 ``la_annotation`` the annotation id the status refers to
-``la_rank``       labeling order, ``"000001"`` = label first (zero-padded text, see below)
+``la_rank``       labeling order, ``"000001"`` = label first (zero-padded text, :mod:`.order`)
 ``la_score``      the selector's score for the task
 ``la_reason``     a short reason for the rank
 ================= ==========================================================================
@@ -30,27 +30,46 @@ Inspection warnings for the annotator
 
 The labeling order
     :meth:`LabelStudioClient.write_ranking` writes ``la_rank`` and ensures the "Next to label"
-    tab: unlabeled tasks ordered by ``la_rank`` ascending (unranked tasks last). With the
-    project's default ``Sequential sampling``, the annotator receives tasks in that order
-    when labeling from the tab with **"Label Tasks As Displayed"** (the UI then posts the
-    tab's filters and ordering to ``/api/dm/actions?id=next_task``, and Label Studio serves
-    the first unsolved task of that queryset) and through ``/api/projects/{id}/next?view=``.
-    Surprises found in Label Studio's code and proved in ``tests/test_ls_order.py``:
+    tab: unlabeled tasks ordered by ``la_rank`` ascending (unranked tasks last). The
+    annotator receives tasks in that order when labeling from the tab with **"Label Tasks
+    As Displayed"** (the UI then posts the tab's filters and ordering to
+    ``/api/dm/actions?id=next_task``, and Label Studio serves the first unsolved task of
+    that queryset). Surprises found in Label Studio's code and proved in
+    ``tests/test_ls_order.py``:
 
     - The main **"Label All Tasks"** button ignores the tab: the UI drops the tab's filters
-      and ordering, and ``Sequential sampling`` then serves tasks by id. Annotators must use
-      "Label Tasks As Displayed" on the "Next to label" tab.
+      and ordering (``dm_queue`` is then false in ``projects/functions/next_task.py``), and
+      the project's sampling decides. ``Sequential sampling`` serves tasks by id, so
+      :meth:`LabelStudioClient.write_order_scores` (called by ``write_ranking``) switches the
+      project to ``Uncertainty sampling`` and gives each ranked task's prediction its rank
+      as ``score`` (:func:`~.order.order_score`): ``_try_uncertainty_sampling`` serves the
+      unsolved task with the lowest score among those holding a prediction of
+      ``project.model_version`` (which :meth:`LabelStudioClient.show_model_version` keeps
+      equal to the serving version). Predictions written later carry the same score (the
+      backend reads ``la_rank`` from the task, :mod:`label_assistant.ml_backend.prelabels`).
+      The prediction's ``cluster`` is left empty: Label Studio would otherwise put tasks of
+      clusters this annotator has solved fewer of first (``cluster_num_solved``), a reorder
+      our ranking (sequences included) already made. With several annotators Label Studio
+      would pick at random when ``project.annotators()`` counts more than one; in open-source
+      1.23.2 that count is 0 (``get_member_ids`` is empty without a team, and nothing
+      creates ``ProjectMember`` rows), so each annotator gets the first task by score that
+      nobody else holds a lock on (``_get_first_unlocked``, ``Task.has_lock``): two
+      annotators get ranks 1 and 2, then 3 and 4, and never the same task at once
+      (measured, ``tests/test_ls_order.py``). Where that count is above 1 (Enterprise
+      teams) the pick is random over the whole candidate list: ``_get_random_unlocked``
+      takes ``upper_limit`` and ignores it, ordering by ``'?'``.
+      Until a ranked task holds one of our predictions the sampling is left as it is
+      (Uncertainty sampling without predictions of ``project.model_version`` picks at
+      random).
+    - ``/api/projects/{id}/next?view=`` sends no filters in its body either: it follows the
+      sampling too (it served the tab's order under ``Sequential sampling`` only because
+      the tab's queryset was already ordered).
     - The UI's request carries the tab's ordering but not the column's display type, so
       Label Studio orders a data field by ``KeyTextTransform``: on PostgreSQL that is
       ``data->>'la_rank'``, **text** (rank 10 before rank 2; read from the code, not
       measured), while SQLite's ``JSON_EXTRACT`` keeps numbers numeric (measured: integer
       ranks pass the order test on SQLite). Ranks are therefore stored as zero-padded text,
       which sorts the same on both databases.
-    - The alternative, ``Uncertainty sampling``, orders by the prediction score of the
-      project's current model version (lowest first), picks at random when the project has
-      several annotators, and falls back to random without current predictions: it can
-      follow uncertainty, not a ranking built from diversity or sequences, so the product
-      does not use it.
 
 Predictions written by the backend itself (whole-project pre-labeling,
 :mod:`label_assistant.ml_backend.project_prelabels`)
@@ -112,6 +131,7 @@ from label_studio_sdk.core.request_options import RequestOptions
 from label_studio_sdk.projects.client import ProjectsClient
 
 from label_assistant.labelstudio.config import WARNINGS_FIELD, WARNINGS_HEADER
+from label_assistant.labelstudio.order import RANK_FIELD, format_rank, order_score
 
 __all__ = [
     "ADMITTED",
@@ -139,7 +159,6 @@ __all__ = [
 
 STATUS_FIELD = "la_status"
 ANNOTATION_FIELD = "la_annotation"
-RANK_FIELD = "la_rank"
 SCORE_FIELD = "la_score"
 REASON_FIELD = "la_reason"
 INSPECTION_FIELDS = (STATUS_FIELD, WARNINGS_FIELD, ANNOTATION_FIELD)
@@ -151,10 +170,10 @@ QUARANTINE_VIEW_TITLE = "Quarantined"
 NEXT_VIEW_TITLE = "Next to label"
 DEFAULT_VIEW_TITLE = "Default"
 
-RANK_WIDTH = 6  # "000001": text order = numeric order up to 999999 tasks
 log = logging.getLogger(__name__)
 
-_SAMPLINGS = ("Sequential sampling", "Uniform sampling", "Uncertainty sampling")
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+_SAMPLINGS = ("Sequential sampling", "Uniform sampling", UNCERTAINTY_SAMPLING)
 _BODY_CHARS = 200
 _PAGE_SIZE = 500
 _ONCE: RequestOptions = {"max_retries": 0}  # not idempotent: never retried (module doc)
@@ -170,13 +189,6 @@ class LabelStudioError(RuntimeError):
 
 
 # --- pure helpers: what we write -------------------------------------------------------------
-
-
-def format_rank(rank: int) -> str:
-    """``3`` -> ``"000003"``: zero-padded so that text order is rank order (module doc)."""
-    if not 1 <= rank < 10**RANK_WIDTH:
-        raise ValueError(f"rank must be in 1..{10**RANK_WIDTH - 1}, got {rank}")
-    return f"{rank:0{RANK_WIDTH}d}"
 
 
 def format_warnings(report: Mapping[str, Any]) -> str:
@@ -695,10 +707,13 @@ class LabelStudioClient:
 
     # -- labeling order ---------------------------------------------------------------------
 
-    def write_ranking(self, project_id: int, ranking: Ranking, *, workers: int = 4) -> int:
+    def write_ranking(self, project_id: int, ranking: Ranking, *, workers: int = 4,
+                      own: Callable[[str | None], bool] | None = None) -> int:
         """Write each task's ``la_rank`` (1 = label first), ``la_score`` and ``la_reason``;
-        tasks left out of ``ranking`` lose theirs. Returns the "Next to label" tab's id.
-        ``workers`` task updates run at once."""
+        tasks left out of ``ranking`` lose theirs; then the order behind the main button
+        (:meth:`write_order_scores`, on the predictions whose ``model_version`` passes
+        ``own``; None: all). Returns the "Next to label" tab's id. ``workers`` task updates
+        run at once."""
         wanted = {}
         for task_id, rank, score, reason in ranking:
             if int(task_id) in wanted:
@@ -718,7 +733,76 @@ class LabelStudioClient:
             with ThreadPoolExecutor(max(1, workers)) as pool:
                 # list(): wait for all, and raise the first failure here.
                 list(pool.map(lambda change: self._write_data(*change), changes))
-            return self.ensure_view(project_id, **next_to_label_view())
+            view = self.ensure_view(project_id, **next_to_label_view())
+        ranks = {int(task_id): int(rank) for task_id, rank, *_ in ranking}
+        self.write_order_scores(project_id, ranks, own=own, workers=workers)
+        return view
+
+    def write_order_scores(self, project_id: int, ranks: Mapping[int, int], *,
+                           own: Callable[[str | None], bool] | None = None,
+                           workers: int = 4) -> int:
+        """Make "Label All Tasks" serve ``ranks`` (task id -> rank, 1 = first): each ranked
+        task's predictions (those whose ``model_version`` passes ``own``) get the score
+        :func:`~.order.order_score` gives its rank (``PATCH /api/predictions/{id}``, only
+        where it differs), and the project's sampling becomes ``Uncertainty sampling`` once
+        a ranked task holds such a prediction (before that, Label Studio would pick at
+        random: the sampling is left as it is). Label Studio follows the scores of the
+        predictions stamped with the project's ``model_version``, which
+        :meth:`show_model_version` keeps on our serving version. How many predictions were
+        rescored. Reads every prediction of the project once (results included: the API has
+        no lighter list)."""
+        project = self.get_project(project_id)
+        rescore: list[tuple[int, float]] = []
+        found = False
+        for prediction in self.predictions(project_id):
+            task = prediction.get("task")
+            version = prediction.get("model_version")
+            if task is None or int(task) not in ranks or (own is not None and not own(version)):
+                continue
+            found = True
+            score = order_score(ranks[int(task)])
+            if prediction.get("score") != score:
+                rescore.append((int(prediction["id"]), score))
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(lambda item: self._sdk(
+                f"PATCH /api/predictions/{item[0]}", self.sdk.predictions.update, id=item[0],
+                score=item[1]), rescore))
+        if found and project.get("sampling") != UNCERTAINTY_SAMPLING:
+            self.update_project(project_id, sampling=UNCERTAINTY_SAMPLING)
+        return len(rescore)
+
+    # -- the model card ---------------------------------------------------------------------
+
+    def show_model_version(self, project_id: int, version: str,
+                           own: Callable[[str | None], bool]) -> bool:
+        """Make the project's Model card show ``version``: in Label Studio 1.23.2 the card
+        shows the ML backend's ``title`` (and its state), nothing else (``backend-card`` in
+        ``web/dist/apps/labelstudio/main.js``); the backend's ``model_version`` field (our
+        ``/setup`` answer) is shown nowhere. So each of the project's backends whose
+        ``model_version`` passes ``own`` (ours) is renamed ``version``, and the project's
+        ``model_version`` becomes ``version`` too: Label Studio then treats it as the live
+        model (``Project.ml_backend_in_model_version``: a task without a prediction of it
+        asks ``/predict``), shows that prediction on the labeling screen, and
+        "Uncertainty sampling" orders by the predictions stamped ``version``
+        (``next_task.py``: ``predictions__model_version=project.model_version``).
+        False when none of the project's backends is ours (yet)."""
+        # The list makes Label Studio ask every backend's /setup: `model_version` is fresh.
+        ours = [b for b in self.ml_backends(project_id) if own(b.get("model_version"))]
+        for backend in ours:
+            if backend.get("title") != version:
+                # Label Studio validates an update as a new connection (health check and
+                # /setup with the fields sent: url and project are needed, and with basic
+                # auth its method, user and an empty password, which keeps the stored one).
+                auth: dict[str, Any] = {}
+                if backend.get("auth_method") == "BASIC_AUTH":
+                    auth = {"auth_method": "BASIC_AUTH", "basic_auth_pass": "",
+                            "basic_auth_user": backend.get("basic_auth_user")}
+                self._sdk(f"PATCH /api/ml/{backend['id']}", self.sdk.ml.update,
+                          id=int(backend["id"]), url=backend["url"], project=int(project_id),
+                          title=version, **auth)
+        if ours and self.get_project(project_id).get("model_version") != version:
+            self.update_project(project_id, model_version=version)
+        return bool(ours)
 
     def next_task(self, project_id: int, view_id: int | None = None) -> dict[str, Any] | None:
         """The task Label Studio gives this user next (``/api/projects/{id}/next``, through

@@ -12,10 +12,13 @@ Per task: fetch the image (:mod:`.fetch`) -> the serving version's
 (:func:`~label_assistant.labelstudio.annotations.label_map_to_results`).
 
 Every task's answer carries ``model_version`` (the registry's version id, e.g. ``v0003``, or
-Otsu's ``otsu-<hash>``, which changes with its parameters) and ``score``: the **mean
-per-pixel confidence** of the prediction, in [0, 1] (model: the winning softmax probability;
-Otsu: its threshold-distance confidence). High = sure. Label Studio's "Uncertainty sampling"
-serves the lowest score first, so unsure images come to annotators sooner.
+Otsu's ``otsu-<hash>``, which changes with its parameters) and ``score``, in [0, 1], which
+places the task in our labeling order: Label Studio's "Uncertainty sampling" (the sampling
+our ranking switches the project to) serves the lowest score first. A ranked task (its data
+holds ``la_rank``) scores ``rank / 10**6``; one not ranked yet ``0.5 + confidence / 2``, the
+**mean per-pixel confidence** of the prediction (model: the winning softmax probability;
+Otsu: its threshold-distance confidence; high = sure), so unsure images come sooner
+(:func:`label_assistant.labelstudio.order.order_score`).
 
 A task that fails (no image field, image refused, too large or unreadable) gets an empty
 ``result``, no score, and a logged reason; the batch still answers for every task, and the
@@ -32,6 +35,7 @@ import numpy as np
 
 from label_assistant.assist.pre import OtsuParams, OtsuPrelabeler
 from label_assistant.labelstudio.config import LabelConfig
+from label_assistant.labelstudio.order import order_score, task_rank
 from label_assistant.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -160,8 +164,9 @@ class Prelabels:
         else:  # Otsu: cheap, no turn to take
             pre = serving.prelabel(image)
         confidence = pre.confidence
-        score = float(np.clip(np.mean(confidence, dtype=np.float64), 0.0, 1.0)) \
+        mean = float(np.clip(np.mean(confidence, dtype=np.float64), 0.0, 1.0)) \
             if confidence.size else 0.0
+        score = order_score(task_rank(task), mean)
         results = label_map_to_results(pre.label_map, config,
                                        include_background=self.include_background)
         return {"result": results, "score": round(score, 6), "model_version": serving.version}

@@ -33,6 +33,10 @@ the backend computes the pre-labels itself, in the background, and writes them i
   deleted; predictions of any other ``model_version`` (imported, another backend) are kept.
   So a task shows one pre-label of ours, the serving version's, and a rollback rewrites the
   older version's.
+- **order**: each prediction's ``score`` places its task in the labeling order (the
+  task's ``la_rank``, :func:`label_assistant.labelstudio.order.order_score`); a run that
+  finishes on a ranked project sets its sampling to ``Uncertainty sampling``, which makes
+  "Label All Tasks" serve that order.
 - **progress**: ``status.json`` (``progress`` = tasks done / total, counts in its extras) and
   one log line per batch.
 
@@ -52,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from label_assistant.files import write_json_atomic
+from label_assistant.labelstudio.order import task_rank
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +211,12 @@ def prelabel_project(
             return outcome
     state.finished = True
     state.write(job_dir)
+    if any(task_rank(t) is not None for t in tasks):
+        # Ranked tasks now hold predictions scored by rank: "Label All Tasks" follows them
+        # under Uncertainty sampling (label_assistant.labelstudio.order).
+        from label_assistant.labelstudio.client import UNCERTAINTY_SAMPLING
+
+        client.set_sampling(project_id, UNCERTAINTY_SAMPLING)
     return outcome
 
 

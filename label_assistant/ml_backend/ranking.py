@@ -3,9 +3,10 @@
 :func:`rank_project` is the one "rank a project and write the order back": the backend's
 ranking job runs it after each new model version (:mod:`.jobs`), and ``label-assistant select
 --project ID`` runs it on demand. It reads the project's label config and tasks from Label
-Studio, ranks the unlabeled ones with :func:`rank_tasks`, writes ``la_rank`` and the "Next to
-label" tab, and asks Label Studio for new pre-labels of the first tasks
-(:func:`refresh_prelabels`). :func:`rank_tasks`:
+Studio, ranks the unlabeled ones with :func:`rank_tasks`, writes ``la_rank``, the "Next to
+label" tab and our predictions' scores (the order "Label All Tasks" serves: see
+:mod:`label_assistant.labelstudio.order`), and asks Label Studio for new pre-labels of the
+first tasks (:func:`refresh_prelabels`). :func:`rank_tasks`:
 
 1. each task's image is fetched with the project's :class:`~.fetch.ImageFetcher` (the
    address and token :func:`~.origin.project_origin` resolves; ``data:`` URLs as they are);
@@ -42,6 +43,7 @@ import numpy as np
 from label_assistant.labelstudio.config import LabelConfig
 from label_assistant.ml_backend.fetch import FetchError, ImageFetcher
 from label_assistant.ml_backend.origin import Origin
+from label_assistant.ml_backend.project_prelabels import is_own_version
 from label_assistant.ml_backend.protocol import load_label_config
 from label_assistant.ml_backend.settings import Settings
 from label_assistant.selectors.pool import ImageNumbers
@@ -279,7 +281,8 @@ def rank_project(
         ranking = ranking[:budget]
     outcome = ProjectRanking(ranking, name, version, len(unlabeled))
     if write:
-        outcome.view_id = client.write_ranking(project_id, ranking)
+        # Our predictions' scores follow the order too: "Label All Tasks" serves it.
+        outcome.view_id = client.write_ranking(project_id, ranking, own=is_own_version)
         outcome.refreshed = refresh_prelabels(client, project_id, ranking, prelabel_ahead)
     return outcome
 

@@ -192,8 +192,10 @@ class Settings:
     label_studio_api_key: str | None = _setting(
         "LABEL_STUDIO_API_KEY", None, _str, "its (legacy) API token, when `/setup` gave none")
     train_after: int = _setting(
-        "LA_TRAIN_AFTER", 5, _int(0),
-        "newly admitted annotations that start a training job (0: only on request)")
+        "LA_TRAIN_AFTER", 0, _int(0),
+        "newly admitted annotations that start a training job while Label Studio's \"Start "
+        "model training on annotation submission\" is off (0: only on Start Training; the "
+        "toggle, when on, wins: README \"When training starts\")")
     train_config: Path | None = _setting(
         "LA_TRAIN_CONFIG", None, Path,
         "JSON file of training settings (`arch`, `encoder`, `epochs`, `tile`, `loss`, ...; "

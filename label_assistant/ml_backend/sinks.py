@@ -1,9 +1,11 @@
 """Where the worker's news goes: the sink family, in one module.
 
-The worker tells a :class:`Sink` three things: an annotation revision was inspected (the
-report), the task's inspected annotation was deleted, and a new model version serves. A call
-that raises is tried again later (the worker keeps the notification pending), so a Label
-Studio that is down loses nothing.
+The worker tells a :class:`Sink` four things: an annotation revision was inspected (the
+report), the task's inspected annotation was deleted, a new model version serves, and which
+version the project's Model card should show (``show_version``: Otsu's id before any
+model, the serving one after each promotion or rollback). A call that raises is tried again
+later (the worker keeps the notification pending), so a Label Studio that is down loses
+nothing.
 
 - :class:`NullSink`: tells nobody (``LA_SINK=none``);
 - :class:`RecordingSink`: remembers every call (tests), or fails like a server that is down;
@@ -14,7 +16,9 @@ Studio that is down loses nothing.
   :func:`~label_assistant.ml_backend.origin.project_origin` resolves), one client per origin;
   a new version queues a **ranking job** (:mod:`.jobs`, :func:`.ranking.rank_project`), which
   re-ranks the unlabeled tasks outside the worker's loop, writes the order back and asks
-  Label Studio for new pre-labels at the head of it.
+  Label Studio for new pre-labels at the head of it; the Model card is renamed to the
+  serving version (:meth:`~label_assistant.labelstudio.client.LabelStudioClient.
+  show_model_version`).
 
 :func:`load_sink` picks one from ``LA_SINK`` (``module:callable(settings, store)`` for your
 own).
@@ -48,6 +52,10 @@ class Sink(Protocol):
     def version_published(self, project_id: int, version_id: str) -> None:
         """A new model version serves the project."""
 
+    def show_version(self, project_id: int, version: str) -> bool:
+        """Make the project's Model card show ``version`` (the id its predictions carry);
+        False when it can't yet (no Label Studio known, our backend not connected)."""
+
 
 class NullSink:
     """Tells nobody (no Label Studio configured); logs at debug level."""
@@ -62,6 +70,9 @@ class NullSink:
 
     def version_published(self, project_id: int, version_id: str) -> None:
         log.debug("project %s: version %s published", project_id, version_id)
+
+    def show_version(self, project_id: int, version: str) -> bool:
+        return True  # nobody to show it to: done
 
 
 @dataclass
@@ -86,6 +97,10 @@ class RecordingSink:
     def version_published(self, project_id: int, version_id: str) -> None:
         self._record("version_published", project_id, version_id)
 
+    def show_version(self, project_id: int, version: str) -> bool:
+        self._record("show_version", project_id, version)
+        return True
+
 
 class LabelStudioSink:
     """One Label Studio: inspection results become task fields and the "Quarantined" tab."""
@@ -102,6 +117,11 @@ class LabelStudioSink:
 
     def version_published(self, project_id: int, version_id: str) -> None:
         """Nothing to write for a version itself: :class:`ProjectSinks` queues the ranking."""
+
+    def show_version(self, project_id: int, version: str) -> bool:
+        from label_assistant.ml_backend.project_prelabels import is_own_version
+
+        return bool(self.client.show_model_version(project_id, version, own=is_own_version))
 
 
 class ProjectSinks:
@@ -156,6 +176,10 @@ class ProjectSinks:
         client = self.client(project_id)
         if client is not None:
             LabelStudioSink(client).annotation_deleted(project_id, task_id)
+
+    def show_version(self, project_id: int, version: str) -> bool:
+        client = self.client(project_id)
+        return client is not None and LabelStudioSink(client).show_version(project_id, version)
 
     def version_published(self, project_id: int, version_id: str) -> None:
         """Queue a ranking job for the project (when its Label Studio is known)."""

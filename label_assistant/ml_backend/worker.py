@@ -22,8 +22,21 @@ Per event (claimed from the store, oldest first):
 - ``ANNOTATIONS_DELETED``: every revision of those annotations is marked deleted.
 - ``START_TRAINING`` (and legacy ``/train``): a training request.
 
-Training policy: a request is made after ``train_after`` newly admitted annotations since the
-last job started, and on ``START_TRAINING``. One job per project at a time; requests while a
+Training policy (which trigger wins: :func:`count_trigger`, README "When training starts"):
+
+- ``START_TRAINING`` is always a request: Label Studio sends it for the Model card's
+  "Start Training" (``POST /api/ml/{id}/train``), and, when the card's toggle "Start model
+  training on annotation submission" is on (the project's ``min_annotations_to_start_training``
+  = N > 0, carried by every event), after every N-th annotation saved
+  (``tasks/models.py::update_ml_backend``, a ``post_save`` signal: it comes *before* that
+  annotation's own ``ANNOTATION_CREATED``, which is sent after the save). With the toggle on
+  it waits :data:`START_TRAINING_SETTLE` s, so that the annotation is inspected first and in
+  the training set.
+- With the toggle off, ``LA_TRAIN_AFTER`` (``train_after``; default 0 = never) newly admitted
+  annotations since the last job started make a request; with the toggle on, that count is
+  not used (Label Studio counts).
+
+One job per project at a time; requests while a
 job runs set its follow-up flag, which makes exactly one follow-up job when it ends. Jobs run
 in their own processes, or with ``LA_QUEUE`` on RQ workers (:mod:`.rq_queue`), supervised by
 :class:`~.jobs.Supervisor` (the web workers never train; ``/predict`` answers from the
@@ -88,6 +101,11 @@ MAX_EVENT_ATTEMPTS = 5
 WRITER_PAUSE = 0.003
 #: Seconds before a failed Label Studio notification is tried again.
 NOTIFY_RETRY = 30.0
+#: Seconds before the Model card is tried again when our backend isn't connected there yet.
+SHOW_RETRY = 5.0
+#: Seconds a START_TRAINING waits while Label Studio's training toggle is on, so that the
+#: annotation whose save sent it (its webhook comes just after) is inspected first.
+START_TRAINING_SETTLE = 2.0
 
 
 def decide(results: Any, config: LabelConfig, height: int, width: int, *,
@@ -146,6 +164,9 @@ class Worker:
                                self.job_request)
         self.wake = threading.Event()  # set by an in-process app when an event arrives
         self._serving_retry: dict[str, float] = {}
+        self._shown: dict[str, str] = {}  # project -> the version its Model card shows
+        self._show_retry: dict[str, float] = {}
+        self._configs: dict[str, LabelConfig] = {}  # label config XML -> parsed
 
     def _starter(self) -> JobStarter:
         """How jobs start: enqueued for RQ workers with ``LA_QUEUE`` (rq and redis are
@@ -239,6 +260,12 @@ class Worker:
                                              finish_event=False)
             self.store.finish_event(event.id, "done")
         elif event.action == "START_TRAINING":
+            if event.attempts == 1 and training_every(payload) > 0:
+                # Label Studio's toggle is on: this may come from an annotation's save, which
+                # sends it before that annotation's own webhook (module doc). Let it in first.
+                self.store.retry_event(event.id, "waiting for the annotation saved with it",
+                                       START_TRAINING_SETTLE)
+                return
             self.request_training(event.project, "requested")
             self.store.finish_event(event.id, "done")
         else:
@@ -321,8 +348,8 @@ class Worker:
             image_path = str(image_file)
         stored = self._record(event, project, task_id, annotation_id, config, decision,
                               image_path)
-        if stored == "admitted" and self.settings.train_after > 0 \
-                and self.store.admitted_since_job(project) >= self.settings.train_after:
+        after = count_trigger(self.settings.train_after, training_every(payload))
+        if stored == "admitted" and after > 0 and self.store.admitted_since_job(project) >= after:
             self.request_training(project, "admitted")
 
     def _record(self, event: Event, project: str, task_id: int | None, annotation_id: int,
@@ -433,6 +460,7 @@ class Worker:
                 break  # Label Studio is likely down: the rest waits for the next round
             self.store.mark_annotation_notified(row["id"])
         self.announce_serving()
+        self.show_versions()
 
     def announce_serving(self) -> None:
         """Tell the sink when what serves a project changed: a promoted candidate, a forced
@@ -459,6 +487,65 @@ class Worker:
                 self._serving_retry[project] = now + NOTIFY_RETRY
                 continue
             self.store.set_announced(project, serving)
+
+
+    def show_versions(self) -> None:
+        """Keep each project's Model card on the version its predictions carry now
+        (:meth:`Prelabels.version_hint`: Otsu's ``otsu-<hash>`` before any model, the
+        serving model's id after a promotion, the older one after a rollback), through
+        :meth:`Sink.show_version`. Shown once per version and worker process (a restarted
+        worker shows it again: the call changes nothing then); a project whose Label
+        Studio or backend isn't known yet is tried again every :data:`SHOW_RETRY` s."""
+        now = time.time()
+        for project in self.store.project_ids():
+            if self._show_retry.get(project, 0) > now:
+                continue
+            row = self.store.get_project(project)
+            xml = row["label_config"] if row else None
+            if not xml:
+                continue
+            try:
+                config = self._configs.get(xml) or load_label_config(
+                    xml, self.settings.background_label)
+            except LabelConfigError:
+                continue
+            self._configs[xml] = config
+            try:
+                version = self.prelabels.version_hint(project, config)
+            except Exception as error:  # one project's registry can't be read: others go on
+                log.warning("project %s: can't read which version serves (%s)", project, error)
+                continue
+            if self._shown.get(project) == version:
+                continue
+            try:
+                shown = self.sink.show_version(int(project), version)
+            except Exception as error:
+                log.warning("project %s: can't show %s on Label Studio's Model card (%s)",
+                            project, version, error)
+                self._show_retry[project] = now + NOTIFY_RETRY
+                continue
+            if shown:
+                log.info("project %s: Label Studio's Model card shows %s", project, version)
+                self._shown[project] = version
+            else:
+                self._show_retry[project] = now + SHOW_RETRY
+
+
+def training_every(payload: dict[str, Any]) -> int:
+    """Label Studio's "Start model training on annotation submission" as the event's project
+    carries it (``min_annotations_to_start_training``; the UI's toggle stores 1, the API any
+    N): Label Studio sends ``START_TRAINING`` after every N-th annotation; 0 = off."""
+    project = payload.get("project") if isinstance(payload, dict) else None
+    value = project.get("min_annotations_to_start_training") if isinstance(project, dict) \
+        else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def count_trigger(train_after: int, every: int) -> int:
+    """Newly admitted annotations after which the worker itself asks for training: none
+    (0) while Label Studio's toggle is on (``every`` > 0: it asks, with ``START_TRAINING``),
+    else ``LA_TRAIN_AFTER`` (0, its default: only Start Training)."""
+    return 0 if every > 0 else max(0, int(train_after))
 
 
 # --- process entry point -----------------------------------------------------------------------
