@@ -486,28 +486,43 @@ def _int_env(name: str, default: int | None) -> int | None:
         raise DemoError(f"{name} must be a port number, got {raw!r}") from None
 
 
-def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject) -> None:
-    report = be.workdir.parent / "report"
+def serving_line(client: LabelStudioClient, project: int, workdir: Path) -> str:
+    """What pre-labels the annotators now: the version serving in the backend, and the
+    pre-label versions Label Studio holds for the unlabeled tasks (with their counts)."""
+    from collections import Counter
+
     from label_assistant.workspace import Workspace
 
-    current = Workspace(be.workdir).registry(demo.project).current_id()
-    prelabels = "Otsu pre-labels" if current is None else \
-        f"the pre-labels of model {current}, the version serving now"
+    current = Workspace(workdir).registry(project).current_id()
+    serving = "Otsu thresholding (no model promoted yet)" if current is None else \
+        f"model {current}"
+    unlabeled = {int(t["id"]) for t in client.list_unlabeled_tasks(project)}
+    shown = Counter(str(p.get("model_version")) for p in client.predictions(project)
+                    if int(p["task"]) in unlabeled)
+    held = ", ".join(f"{version} on {n}" for version, n in shown.most_common()) or "none"
+    return f"serving {serving}; pre-labels of the unlabeled tasks: {held}"
+
+
+def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject,
+                   seconds: float) -> None:
+    report = be.workdir.parent / "report"
     login = (f"{ls.username} / {ls.password}  (API token {ls.token})" if ls.local
              else "your own account")
     print(f"""
-label-assistant demo is up.
+label-assistant demo is up (this start took {seconds:.0f} s).
 
   Label Studio  {ls.url}
   login         {login}
   project       {ls.url}/projects/{demo.project}/data?tab={demo.view}
   backend       {be.url}   (log {be.log})
+  pre-labels    {serving_line(demo.client, demo.project, be.workdir)}
 
 Open the "{NEXT_VIEW_TITLE}" tab and press "Label Tasks As Displayed": tasks come in the
-order label-assistant ranked them, each with {prelabels}. Partial labels are fine: paint
-some nuclei fully (Nucleus) and background around them (Background); leave the rest. After
+order label-assistant ranked them (one image per experiment group first); Label Studio shows
+the partial-labeling instructions first. Partial labels are fine: paint some nuclei fully
+(Nucleus) and Background around them; leave the rest. After
 {os.environ.get('LA_TRAIN_AFTER', '3')} admitted annotations a model trains in the background
-(about a minute). It serves only if it beats the current pre-labeler (Otsu first) on
+(this terminal reports it). It serves only if it beats what serves now (Otsu first) on
 held-out labeled pixels; then the tasks are ranked again and the next ones get its pre-labels.
 Watch the rounds: .venv/bin/label-assistant rounds --workdir {be.workdir} --project {demo.project}
 Plots and a page: .venv/bin/label-assistant report --workdir {be.workdir} --project {demo.project}
@@ -530,14 +545,16 @@ def _watch(be: BackendHandle, project: int) -> None:
                 continue
             seen.add(version.id)
             promotion = version.promotion or {}
-            verdict = "serves now" if promotion.get("promoted") else "kept; Otsu or the " \
-                "previous version still serves"
+            serving = registry.current_id() or "Otsu thresholding"
+            verdict = "serves now" if promotion.get("promoted") else \
+                f"kept; {serving} still serves"
             print(f"model {version.id} trained for project {project}: {verdict} "
                   f"({promotion.get('reason', 'no verdict recorded')})", flush=True)
     raise DemoError(f"the backend stopped (exit {be.process.returncode}); see {be.log}")
 
 
 def run(folder: Path, headless: bool) -> None:
+    started = time.monotonic()
     ls_port = None if headless else _int_env("LA_DEMO_LS_PORT", 8080)
     be_port = None if headless else _int_env("LA_DEMO_PORT", 9090)
     _step(f"sample images in {folder / 'images'}")
@@ -549,7 +566,7 @@ def run(folder: Path, headless: bool) -> None:
         if headless:
             check(demo, samples, be)
         else:
-            _print_welcome(ls, be, demo)
+            _print_welcome(ls, be, demo, time.monotonic() - started)
             try:
                 _watch(be, demo.project)
             except KeyboardInterrupt:

@@ -71,15 +71,13 @@ _HINT_STYLE = "margin: 2px 0 6px; font-size: 14px; font-weight: normal; line-hei
 #: Manager and the (i) button under the labeling screen (``expert_instruction``).
 _INSTRUCTIONS = """\
 <p><b>Partial labels are welcome.</b> You do not have to label every object. On each image:</p>
-<ol>
-<li>Paint <b>a few objects completely</b> with their class ({classes}): the whole object, edge
-to edge. Pre-labels already mark the objects label-assistant found: every region you submit
-counts as your label, so fix or delete the wrong ones.</li>
-<li>Paint <b>{background}</b> between and right around those objects (a thin ring around each
-is enough), and over areas you are sure hold no object. {background} only along the image
-border teaches the model little.</li>
-<li><b>Leave the rest unlabeled</b>: unlabeled pixels are ignored in training.</li>
-</ol>
+<p><b>1.</b> Paint <b>a few objects completely</b> with their class ({classes}): the whole
+object, edge to edge. Pre-labels already mark the objects label-assistant found: every region
+you submit counts as your label, so fix or delete the wrong ones.</p>
+<p><b>2.</b> Paint <b>{background}</b> between and right around those objects (a thin ring
+around each is enough), and over areas you are sure hold no object. {background} only along
+the image border teaches the model little.</p>
+<p><b>3.</b> <b>Leave the rest unlabeled</b>: unlabeled pixels are ignored in training.</p>
 <p>After you submit, label-assistant checks the annotation. An annotation without
 {background}, or an empty one, is <b>quarantined</b> (kept out of training); its problems show
 in red above the image and in the Data Manager's <b>Quarantined</b> tab. Fix it and submit
