@@ -89,13 +89,18 @@ class Project:
         raise SystemExit(f"screenshot: no verdict on task {task} after 120 s")
 
 
-def _save(page: Any, out: Path) -> None:
+def _save(page: Any, out: Path, limit: int = 300_000) -> None:
+    """The page as a PNG of 256 colours, or fewer until it is under ``limit`` bytes."""
     from PIL import Image
 
     raw = out.with_suffix(".raw.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(raw))
-    Image.open(raw).convert("RGB").quantize(256).save(out, optimize=True)
+    image = Image.open(raw).convert("RGB")
+    for colours in (256, 192, 128, 96, 64):
+        image.quantize(colours).save(out, optimize=True)
+        if out.stat().st_size < limit:
+            break
     raw.unlink()
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)", flush=True)
 
@@ -158,7 +163,8 @@ def main() -> int:
                 # The label stream of the tab: Label Studio opens it with the dialog.
                 page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}&labeling=1")
                 page.wait_for_selector("text=Labeling Instructions", timeout=120_000)
-                time.sleep(3)
+                page.wait_for_selector("canvas", timeout=120_000)
+                time.sleep(4)  # the image behind the dialog
             else:
                 view = project.view(QUARANTINED)
                 task = project.first_task(view)
