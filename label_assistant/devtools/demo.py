@@ -443,6 +443,10 @@ def check(demo: DemoProject, samples: list[SampleFile], be: BackendHandle) -> No
         raise DemoError(f"pre-labels hold no brush masks (result types {sorted(kinds)})")
     versions = sorted({str(p.get("model_version")) for p in predictions})
     print(f"    check: {len(predictions)} pre-labels, versions {versions}", flush=True)
+    line = serving_line(client, project, be.workdir)  # what the banner says
+    if "Otsu" not in line or versions[0] not in line:
+        raise DemoError(f"the banner's line on what serves is wrong: {line}")
+    print(f"    check: {line}", flush=True)
 
     first = client.next_task_as_displayed(project, demo.view)
     if not first or (first.get("data") or {}).get(RANK_FIELD) is None:
