@@ -210,7 +210,7 @@ def label_studio(folder: Path, port: int | None) -> Iterator[LabelStudioHandle]:
             copy_data_dir(template, data_dir)
             _step(f"Label Studio: data dir copied from {template}")
         else:
-            _step("Label Studio: initialising its data dir (once; 81-163 s on 2 busy cores)")
+            _step("Label Studio: initialising its data dir (once; 45-163 s on 2 busy cores)")
             scratch = data_dir.with_name(data_dir.name + ".init")
             shutil.rmtree(scratch, ignore_errors=True)
             seconds = init_data_dir(scratch)
