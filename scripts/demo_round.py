@@ -87,7 +87,7 @@ def main() -> int:
             if sample.truth is None or sample.name in annotated:
                 continue
             image = read_image(sample.path)
-            truths.append(instances_to_label_map(np.load(sample.truth)))
+            truths.append(instances_to_label_map(demo.load_truth(sample)))
             served.append(now.prelabel(image).label_map)
             otsus.append(otsu.prelabel(image).label_map)
         ours, theirs = score(truths, served, 1), score(truths, otsus, 1)

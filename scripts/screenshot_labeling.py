@@ -1,15 +1,28 @@
-"""Screenshot of Label Studio's labeling screen with label-assistant's pre-labels (README).
+"""Screenshots of Label Studio with label-assistant at work, for the README.
 
 Run against a running ``make demo`` (defaults) or any Label Studio with the demo project:
 
     pip install playwright            # the Python package only: no browser download
     apt-get install chromium          # the browser it drives (or pass --chromium PATH)
-    python scripts/screenshot_labeling.py --out docs/images/labeling-screen.png
+    python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab]
 
-It logs in, opens the first task of the "Next to label" tab (what an annotator gets first),
-waits for the image and the pre-label to be drawn, and saves a PNG quantised to 256 colours
-(small enough to commit). Opening a task in Label Studio makes an unsaved draft from the
-prediction; nothing is submitted.
+It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
+(``docs/images``), PNGs quantised to 256 colours (small enough to commit):
+
+- ``labeling``: the first task of the "Next to label" tab (what an annotator gets first),
+  with its pre-label, the one-line partial-labeling hint and the label buttons
+  (``labeling-screen.png``);
+- ``instructions``: the "Labeling Instructions" dialog Label Studio shows when an annotator
+  starts labeling the tab (``labeling-instructions.png``);
+- ``quarantined``: the first task of the "Quarantined" tab, with its warnings above the image
+  and the label buttons (``quarantined-task.png``);
+- ``tab``: the "Quarantined" tab, scrolled to its ``la_warnings`` column (``quarantined-tab.png``).
+
+``--quarantine`` first submits, on the first task of "Next to label", an annotation holding
+only the pre-label's regions (no Background, as a hurried annotator would), which the backend
+quarantines; the Quarantined tab then has a task to show. It writes into the project: use
+it on a demo. Opening a task makes an unsaved draft from the prediction; nothing else is
+submitted.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -25,19 +39,77 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_USER = "admin@label-assistant.local"
 DEFAULT_PASSWORD = "label-assistant"
 DEFAULT_TOKEN = "label-assistant-token-0123456789"
+DEFAULT_TITLE = "label-assistant demo: DSB 2018 nuclei"
+NEXT, QUARANTINED = "Next to label", "Quarantined"
+SHOTS = {"labeling": "labeling-screen.png", "instructions": "labeling-instructions.png",
+         "quarantined": "quarantined-task.png", "tab": "quarantined-tab.png"}
 
 
-def first_task(url: str, token: str, title: str) -> tuple[int, int, int]:
-    """(project, "Next to label" tab, its first task) of the project titled ``title``."""
-    headers = {"Authorization": f"Token {token}"}
-    projects = requests.get(f"{url}/api/projects", headers=headers, timeout=30).json()
-    project = next(p["id"] for p in projects["results"] if p["title"] == title)
-    views = requests.get(f"{url}/api/dm/views", params={"project": project}, headers=headers,
-                         timeout=30).json()
-    view = next(v for v in views if v["data"].get("title") == "Next to label")
-    tasks = requests.get(f"{url}/api/tasks", headers=headers, timeout=30, params={
-        "project": project, "view": view["id"], "fields": "task_only", "page_size": 1}).json()
-    return project, view["id"], tasks["tasks"][0]["id"]
+class Project:
+    """The demo project through the API: its id, tabs and their first tasks."""
+
+    def __init__(self, url: str, token: str, title: str) -> None:
+        self.url, self.headers = url, {"Authorization": f"Token {token}"}
+        projects = self._get("/api/projects", title=title)["results"]
+        found = [p["id"] for p in projects if p["title"] == title]
+        if not found:
+            raise SystemExit(f"screenshot: no project titled {title!r} at {url}")
+        self.id = found[0]
+
+    def _get(self, path: str, **params: Any) -> Any:
+        response = requests.get(f"{self.url}{path}", params=params, headers=self.headers,
+                                timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def view(self, title: str) -> int:
+        views = self._get("/api/dm/views", project=self.id)
+        found = [v["id"] for v in views if v["data"].get("title") == title]
+        if not found:
+            raise SystemExit(f"screenshot: project {self.id} has no {title!r} tab")
+        return found[0]
+
+    def first_task(self, view: int) -> int | None:
+        tasks = self._get("/api/tasks", project=self.id, view=view, fields="task_only",
+                          page_size=1)["tasks"]
+        return tasks[0]["id"] if tasks else None
+
+    def quarantine(self, task: int) -> str:
+        """Submit the task's pre-label alone (no Background); the backend's verdict."""
+        predictions = self._get("/api/predictions", task=task)
+        if not predictions:
+            raise SystemExit(f"screenshot: task {task} has no pre-label to submit")
+        requests.post(f"{self.url}/api/tasks/{task}/annotations", headers=self.headers,
+                      json={"result": predictions[0]["result"]}, timeout=60).raise_for_status()
+        for _ in range(120):
+            status = self._get(f"/api/tasks/{task}")["data"].get("la_status")
+            if status:
+                return str(status)
+            time.sleep(1)
+        raise SystemExit(f"screenshot: no verdict on task {task} after 120 s")
+
+
+def _save(page: Any, out: Path, limit: int = 300_000) -> None:
+    """The page as a PNG of 256 colours, or fewer until it is under ``limit`` bytes."""
+    from PIL import Image
+
+    raw = out.with_suffix(".raw.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(raw))
+    image = Image.open(raw).convert("RGB")
+    for colours in (256, 192, 128, 96, 64):
+        image.quantize(colours).save(out, optimize=True)
+        if out.stat().st_size < limit:
+            break
+    raw.unlink()
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB)", flush=True)
+
+
+def _open_task(page: Any, url: str, project: int, view: int, task: int) -> None:
+    page.goto(f"{url}/projects/{project}/data?tab={view}&task={task}")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_selector("canvas", timeout=120_000)
+    time.sleep(3)  # the brush masks are drawn after the image has loaded
 
 
 def main() -> int:
@@ -46,11 +118,14 @@ def main() -> int:
     parser.add_argument("--user", default=DEFAULT_USER)
     parser.add_argument("--password", default=DEFAULT_PASSWORD)
     parser.add_argument("--token", default=DEFAULT_TOKEN)
-    parser.add_argument("--project-title", default="label-assistant demo")
+    parser.add_argument("--project-title", default=DEFAULT_TITLE)
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable")
-    parser.add_argument("--out", type=Path, default=Path("docs/images/labeling-screen.png"))
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/images"))
+    parser.add_argument("--shots", nargs="+", choices=sorted(SHOTS), default=list(SHOTS))
+    parser.add_argument("--quarantine", action="store_true",
+                        help="first submit a pre-label without Background (see above)")
+    parser.add_argument("--width", type=int, default=1440)
+    parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args()
     try:
         from playwright.sync_api import sync_playwright
@@ -58,9 +133,14 @@ def main() -> int:
         print("screenshot: needs `pip install playwright` (the package; the browser is "
               "--chromium)", file=sys.stderr)
         return 2
-    from PIL import Image
 
-    project, view, task = first_task(args.url, args.token, args.project_title)
+    project = Project(args.url, args.token, args.project_title)
+    next_view = project.view(NEXT)
+    if args.quarantine:
+        task = project.first_task(next_view)
+        if task is None:
+            raise SystemExit("screenshot: the Next to label tab is empty")
+        print(f"task {task}: {project.quarantine(task)}", flush=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=args.chromium,
@@ -72,18 +152,35 @@ def main() -> int:
         page.fill("input[name=password]", args.password)
         page.click("button[type=submit]")
         page.wait_for_load_state("networkidle")
-        page.goto(f"{args.url}/projects/{project}/data?tab={view}&task={task}")
-        page.wait_for_load_state("networkidle")
-        page.wait_for_selector("canvas", timeout=60_000)
-        time.sleep(3)  # the brush masks are drawn after the image has loaded
-        raw = args.out.with_suffix(".raw.png")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(raw))
+        for shot in args.shots:
+            out = args.out_dir / SHOTS[shot]
+            if shot == "labeling":
+                task = project.first_task(next_view)
+                if task is None:
+                    raise SystemExit("screenshot: the Next to label tab is empty")
+                _open_task(page, args.url, project.id, next_view, task)
+            elif shot == "instructions":
+                # The label stream of the tab: Label Studio opens it with the dialog.
+                page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}&labeling=1")
+                page.wait_for_selector("text=Labeling Instructions", timeout=120_000)
+                page.wait_for_selector("canvas", timeout=120_000)
+                time.sleep(4)  # the image behind the dialog
+            else:
+                view = project.view(QUARANTINED)
+                task = project.first_task(view)
+                if task is None:
+                    raise SystemExit("screenshot: the Quarantined tab is empty (--quarantine "
+                                     "makes one)")
+                if shot == "quarantined":
+                    _open_task(page, args.url, project.id, view, task)
+                else:
+                    page.goto(f"{args.url}/projects/{project.id}/data?tab={view}")
+                    page.wait_for_load_state("networkidle")
+                    page.wait_for_selector("text=la_warnings", timeout=120_000)
+                    page.locator("text=la_warnings").first.scroll_into_view_if_needed()
+                    time.sleep(2)
+            _save(page, out)
         browser.close()
-    Image.open(raw).convert("RGB").quantize(256).save(args.out, optimize=True)
-    raw.unlink()
-    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB): project {project}, "
-          f"task {task}")
     return 0
 
 

@@ -32,18 +32,36 @@ def test_to_uint8_stretches_percentiles():
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
 
 
-def test_make_samples_writes_once_and_reuses(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "SHARED_NUCLEI", tmp_path / "absent")
+def test_demo_images_are_real_microscopy_shipped_with_their_attribution():
+    rows = demo.demo_images()
+    groups = {r["group"] for r in rows}
+    assert 24 <= len(rows) <= 48 and 2 <= len(groups) <= 3
+    assert all(sum(r["group"] == g for r in rows) >= 8 for g in groups)
+    files = [demo.DEMO_IMAGES / kind / f"{r['id']}.png" for r in rows
+             for kind in ("images", "masks")]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in files) < 3 * 2**20  # a few MB at most
+    attribution = (demo.DEMO_IMAGES / "ATTRIBUTION.md").read_text()
+    for needed in ("BBBC038v1", "CC0", "Caicedo", "Nature Methods", *sorted(groups)):
+        assert needed in attribution, needed
+
+
+def test_make_samples_copies_once_grey_stretched_and_reuses(tmp_path):
     files = demo.make_samples(tmp_path)
-    expected = sum(n for _, n, _ in demo.SEQUENCES)
-    assert len(files) == expected
-    assert {f.sequence for f in files} == {s for s, _, _ in demo.SEQUENCES}
-    first = files[0]
-    image = np.asarray(Image.open(first.path))
-    assert image.dtype == np.uint8 and image.shape == np.load(first.truth).shape
-    stamp = first.path.stat().st_mtime_ns
+    rows = demo.demo_images()
+    assert len(files) == len(rows) and len({f.name for f in files}) == len(rows)
+    assert {f.sequence for f in files} == {r["group"] for r in rows}
+    for sample, row in zip(files, rows, strict=True):
+        image = np.asarray(Image.open(sample.path))
+        truth = demo.load_truth(sample)
+        assert image.dtype == np.uint8 and image.shape[:2] == truth.shape
+        assert image.shape[:2] == (row["height"], row["width"])
+        assert len(np.unique(truth)) - 1 == row["nucleus_count"]
+        if image.ndim == 2:  # dark fluorescence, stretched for the browser
+            assert image.max() == 255
+    stamp = files[0].path.stat().st_mtime_ns
     again = demo.make_samples(tmp_path)
-    assert again == files and first.path.stat().st_mtime_ns == stamp
+    assert again == files and files[0].path.stat().st_mtime_ns == stamp
     assert not list((tmp_path / "images").glob("*.tmp.png"))
 
 
@@ -60,7 +78,7 @@ def test_label_config_has_background_a_class_and_the_warnings_header():
     assert "$la_warnings" in demo.LABEL_CONFIG
 
 
-def test_label_config_shows_the_partial_labeling_hint_above_the_image():
+def test_label_config_shows_hint_warnings_and_label_buttons_above_the_image():
     import xml.etree.ElementTree as ET
 
     hint = demo.PARTIAL_LABELING_HINT
@@ -68,12 +86,23 @@ def test_label_config_shows_the_partial_labeling_hint_above_the_image():
     assert "$" not in hint  # literal text, not a task data field
     root = ET.fromstring(demo.LABEL_CONFIG)
     tags = [child.tag for child in root]
-    headers = [child for child in root if child.tag == "Header"]
-    assert [h.get("value") for h in headers] == ["$la_warnings", hint]
-    assert tags.index("Image") > max(i for i, t in enumerate(tags) if t == "Header")
+    # Warnings first, in a block of bounded height that scrolls, coloured on the View
+    # (Label Studio's CSS makes a Header's own colour inherit).
+    block = root[0]
+    assert block.tag == "View" and [h.get("value") for h in block] == ["$la_warnings"]
+    style = block.get("style")
+    assert "max-height" in style and "overflow-y: auto" in style and "color:" in style
+    assert root[1].tag == "Header" and root[1].get("value") == hint
+    assert tags.index("BrushLabels") < tags.index("Image")
     config = parse_label_config(demo.LABEL_CONFIG)  # still parses: same image, same classes
     assert (config.to_name, config.data_key) == ("image", "image")
     assert config.labels == ("Background", demo.CLASS_NAME)
+
+
+def test_demo_project_shows_the_instructions_before_labeling():
+    assert demo.INSTRUCTIONS["show_instruction"] is True
+    text = demo.INSTRUCTIONS["expert_instruction"]
+    assert demo.CLASS_NAME in text and "Background" in text and "Quarantined" in text
 
 
 @pytest.mark.labelstudio
@@ -83,14 +112,13 @@ def test_demo_check_against_an_existing_label_studio(labelstudio, tmp_path, monk
     project is made there, and the whole check (pre-labels, tab, verdict, reuse) passes."""
     monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
-    monkeypatch.setattr(demo, "SHARED_NUCLEI", tmp_path / "absent")  # 18 generated images
     demo.run(tmp_path / "demo", headless=True)
     out = capsys.readouterr().out
     assert f"Label Studio: using {labelstudio.url}" in out
     assert "Label Studio: started" not in out and not (tmp_path / "demo" / "label-studio").exists()
     projects = [p for p in labelstudio.sdk.projects.list() if p.title == demo.PROJECT_TITLE]
     assert len(projects) == 1  # the second start reused it
-    assert len(labelstudio.client.list_tasks(projects[0].id)) == 18
+    assert len(labelstudio.client.list_tasks(projects[0].id)) == len(demo.demo_images())
 
 
 def test_existing_label_studio_without_a_token_is_a_clear_error(monkeypatch, tmp_path):
@@ -101,9 +129,9 @@ def test_existing_label_studio_without_a_token_is_a_clear_error(monkeypatch, tmp
             pass
 
 
-def test_the_demo_and_walkthrough_find_the_repository_and_the_shared_data():
+def test_the_demo_and_walkthrough_find_the_repository_and_the_walkthrough_the_shared_data():
     from label_assistant.devtools import walkthrough
 
     for module in (demo, walkthrough):
         assert (module.ROOT / "pyproject.toml").is_file(), module.ROOT
-        assert module.SHARED_NUCLEI.parent == module.ROOT.parent / "shared" / "data"
+    assert walkthrough.SHARED_NUCLEI.parent == walkthrough.ROOT.parent / "shared" / "data"

@@ -63,7 +63,10 @@ def test_import_stacks_rerun_and_the_backend_reads_the_originals(labelstudio, tm
     assert "d_broken.tif" in capsys.readouterr().err
     project = first["project"]
     client = labelstudio.client
-    assert client.get_project(project)["label_config"] == brush_label_config(["Nucleus"])
+    made = client.get_project(project)
+    assert made["label_config"] == brush_label_config(["Nucleus"])
+    # The partial-labeling instructions, shown before labeling.
+    assert made["show_instruction"] is True and "Nucleus" in made["expert_instruction"]
 
     tasks = client.list_tasks(project)
     assert len(tasks) == 11

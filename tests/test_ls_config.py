@@ -257,3 +257,13 @@ def test_anything_unusable_is_a_label_config_error(xml):
         assert control.result_type in ("brushlabels", "polygonlabels")
     for label in config.labels:
         assert config.class_index(label) in range(config.n_classes + 1)
+
+
+def test_labeling_instructions_name_the_classes_and_background_escaped():
+    from label_assistant.labelstudio.config import labeling_instructions
+
+    settings = labeling_instructions(["Nucleus", "Cell <a>"], background_label="Back & ground")
+    assert settings["show_instruction"] is True
+    text = settings["expert_instruction"]
+    assert "Nucleus, Cell &lt;a&gt;" in text and "Back &amp; ground" in text
+    assert "<a>" not in text and "Quarantined" in text

@@ -95,6 +95,14 @@ def _label_config(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _instructions(xml: str) -> dict[str, Any]:
+    """The partial-labeling instructions for a new project with this label config."""
+    from label_assistant.labelstudio.config import labeling_instructions, parse_label_config
+
+    config = parse_label_config(xml)
+    return labeling_instructions(config.class_names, background_label=config.background_label)
+
+
 def _project(client: Any, args: argparse.Namespace, xml: str | None) -> int:
     from label_assistant.labelstudio.config import LabelConfigError, parse_label_config
 
@@ -107,7 +115,7 @@ def _project(client: Any, args: argparse.Namespace, xml: str | None) -> int:
         else:
             if xml is None:
                 raise CliError("a new project needs --classes or --label-config")
-            return client.create_project(args.new_project, xml,
+            return client.create_project(args.new_project, xml, **_instructions(xml),
                                          description="Imported by label-assistant import")
     else:
         project = int(args.project)

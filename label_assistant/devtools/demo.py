@@ -1,17 +1,20 @@
-"""``make demo``: a real Label Studio 1.23.2 with label-assistant connected, on sample images.
+"""``make demo``: a real Label Studio 1.23.2 with label-assistant connected, on real microscopy.
 
-1. sample images: three time-lapse sequences of fluorescence-like nuclei, drawn here (8-bit
-   PNG, with their true masks kept aside for the check), plus the 2018 Data Science Bowl
-   nucleus image when ``../shared/data`` is beside the repository;
+1. the images: 32 nucleus images of the 2018 Data Science Bowl (BBBC038v1, CC0), three
+   experiment groups (grey fluorescence of two sizes, colour bright-field tissue), shipped in
+   ``demo_images/`` beside this module with their masks and ``ATTRIBUTION.md``; copied into
+   ``demo-data/images`` (grey ones contrast-stretched for the browser);
 2. Label Studio: a local server from ``.ls-venv`` with its data in ``demo-data/label-studio``
    (admin user and token printed), or the one named by ``LABEL_STUDIO_URL`` and
    ``LABEL_STUDIO_API_KEY``;
 3. the backend: ``label-assistant serve`` (work dir ``demo-data/work``, log
    ``demo-data/backend.log``);
-4. the project "label-assistant demo": brush labels Background and Nucleus plus the header
-   that shows our warnings; the images uploaded as tasks, each with its ``sequence``;
+4. the project "label-assistant demo: DSB 2018 nuclei": brush labels Background and Nucleus,
+   the partial-labeling instructions and the header that shows our warnings; the images
+   uploaded as tasks, each with its experiment group as ``sequence``;
 5. the backend connected, Otsu pre-labels retrieved for every task, the tasks ranked
-   (``sequence``: one image per time-lapse first) into the Data Manager tab "Next to label";
+   (``sequence``: one image per experiment group first) into the Data Manager tab "Next to
+   label";
 6. where to go, then it waits for Ctrl-C, reporting each model version the backend trains.
 
 Each step reuses what an earlier run left (``demo-data/demo.json`` remembers the project),
@@ -65,19 +68,22 @@ from label_assistant.labelstudio.client import (
     LabelStudioError,
 )
 from label_assistant.labelstudio.config import PARTIAL_LABELING_HINT as PARTIAL_LABELING_HINT
-from label_assistant.labelstudio.config import brush_label_config
+from label_assistant.labelstudio.config import brush_label_config, labeling_instructions
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
-SHARED_NUCLEI = ROOT.parent / "shared" / "data" / "stardist_dsb2018_sample"
+#: Real microscopy shipped with the package: 2018 Data Science Bowl images (CC0) of three
+#: experiment groups, their masks and ATTRIBUTION.md.
+DEMO_IMAGES = Path(__file__).resolve().parent / "demo_images"
+NAME_CHARS = 12  # a task's name: "dsb_" + the first characters of the image id
 #: The demo backend's basic-auth credentials (LA_BASIC_AUTH_USER / _PASS override them).
 DEMO_BACKEND_AUTH = ("label-studio", "demo-backend-secret")
-PROJECT_TITLE = "label-assistant demo"
+PROJECT_TITLE = "label-assistant demo: DSB 2018 nuclei"
 CLASS_NAME = "Nucleus"
 #: The demo's label config, with the smart tools (box, clicks, extreme points) that make
 #: Label Studio ask the backend for one object's mask; they need it connected as interactive.
 LABEL_CONFIG = brush_label_config([CLASS_NAME])
-#: (sequence, frames, seed): three time-lapses, so sequence-aware ranking has work to do.
-SEQUENCES = [("seqA", 6, 1), ("seqB", 6, 2), ("seqC", 6, 3)]
+#: The partial-labeling instructions Label Studio shows before labeling.
+INSTRUCTIONS = labeling_instructions([CLASS_NAME])
 STATE_FILE = "demo.json"
 
 
@@ -121,44 +127,51 @@ def _port(preferred: int | None) -> int:
 @dataclass(frozen=True)
 class SampleFile:
     name: str
-    path: Path
-    sequence: str | None
-    frame: int | None
-    truth: Path | None  # .npy of the true instance map, when known
+    path: Path  # the image Label Studio gets
+    sequence: str | None  # the experiment group: one image per group comes first
+    truth: Path | None  # the true instance map (16-bit PNG label map), when known
+
+
+def load_truth(sample: SampleFile) -> np.ndarray:
+    """The sample's true instance map (0 = background, 1..N = nuclei)."""
+    if sample.truth is None:
+        raise DemoError(f"sample {sample.name} has no true mask")
+    return np.asarray(Image.open(sample.truth)).astype(np.int32)
+
+
+def demo_images() -> list[dict[str, Any]]:
+    """The shipped images' manifest rows (id, group, ...), in upload order."""
+    try:
+        return json.loads((DEMO_IMAGES / "manifest.json").read_text())["images"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DemoError(f"the demo images are missing from {DEMO_IMAGES}: {error}") from None
 
 
 def make_samples(folder: Path) -> list[SampleFile]:
-    """Write the sample images (once) and list them."""
-    from label_assistant.devtools.samples import nuclei_sequence, to_uint8
+    """Copy the shipped images (once) into ``folder/images`` and list them.
 
-    images, truth = folder / "images", folder / "truth"
+    Grey fluorescence images are percentile-stretched to 8 bits on the way (their nuclei sit
+    at grey levels 5-20 of 255: near black in a browser); colour images are copied as they
+    are. Each task's ``sequence`` is its image's experiment group."""
+    from label_assistant.devtools.samples import to_uint8
+
+    images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    truth.mkdir(parents=True, exist_ok=True)
     files = []
-    for sequence, frames, seed in SEQUENCES:
-        expected = [images / f"{sequence}_t{t:02d}.png" for t in range(frames)]
-        samples = None
-        if not all(p.exists() for p in expected):
-            samples = nuclei_sequence(sequence, frames, seed)
-        for t, path in enumerate(expected):
-            if samples is not None:
-                # Write-then-rename: a crash never leaves a half-written image to upload.
-                tmp = path.with_suffix(".tmp.png")
-                Image.fromarray(to_uint8(samples[t].image)).save(tmp)
-                np.save(truth / f"{path.stem}.npy", samples[t].instances)
-                tmp.replace(path)
-            files.append(SampleFile(path.stem, path, sequence, t, truth / f"{path.stem}.npy"))
-    if SHARED_NUCLEI.is_dir():
-        source = sorted((SHARED_NUCLEI / "images").iterdir())[0]
-        path = images / "dsb2018_nucleus.png"
+    for row in demo_images():
+        source = DEMO_IMAGES / "images" / f"{row['id']}.png"
+        name = f"dsb_{row['id'][:NAME_CHARS]}"
+        path = images / f"{name}.png"
         if not path.exists():
-            from label_assistant.images import read_image
-
-            # A 16-bit TIFF: browsers show 8-bit PNG.
+            pixels = np.asarray(Image.open(source))
+            if pixels.ndim == 2:
+                pixels = to_uint8(pixels)
+            # Write-then-rename: a crash never leaves a half-written image to upload.
             tmp = path.with_suffix(".tmp.png")
-            Image.fromarray(to_uint8(read_image(source)[..., 0])).save(tmp)
+            Image.fromarray(pixels).save(tmp)
             tmp.replace(path)
-        files.append(SampleFile(path.stem, path, None, None, None))
+        files.append(SampleFile(name, path, str(row["group"]),
+                                DEMO_IMAGES / "masks" / f"{row['id']}.png"))
     return files
 
 
@@ -197,7 +210,7 @@ def label_studio(folder: Path, port: int | None) -> Iterator[LabelStudioHandle]:
             copy_data_dir(template, data_dir)
             _step(f"Label Studio: data dir copied from {template}")
         else:
-            _step("Label Studio: initialising its data dir (once; about a minute)")
+            _step("Label Studio: initialising its data dir (once; 45-163 s on 2 busy cores)")
             scratch = data_dir.with_name(data_dir.name + ".init")
             shutil.rmtree(scratch, ignore_errors=True)
             seconds = init_data_dir(scratch)
@@ -292,13 +305,16 @@ def ensure_project(client: LabelStudioClient, folder: Path, key: str) -> tuple[i
         try:
             found = client.get_project(int(remembered))
             if found.get("title") == PROJECT_TITLE:
-                if found.get("label_config") != LABEL_CONFIG:  # made by an older demo
-                    client.update_project(int(remembered), label_config=LABEL_CONFIG)
+                wanted = {"label_config": LABEL_CONFIG, **INSTRUCTIONS}
+                if any(found.get(k) != v for k, v in wanted.items()):  # an older demo's
+                    client.update_project(int(remembered), **wanted)
                 return int(remembered), True
         except LabelStudioError:
             pass  # deleted in the meantime: make a new one
-    project = client.create_project(PROJECT_TITLE, LABEL_CONFIG,
-                                    description="Sample nuclei; pre-labels by label-assistant")
+    project = client.create_project(
+        PROJECT_TITLE, LABEL_CONFIG, **INSTRUCTIONS,
+        description="2018 Data Science Bowl nuclei (BBBC038v1, CC0); pre-labels by "
+                    "label-assistant")
     state.setdefault("projects", {})[key] = project
     _save_state(folder, state)
     return project, False
@@ -332,7 +348,7 @@ def import_samples(client: LabelStudioClient, project: int,
         task = tasks[sample.name]
         fields: dict[str, Any] = {"name": sample.name}
         if sample.sequence is not None:
-            fields.update(sequence=sample.sequence, frame=sample.frame)
+            fields["sequence"] = sample.sequence
         if any((task.get("data") or {}).get(k) != v for k, v in fields.items()):
             client.update_task_data(project, int(task["id"]), fields)
     return {name: int(task["id"]) for name, task in tasks.items()}
@@ -395,7 +411,8 @@ def set_up(ls: LabelStudioHandle, be: BackendHandle, samples: list[SampleFile],
     project, reused = ensure_project(client, folder, "local" if ls.local else ls.url)
     _step(f"project {project} {'reused' if reused else 'created'}: {ls.url}/projects/{project}")
     task_ids = import_samples(client, project, samples)
-    print(f"    {len(task_ids)} tasks ({len(SEQUENCES)} sequences)", flush=True)
+    groups = len({s.sequence for s in samples})
+    print(f"    {len(task_ids)} tasks ({groups} experiment groups as sequences)", flush=True)
     connect_backend(client, project, be.url, be.auth)
     # The Model card's "Start model training on annotation submission", on: Label Studio
     # asks for training every LA_TRAIN_AFTER annotations (the toggle wins over the backend's
@@ -431,6 +448,10 @@ def check(demo: DemoProject, samples: list[SampleFile], be: BackendHandle) -> No
         raise DemoError(f"pre-labels hold no brush masks (result types {sorted(kinds)})")
     versions = sorted({str(p.get("model_version")) for p in predictions})
     print(f"    check: {len(predictions)} pre-labels, versions {versions}", flush=True)
+    line = serving_line(client, project, be.workdir)  # what the banner says
+    if "Otsu" not in line or versions[0] not in line:
+        raise DemoError(f"the banner's line on what serves is wrong: {line}")
+    print(f"    check: {line}", flush=True)
 
     first = client.next_task_as_displayed(project, demo.view)
     if not first or (first.get("data") or {}).get(RANK_FIELD) is None:
@@ -438,12 +459,12 @@ def check(demo: DemoProject, samples: list[SampleFile], be: BackendHandle) -> No
     name = _task_name(first)
     sample = next((s for s in samples if s.name == name and s.truth is not None), None)
     if sample is None:
-        raise DemoError(f"the first task to label ({name}) is not a generated sample")
+        raise DemoError(f"the first task to label ({name}) is not a demo image with a mask")
     print(f"    check: {NEXT_VIEW_TITLE!r} starts with task {first['id']} ({name}, rank "
           f"{first['data'][RANK_FIELD]})", flush=True)
 
     # The annotator: some nuclei drawn fully, background around them, the rest left alone.
-    truth = instances_to_label_map(np.load(sample.truth), separate=True)
+    truth = instances_to_label_map(load_truth(sample), separate=True)
     partial = sparsify(truth, 0.3, band=4, seed=0)
     results = label_map_to_results(partial, parse_label_config(LABEL_CONFIG),
                                    include_background=True)
@@ -474,28 +495,43 @@ def _int_env(name: str, default: int | None) -> int | None:
         raise DemoError(f"{name} must be a port number, got {raw!r}") from None
 
 
-def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject) -> None:
-    report = be.workdir.parent / "report"
+def serving_line(client: LabelStudioClient, project: int, workdir: Path) -> str:
+    """What pre-labels the annotators now: the version serving in the backend, and the
+    pre-label versions Label Studio holds for the unlabeled tasks (with their counts)."""
+    from collections import Counter
+
     from label_assistant.workspace import Workspace
 
-    current = Workspace(be.workdir).registry(demo.project).current_id()
-    prelabels = "Otsu pre-labels" if current is None else \
-        f"the pre-labels of model {current}, the version serving now"
+    current = Workspace(workdir).registry(project).current_id()
+    serving = "Otsu thresholding (no model promoted yet)" if current is None else \
+        f"model {current}"
+    unlabeled = {int(t["id"]) for t in client.list_unlabeled_tasks(project)}
+    shown = Counter(str(p.get("model_version")) for p in client.predictions(project)
+                    if int(p["task"]) in unlabeled)
+    held = ", ".join(f"{version} on {n}" for version, n in shown.most_common()) or "none"
+    return f"serving {serving}; pre-labels of the unlabeled tasks: {held}"
+
+
+def _print_welcome(ls: LabelStudioHandle, be: BackendHandle, demo: DemoProject,
+                   seconds: float) -> None:
+    report = be.workdir.parent / "report"
     login = (f"{ls.username} / {ls.password}  (API token {ls.token})" if ls.local
              else "your own account")
     print(f"""
-label-assistant demo is up.
+label-assistant demo is up (this start took {seconds:.0f} s).
 
   Label Studio  {ls.url}
   login         {login}
   project       {ls.url}/projects/{demo.project}/data?tab={demo.view}
   backend       {be.url}   (log {be.log})
+  pre-labels    {serving_line(demo.client, demo.project, be.workdir)}
 
 Open the "{NEXT_VIEW_TITLE}" tab and press "Label Tasks As Displayed": tasks come in the
-order label-assistant ranked them, each with {prelabels}. Partial labels are fine: paint
-some nuclei fully (Nucleus) and background around them (Background); leave the rest. After
+order label-assistant ranked them (one image per experiment group first); Label Studio shows
+the partial-labeling instructions first. Partial labels are fine: paint some nuclei fully
+(Nucleus) and Background around them; leave the rest. After
 {os.environ.get('LA_TRAIN_AFTER', '3')} admitted annotations a model trains in the background
-(about a minute). It serves only if it beats the current pre-labeler (Otsu first) on
+(this terminal reports it). It serves only if it beats what serves now (Otsu first) on
 held-out labeled pixels; then the tasks are ranked again and the next ones get its pre-labels.
 Watch the rounds: .venv/bin/label-assistant rounds --workdir {be.workdir} --project {demo.project}
 Plots and a page: .venv/bin/label-assistant report --workdir {be.workdir} --project {demo.project}
@@ -518,14 +554,16 @@ def _watch(be: BackendHandle, project: int) -> None:
                 continue
             seen.add(version.id)
             promotion = version.promotion or {}
-            verdict = "serves now" if promotion.get("promoted") else "kept; Otsu or the " \
-                "previous version still serves"
+            serving = registry.current_id() or "Otsu thresholding"
+            verdict = "serves now" if promotion.get("promoted") else \
+                f"kept; {serving} still serves"
             print(f"model {version.id} trained for project {project}: {verdict} "
                   f"({promotion.get('reason', 'no verdict recorded')})", flush=True)
     raise DemoError(f"the backend stopped (exit {be.process.returncode}); see {be.log}")
 
 
 def run(folder: Path, headless: bool) -> None:
+    started = time.monotonic()
     ls_port = None if headless else _int_env("LA_DEMO_LS_PORT", 8080)
     be_port = None if headless else _int_env("LA_DEMO_PORT", 9090)
     _step(f"sample images in {folder / 'images'}")
@@ -537,7 +575,7 @@ def run(folder: Path, headless: bool) -> None:
         if headless:
             check(demo, samples, be)
         else:
-            _print_welcome(ls, be, demo)
+            _print_welcome(ls, be, demo, time.monotonic() - started)
             try:
                 _watch(be, demo.project)
             except KeyboardInterrupt:

@@ -170,6 +170,7 @@ QUARANTINE_VIEW_TITLE = "Quarantined"
 NEXT_VIEW_TITLE = "Next to label"
 DEFAULT_VIEW_TITLE = "Default"
 
+WARNINGS_COLUMN_WIDTH = 640  # px, the la_warnings column of our tabs (tab_layout)
 log = logging.getLogger(__name__)
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
@@ -248,7 +249,11 @@ def tab_layout() -> dict[str, Any]:
     hidden = list(HIDDEN_COLUMNS)
     return {"hiddenColumns": {"explore": hidden, "labeling": hidden},
             "columnsDisplayType": {f"tasks:data.{RANK_FIELD}": "Number",
-                                   f"tasks:data.{SCORE_FIELD}": "Number"}}
+                                   f"tasks:data.{SCORE_FIELD}": "Number"},
+            # A Data Manager cell shows 3 lines and clips the rest: at the default 150 px
+            # a missing-Background warning (200 characters) was cut after 70; at 640 px it
+            # takes 2 lines (measured in Label Studio 1.23.2 with headless Chromium).
+            "columnsWidth": {f"tasks:data.{WARNINGS_FIELD}": WARNINGS_COLUMN_WIDTH}}
 
 
 def quarantine_view() -> dict[str, Any]:

@@ -18,14 +18,19 @@ exception.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import Any
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _safe_fromstring
 
 from label_assistant.labelmap import BACKGROUND, MAX_CLASSES
+
+#: The warnings' colour (a dark red: 6.5:1 contrast on white).
+WARNING_COLOUR = "#b3261e"
 
 __all__ = [
     "PARTIAL_LABELING_HINT",
@@ -33,23 +38,50 @@ __all__ = [
     "SEGMENTATION_CONTROLS",
     "WARNINGS_FIELD",
     "WARNINGS_HEADER",
+    "WARNING_COLOUR",
     "Control",
     "LabelConfig",
     "LabelConfigError",
     "UnknownLabelError",
     "brush_label_config",
     "config_hash",
+    "labeling_instructions",
     "parse_label_config",
 ]
 
 #: The task data field holding the inspection warnings (written by the client).
 WARNINGS_FIELD = "la_warnings"
-#: The header that shows them on the labeling screen.
-WARNINGS_HEADER = f'<Header value="${WARNINGS_FIELD}" size="5" style="color: #b3261e"/>'
-#: How partial labeling works, shown above the image (plain text: no ``$``, no XML).
+#: The block that shows them on the labeling screen: at most three lines high, scrolling
+#: beyond, so that a long warning never pushes the label buttons off a 1440 x 900 screen;
+#: empty (no height) when there is no warning. The colour is set on the wrapping ``View``
+#: *and* the ``Header``: Label Studio 1.23.2 renders a Header as a ``Typography`` heading
+#: whose inline ``style`` carries the colour (``libs/editor/src/tags/visual/Header.jsx``).
+WARNINGS_HEADER = (
+    f'<View style="max-height: 4.2em; overflow-y: auto; color: {WARNING_COLOUR}">'
+    f'<Header value="${WARNINGS_FIELD}" size="5" style="color: {WARNING_COLOUR}; margin: 0; '
+    f'font-size: 14px; line-height: 1.4em"/></View>')
+#: How partial labeling works, in one line above the image (plain text: no ``$``, no XML).
 PARTIAL_LABELING_HINT = (
     "Label a few objects completely, then paint Background between and around them. Leave "
     "the rest unlabeled: unlabeled pixels are ignored in training.")
+_HINT_STYLE = "margin: 2px 0 6px; font-size: 14px; font-weight: normal; line-height: 1.4em"
+#: A project's instructions (HTML), with ``{classes}`` and ``{background}`` to fill in: Label
+#: Studio 1.23.2 shows them in a "Labeling Instructions" dialog when an annotator starts
+#: labeling (project ``show_instruction``), and behind the "Instructions" button of the Data
+#: Manager and the (i) button under the labeling screen (``expert_instruction``).
+_INSTRUCTIONS = """\
+<p><b>Partial labels are welcome.</b> You do not have to label every object. On each image:</p>
+<p><b>1.</b> Paint <b>a few objects completely</b> with their class ({classes}): the whole
+object, edge to edge. Pre-labels already mark the objects label-assistant found: every region
+you submit counts as your label, so fix or delete the wrong ones.</p>
+<p><b>2.</b> Paint <b>{background}</b> between and right around those objects (a thin ring
+around each is enough), and over areas you are sure hold no object. {background} only along
+the image border teaches the model little.</p>
+<p><b>3.</b> <b>Leave the rest unlabeled</b>: unlabeled pixels are ignored in training.</p>
+<p>After you submit, label-assistant checks the annotation. An annotation without
+{background}, or an empty one, is <b>quarantined</b> (kept out of training); its problems show
+in red above the image and in the Data Manager's <b>Quarantined</b> tab. Fix it and submit
+again.</p>"""
 #: Label colours: Background blue, then the classes.
 _COLOURS = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#fdd835",
             "#6d4c41")
@@ -158,8 +190,9 @@ class LabelConfig:
 def brush_label_config(classes: list[str] | tuple[str, ...], *,
                        background_label: str = "Background", image_field: str = "image",
                        smart_tools: bool = True) -> str:
-    """The project's label config: the warnings header, the partial-labelling hint, the image
-    (``$image_field``) and a ``BrushLabels`` with ``background_label`` and ``classes``; with
+    """The project's label config: the warnings header, the partial-labelling hint, a
+    ``BrushLabels`` with ``background_label`` and ``classes`` and the image (``$image_field``)
+    below them; with
     ``smart_tools``, the interactive prompts for each class too (a box, clicks, extreme
     points: ``smartOnly``, shown when the backend is connected as interactive; see
     ``docs/interactive.md``).
@@ -189,14 +222,27 @@ def brush_label_config(classes: list[str] | tuple[str, ...], *,
             f'showInline="true">\n{prompt_labels}\n  </{tag}>'
             for tag, name in (("RectangleLabels", "box"), ("KeyPointLabels", "click"),
                               ("KeyPointLabels", "extreme")))
+    # The label buttons sit above the image: a tall image (or a long warning) never pushes
+    # them below the screen.
     return f"""<View>
   {WARNINGS_HEADER}
-  <Header value="{PARTIAL_LABELING_HINT}" size="6"/>
-  <Image name="image" value="${image_field}" zoom="true" zoomControl="true"/>
+  <Header value="{PARTIAL_LABELING_HINT}" size="5" style="{_HINT_STYLE}"/>
   <BrushLabels name="tag" toName="image">
 {labels}
-  </BrushLabels>{smart}
+  </BrushLabels>
+  <Image name="image" value="${image_field}" zoom="true" zoomControl="true"/>{smart}
 </View>"""
+
+
+def labeling_instructions(classes: list[str] | tuple[str, ...], *,
+                          background_label: str = "Background") -> dict[str, Any]:
+    """The project settings that show the partial-labeling instructions before labeling:
+    ``expert_instruction`` (HTML naming ``classes`` and ``background_label``) and
+    ``show_instruction``; for ``create_project`` / ``update_project`` next to a
+    :func:`brush_label_config` of the same classes."""
+    names = ", ".join(html.escape(str(c).strip()) for c in classes)
+    text = _INSTRUCTIONS.format(classes=names, background=html.escape(background_label))
+    return {"expert_instruction": text, "show_instruction": True}
 
 
 def config_hash(xml: str) -> str:
