@@ -4,7 +4,7 @@ Run against a running ``make demo`` (defaults) or any Label Studio with the demo
 
     pip install playwright            # the Python package only: no browser download
     apt-get install chromium          # the browser it drives (or pass --chromium PATH)
-    python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab]
+    python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab model]
 
 It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
 (``docs/images``), PNGs quantised to 256 colours (small enough to commit):
@@ -16,7 +16,14 @@ It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
   starts labeling the tab (``labeling-instructions.png``);
 - ``quarantined``: the first task of the "Quarantined" tab, with its warnings above the image
   and the label buttons (``quarantined-task.png``);
-- ``tab``: the "Quarantined" tab, scrolled to its ``la_warnings`` column (``quarantined-tab.png``).
+- ``tab``: the "Quarantined" tab, scrolled to its ``la_warnings`` column (``quarantined-tab.png``);
+- ``model``: the project's Settings -> Model page, whose card names the version that serves
+  the pre-labels (the backend renames its Label Studio ML backend to it: ``otsu-<hash>``
+  before any model, ``v0001`` after a promotion) and the training toggle (``model-card.png``).
+
+``--version V`` first waits (up to ``--wait`` s) until the project's ML backend is named ``V``:
+the backend's worker renames it a few seconds after a promotion (``label-assistant rounds
+--promote V``).
 
 ``--quarantine`` first submits, on the first task of "Next to label", an annotation holding
 only the pre-label's regions (no Background, as a hurried annotator would), which the backend
@@ -42,7 +49,8 @@ DEFAULT_TOKEN = "label-assistant-token-0123456789"
 DEFAULT_TITLE = "label-assistant demo: DSB 2018 nuclei"
 NEXT, QUARANTINED = "Next to label", "Quarantined"
 SHOTS = {"labeling": "labeling-screen.png", "instructions": "labeling-instructions.png",
-         "quarantined": "quarantined-task.png", "tab": "quarantined-tab.png"}
+         "quarantined": "quarantined-task.png", "tab": "quarantined-tab.png",
+         "model": "model-card.png"}
 
 
 class Project:
@@ -73,6 +81,19 @@ class Project:
         tasks = self._get("/api/tasks", project=self.id, view=view, fields="task_only",
                           page_size=1)["tasks"]
         return tasks[0]["id"] if tasks else None
+
+    def backend_titles(self) -> list[str]:
+        """The names of the project's ML backends: what its Model card shows."""
+        return [str(b["title"]) for b in self._get("/api/ml", project=self.id)]
+
+    def wait_version(self, version: str, seconds: float) -> None:
+        """Until one of the project's ML backends is named ``version``."""
+        deadline = time.time() + seconds
+        while version not in (titles := self.backend_titles()):
+            if time.time() > deadline:
+                raise SystemExit(f"screenshot: the project's ML backend is still named "
+                                 f"{titles} after {seconds:.0f} s, not {version!r}")
+            time.sleep(2)
 
     def quarantine(self, task: int) -> str:
         """Submit the task's pre-label alone (no Background); the backend's verdict."""
@@ -124,6 +145,9 @@ def main() -> int:
     parser.add_argument("--shots", nargs="+", choices=sorted(SHOTS), default=list(SHOTS))
     parser.add_argument("--quarantine", action="store_true",
                         help="first submit a pre-label without Background (see above)")
+    parser.add_argument("--version", help="wait until the Model card shows this version")
+    parser.add_argument("--wait", type=float, default=300,
+                        help="seconds --version waits (default 300)")
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args()
@@ -136,6 +160,8 @@ def main() -> int:
 
     project = Project(args.url, args.token, args.project_title)
     next_view = project.view(NEXT)
+    if args.version:
+        project.wait_version(args.version, args.wait)
     if args.quarantine:
         task = project.first_task(next_view)
         if task is None:
@@ -159,6 +185,14 @@ def main() -> int:
                 if task is None:
                     raise SystemExit("screenshot: the Next to label tab is empty")
                 _open_task(page, args.url, project.id, next_view, task)
+            elif shot == "model":
+                titles = project.backend_titles()
+                if not titles:
+                    raise SystemExit("screenshot: the project has no ML backend connected")
+                page.goto(f"{args.url}/projects/{project.id}/settings/ml")
+                page.wait_for_load_state("networkidle")
+                page.wait_for_selector(f"text={titles[0]}", timeout=120_000)
+                time.sleep(2)
             elif shot == "instructions":
                 # The label stream of the tab: Label Studio opens it with the dialog.
                 page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}&labeling=1")
