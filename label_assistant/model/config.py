@@ -56,8 +56,12 @@ class TrainConfig:
     warm_start: bool = True
     #: Epochs of a warm-started round (its own, shorter schedule); None: ``epochs``.
     warm_epochs: int | None = 10
-    #: Learning rate of a warm-started round; None: ``lr``.
-    warm_lr: float | None = None
+    #: Learning rate of a warm-started round; None: ``lr``. Measured on DSB 2018
+    #: (benchmarks/bench_warm_start.py --oracle sparse --warm-lrs 0.001,0.0003: a champion
+    #: from 8 images, then 16): at 3e-4 the warm round reached the cold round's best
+    #: validation Dice after 68 of the cold round's 206 CPU seconds and scored 0.928 test Dice
+    #: (cold 0.913, Otsu 0.919); at the cold rate, 1e-3, it forgot the champion (0.765).
+    warm_lr: float | None = 3e-4
     #: Processes training together with DistributedDataParallel, launched by torchrun
     #: (:mod:`label_assistant.model.distributed`): one per GPU (nccl), or CPU processes
     #: (gloo) with fewer GPUs. ``batch_size`` stays the total batch: each process trains on
