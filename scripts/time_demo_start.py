@@ -12,12 +12,12 @@ The README's warm-start figures come from this script.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from label_assistant.devtools.labelstudio_server import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BANNER = "label-assistant demo is up"
@@ -37,13 +37,7 @@ def main() -> int:
                 up = time.monotonic() - started
                 break
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, 60)
     if up is None:
         print(f"time_demo_start: make demo ended (exit {process.returncode}) without its "
               "banner", file=sys.stderr)

@@ -58,6 +58,7 @@ from label_assistant.devtools.labelstudio_server import (
     copy_data_dir,
     free_port,
     init_data_dir,
+    stop_process_group,
 )
 from label_assistant.labelstudio.client import (
     NEXT_VIEW_TITLE,
@@ -272,13 +273,7 @@ def backend(folder: Path, ls: LabelStudioHandle, port: int | None) -> Iterator[B
         yield BackendHandle(url, workdir, log, process,
                             (env["LA_BASIC_AUTH_USER"], env["LA_BASIC_AUTH_PASS"]))
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, 30)
 
 
 # -- 4. the project, 5. backend, pre-labels and ranking ----------------------------------------

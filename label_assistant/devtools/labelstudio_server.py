@@ -286,19 +286,25 @@ class LabelStudioServer:
     def stop(self, timeout: float = 15.0) -> None:
         """Terminate the process group (SIGTERM, then SIGKILL after ``timeout``)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-        except ProcessLookupError:
-            pass  # it ended on its own in between
+        stop_process_group(process, timeout)
 
     def __enter__(self) -> LabelStudioServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process_group(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    """Terminate a process started with ``start_new_session=True`` and its children: SIGTERM
+    to its group, then SIGKILL after ``timeout`` seconds. Nothing if it has ended."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+    except ProcessLookupError:
+        pass  # it ended on its own in between
