@@ -288,14 +288,22 @@ class Worker:
             if row is None or row["label_config"] != sent:
                 self.store.upsert_project(project, label_config=sent)
             return config
+        return self.stored_config(project)
+
+    def stored_config(self, project: str) -> LabelConfig:
+        """The project's stored label config, parsed once per text; :class:`LabelConfigError`
+        when there is none or it can't be used."""
+        row = self.store.get_project(project)
         xml = row["label_config"] if row else None
         if not isinstance(xml, str) or not xml.strip():
             raise LabelConfigError(f"no label config known for project {project}")
-        try:
-            return load_label_config(xml, self.settings.background_label)
-        except LabelConfigError as error:
-            raise LabelConfigError(f"the project's label config can't be used: "
-                                   f"{error}") from None
+        if xml not in self._configs:
+            try:
+                self._configs[xml] = load_label_config(xml, self.settings.background_label)
+            except LabelConfigError as error:
+                raise LabelConfigError(f"the project's label config can't be used: "
+                                       f"{error}") from None
+        return self._configs[xml]
 
     def fetcher(self, project: str) -> ImageFetcher:
         origin = project_origin(self.settings, self.store.get_project(project))
@@ -409,10 +417,7 @@ class Worker:
         annotations (those decoded with its current label config)."""
         from label_assistant.model.job import TrainingRequest
 
-        row = self.store.get_project(project)
-        if not row or not row["label_config"]:
-            raise LabelConfigError(f"no label config known for project {project}")
-        config = load_label_config(row["label_config"], self.settings.background_label)
+        config = self.stored_config(project)
         usable = self.store.training_set(project, config.config_hash)
         if not usable:
             raise ValueError(f"project {project} has no admitted annotations to train on")
@@ -488,7 +493,6 @@ class Worker:
                 continue
             self.store.set_announced(project, serving)
 
-
     def show_versions(self) -> None:
         """Keep each project's Model card on the version its predictions carry now
         (:meth:`Prelabels.version_hint`: Otsu's ``otsu-<hash>`` before any model, the
@@ -500,16 +504,10 @@ class Worker:
         for project in self.store.project_ids():
             if self._show_retry.get(project, 0) > now:
                 continue
-            row = self.store.get_project(project)
-            xml = row["label_config"] if row else None
-            if not xml:
-                continue
             try:
-                config = self._configs.get(xml) or load_label_config(
-                    xml, self.settings.background_label)
+                config = self.stored_config(project)
             except LabelConfigError:
                 continue
-            self._configs[xml] = config
             try:
                 version = self.prelabels.version_hint(project, config)
             except Exception as error:  # one project's registry can't be read: others go on
