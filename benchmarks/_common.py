@@ -20,6 +20,30 @@ def shared_data(name: str) -> Path | None:
     return None
 
 
+def dsb_folders(max_side: int, work: Path) -> tuple[Path, Path]:
+    """Folders of links to the DSB 2018 subset's images (and masks) whose longer side is at
+    most ``max_side``, and ``work/groups.csv`` (name,group: each image's experiment group from
+    the subset's manifest.json)."""
+    root = shared_data("dsb2018_stage1_train_subset")
+    if root is None:
+        raise SystemExit("skipped: ../shared/data/dsb2018_stage1_train_subset not found")
+    manifest = json.loads((root / "manifest.json").read_text())
+    images, masks = work / "images", work / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    groups = ["name,group"]
+    for item in manifest["images"]:
+        if max(item["height"], item["width"]) > max_side:
+            continue
+        for folder, key in ((images, "image_file"), (masks, "mask_file")):
+            link = folder / Path(item[key]).name
+            if not link.exists():
+                link.symlink_to(root / item[key])
+        groups.append(f"{Path(item['image_file']).name},{item['group']}")
+    (work / "groups.csv").write_text("\n".join(groups) + "\n")
+    return images, masks
+
+
 def machine() -> dict[str, Any]:
     info = {"python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor() or platform.machine()}

@@ -37,28 +37,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, print_table, shared_data, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    dsb_folders,
+    print_table,
+    shared_data,
+    write_results,
+)
 
 sys.path.insert(0, str(ROOT))
-
-
-def dsb_folders(max_side: int, work: Path) -> tuple[Path, Path]:
-    """Folders of links to the DSB images (and masks) whose longer side is <= max_side."""
-    root = shared_data("dsb2018_stage1_train_subset")
-    if root is None:
-        raise SystemExit("skipped: ../shared/data/dsb2018_stage1_train_subset not found")
-    manifest = json.loads((root / "manifest.json").read_text())
-    images, masks = work / "images", work / "masks"
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    for item in manifest["images"]:
-        if max(item["height"], item["width"]) > max_side:
-            continue
-        for folder, key in ((images, "image_file"), (masks, "mask_file")):
-            link = folder / Path(item[key]).name
-            if not link.exists():
-                link.symlink_to(root / item[key])
-    return images, masks
 
 
 def simulate_argv(dataset: str, oracle: str, args: argparse.Namespace, work: Path) -> list[str]:

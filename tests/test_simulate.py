@@ -54,6 +54,55 @@ def test_bad_test_splits(spec, message):
         parse_test_split(spec, NAMES)
 
 
+def test_stratified_test_split_takes_each_group_and_leaves_one_in_the_pool():
+    groups = ["a"] * 5 + ["b"] * 2 + ["c"] + ["d"] * 2
+    chosen = parse_test_split("stratified:2", NAMES, groups)
+    by_group = {g: [i for i in chosen if groups[i] == g] for g in "abcd"}
+    assert by_group == {"a": [1, 3], "b": [1 + 5], "c": [], "d": [8 + 1]}  # evenly spaced
+    for spec, groups_, message in (("stratified:0", groups, "positive count"),
+                                   ("stratified:1", None, "needs groups"),
+                                   ("stratified:1", [str(i) for i in range(10)], "needs groups")):
+        with pytest.raises(SimulationError, match=message):
+            parse_test_split(spec, NAMES, groups_)
+
+
+def test_groups_file_is_read_by_name_or_stem(tmp_path):
+    from label_assistant.simulate.data import read_groups
+
+    path = tmp_path / "groups.csv"
+    path.write_text("name,group\ns00.png,a\ns01,b\n")
+    assert read_groups(path) == {"s00.png": "a", "s00": "a", "s01": "b"}
+    path.write_text("file,experiment\ns00.png,a\n")
+    with pytest.raises(SimulationError, match="columns name and group"):
+        read_groups(path)
+    with pytest.raises(SimulationError, match="can't read --groups"):
+        read_groups(tmp_path / "missing.csv")
+
+
+def test_versus_random_pairs_seeds():
+    from label_assistant.simulate.reports import versus_random
+
+    settings = SimulationSettings(strategies=("random", "sequence"), initial=2, per_round=1,
+                                  rounds=0, seeds=(0, 1, 2))
+    rows = []
+    for seed, (r, s) in enumerate([(0.70, 0.75), (0.60, 0.66), (0.80, 0.84)]):
+        rows.append({"strategy": "random", "seed": seed, "round": 0, "labeled_images": 2,
+                     "test_dice": r, "test_image_dice": [r, r - 0.1]})
+        rows.append({"strategy": "sequence", "seed": seed, "round": 0, "labeled_images": 2,
+                     "test_dice": s, "test_image_dice": [s, s - 0.1]})
+    (v,) = versus_random(rows, settings)
+    diffs = np.array([0.05, 0.06, 0.04])
+    half = 4.302653 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 df)
+    assert v["strategy"] == "sequence" and v["seeds"] == 3
+    assert v["diff"] == pytest.approx(0.05)
+    assert (v["low"], v["high"]) == (pytest.approx(0.05 - half), pytest.approx(0.05 + half))
+    assert v["significant"] and 0.04 - 1e-9 <= v["image_low"] <= v["image_high"] <= 0.06 + 1e-9
+    # the same differences with a sign flip in one seed: not significant
+    rows[-1]["test_dice"] = 0.70
+    (v,) = versus_random(rows, settings)
+    assert v["low"] < 0 < v["high"] and not v["significant"]
+
+
 def test_sequence_chunks_are_contiguous_and_even():
     ids = sequence_chunks(20, 6)
     sizes = [ids.count(c) for c in dict.fromkeys(ids)]
@@ -85,7 +134,9 @@ def test_settings_are_checked():
         (dict(initial=0), "--initial >= 1"),
         (dict(annotation="partial"), "--annotation"),
         (dict(sparse_fraction=0.0), "--sparse-fraction"),
-        (dict(sequence_regex="x", sequence_chunks=2), "not both"),
+        (dict(sequence_regex="x", sequence_chunks=2), "not several"),
+        (dict(groups="g.csv", sequence_clusters="auto"), "--groups, --sequence-clusters"),
+        (dict(sequence_clusters="many"), "auto or a count"),
         (dict(seeds=(1, 1)), "distinct"),
     ]
     base = dict(strategies=("random",), initial=2, per_round=2, rounds=1)
@@ -267,3 +318,34 @@ def test_sparse_annotation_trains_on_partial_labels(dataset_dirs, tmp_path, caps
     assert 0.05 < sparse["labeled_pixel_share"] * 7 / 2 < 0.5  # ~20% of the 2 images' pixels
     assert sparse["test_dice"] is not None and sparse["admitted"] == 2
     assert "(differ" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_groups_stratified_split_and_paired_comparison_end_to_end(dataset_dirs, tmp_path,
+                                                                   capsys):
+    images, masks = dataset_dirs
+    groups = tmp_path / "groups.csv"
+    groups.write_text("name,group\n" + "".join(f"img_{i:02d}.png,{'ab'[i % 2]}\n"
+                                               for i in range(10)))
+    out = tmp_path / "grouped"
+    argv = _argv(images, masks, out, "--groups", str(groups))
+    for flag, value in (("--sequence-chunks", None), ("--test-split", "stratified:1"),
+                        ("--strategies", "random,sequence"), ("--rounds", "0"),
+                        ("--seeds", "0,1")):
+        at = argv.index(flag)
+        if value is None:
+            del argv[at:at + 2]
+        else:
+            argv[at + 1] = value
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = _rows(out)
+    test = json.loads((out / "results.json").read_text())["settings"]["data"]["test"]
+    assert len(test) == 2 and {int(n[4:6]) % 2 for n in test} == {0, 1}  # one per group
+    sequence = [r for r in rows if r["strategy"] == "sequence"]
+    for r in sequence:  # one image of each group first
+        assert sorted(int(n[4:6]) % 2 for n in r["new_images"]) == [0, 1]
+    assert all(len(r["test_image_dice"]) == 2 for r in rows)
+    assert "## Against random (test Dice difference, paired by seed)" in printed
+    assert "| sequence | 0 | 2 |" in printed
+    assert (out / "gain_vs_random.png").stat().st_size > 0

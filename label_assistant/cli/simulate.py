@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=3, metavar="R",
                    help="selection rounds after the initial one (default 3)")
     p.add_argument("--seeds", default="3", metavar="S",
-                   help="number of seeds (0..S-1), or a comma-separated list (default 3)")
+                   help="number of seeds (0..S-1), or a comma-separated list (one seed: "
+                   "'5,') (default 3)")
     p.add_argument("--annotation", choices=["dense", "sparse", "ring", "border"],
                    default="dense",
                    help="oracle annotation: dense (the full mask); sparse (whole objects and "
@@ -61,13 +62,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="sequence id from file names (group 'seq', else group 1)")
     seq.add_argument("--sequence-chunks", type=int, default=None, metavar="N",
                      help="cut the ordered pool into N contiguous sequences (a single stack)")
+    seq.add_argument("--groups", default=None, metavar="CSV",
+                     help="each image's group (experiment, video, z-stack): a CSV file with "
+                     "the columns name,group")
+    seq.add_argument("--sequence-clusters", default=None, metavar="auto|K",
+                     help="groups without metadata: k-means clusters of the image "
+                     "descriptors (auto: k by silhouette)")
     p.add_argument("--test-split", default="last:10", metavar="SPEC",
                    help="test images by name order: last:N, first:N, every:N (positions 0, N, "
-                   "2N...), list:a,b,c (default last:10)")
+                   "2N...), list:a,b,c, or stratified:N (N of each group, evenly spaced; "
+                   "needs groups) (default last:10)")
     p.add_argument("--out", required=True, help="output folder (resumed when it exists)")
     p.add_argument("--tta", action="store_true", help="flip TTA when scoring (variance, bald)")
     p.add_argument("--mc-samples", type=int, default=0, help="MC dropout passes when scoring")
-    add_training_options(p, ("inference_tile", int, "tile side for prediction"))
+    add_training_options(p, ("inference_tile", int, "tile side for prediction"),
+                         ("warm_epochs", int, "epochs of a round warm-started from the champion"))
     p.add_argument("--patience", type=int, default=None,
                    help="early-stopping patience in epochs (default: --epochs, i.e. off, so "
                    "that every round trains alike)")
@@ -77,14 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"3"`` -> (0, 1, 2); ``"0,5,7"`` -> (0, 5, 7)."""
+    """``"3"`` -> (0, 1, 2); ``"0,5,7"`` -> (0, 5, 7); ``"5,"`` -> (5,) (one seed)."""
     text = str(text).strip()
     if re.fullmatch(r"\d+", text):
         if int(text) < 1:
             raise CliError("--seeds must be at least 1")
         return tuple(range(int(text)))
     try:
-        seeds = tuple(int(s) for s in text.split(","))
+        seeds = tuple(int(s) for s in text.removesuffix(",").split(","))
     except ValueError:
         raise CliError(f"--seeds {text!r}: a count, or seeds separated by commas") from None
     return seeds
@@ -93,13 +102,15 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def _settings(args: argparse.Namespace):  # -> SimulationSettings
     from label_assistant.simulate import SimulationError, SimulationSettings
 
-    for name in ("epochs", "steps_per_epoch", "batch_size", "tile", "inference_tile"):
+    for name in ("epochs", "steps_per_epoch", "batch_size", "tile", "inference_tile",
+                 "warm_epochs"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1")
     train = {
         "arch": args.arch, "encoder": args.encoder, "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
         "tile": args.tile, "inference_tile": args.inference_tile, "lr": args.lr,
+        "warm_epochs": args.warm_epochs,
         "patience": args.patience if args.patience is not None else args.epochs,
     }
     try:
@@ -109,7 +120,8 @@ def _settings(args: argparse.Namespace):  # -> SimulationSettings
             seeds=parse_seeds(args.seeds), annotation=args.annotation,
             sparse_fraction=args.sparse_fraction, mask_type=args.mask_type,
             invert=args.invert, sequence_regex=args.sequence_regex,
-            sequence_chunks=args.sequence_chunks, test_split=args.test_split,
+            sequence_chunks=args.sequence_chunks, groups=args.groups,
+            sequence_clusters=args.sequence_clusters, test_split=args.test_split,
             tta=args.tta, mc_samples=args.mc_samples, train=train,
         )
     except SimulationError as error:

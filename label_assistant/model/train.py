@@ -84,10 +84,12 @@ def channel_policy(examples: list[Example]) -> int:
 
 
 def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> dict[str, Any]:
-    """Per-class Dice and IoU over the labeled pixels of ``examples`` (pooled confusion),
+    """Per-class Dice and IoU over the labeled pixels of ``examples`` (pooled confusion, and
+    each example's foreground Dice in ``image_dice``),
     predicted by ``predictor`` exactly as ``/predict`` predicts (one path:
     :meth:`~label_assistant.model.predictor.Predictor.label_map`)."""
     cm = np.zeros((n_classes + 1, n_classes + 1), np.int64)
+    per_image: list[float | None] = []
     for example in examples:
         # Only the tiles over labeled pixels run (the same predictions there). It pays only
         # where the labels sit in a part of a large image: with the simulator's oracles on the
@@ -96,7 +98,10 @@ def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> d
         labeled = example.label_map != UNLABELED
         prediction = predictor.label_map(example.image,
                                          where=None if labeled.all() else labeled)[0]
-        cm += confusion_matrix(example.label_map, prediction, n_classes)
+        image_cm = confusion_matrix(example.label_map, prediction, n_classes)
+        cm += image_cm
+        image_fg = dice_iou_from_confusion(image_cm)[0][1:]
+        per_image.append(float(np.nanmean(image_fg)) if np.isfinite(image_fg).any() else None)
     dice, iou = dice_iou_from_confusion(cm)
     fg = dice[1:]
     scores = Scores.of_confusion(cm)
@@ -107,6 +112,7 @@ def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> d
         "mean_dice_all": scores.mean_dice,
         "pixel_accuracy": scores.pixel_accuracy,
         "labeled_pixels": int(cm.sum()),
+        "image_dice": per_image,  # foreground Dice of each example (None: no foreground)
     }
 
 

@@ -208,3 +208,30 @@ def plot_learning_curves(out: Path, curves: dict[str, list[dict[str, Any]]],
         _save(fig, out / name)
         written.append(out / name)
     return written
+
+
+def plot_gain(out: Path, versus: list[dict[str, Any]], baseline: str = "random") -> Path | None:
+    """``gain_vs_random.png``: per strategy, the mean test-Dice difference to the baseline by
+    labeled images, with its 95% interval over seeds as error bars (None: nothing to plot)."""
+    if not versus:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    strategies = list(dict.fromkeys(v["strategy"] for v in versus))
+    for k, strategy in enumerate(strategies):
+        points = [v for v in versus if v["strategy"] == strategy]
+        shift = (k - (len(strategies) - 1) / 2) * 0.15  # keep the error bars apart
+        x = np.array([p["images"] for p in points], float) + shift
+        y = np.array([p["diff"] for p in points])
+        low = np.array([p["diff"] if p["low"] is None else p["low"] for p in points])
+        high = np.array([p["diff"] if p["high"] is None else p["high"] for p in points])
+        ax.errorbar(x, y, yerr=np.vstack([y - low, high - y]), marker="o", capsize=3,
+                    label=strategy)
+    ax.axhline(0.0, color="black", linewidth=1)
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel(f"test Dice - {baseline} (mean, 95% interval over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "gain_vs_random.png"
+    _save(fig, path)
+    return path

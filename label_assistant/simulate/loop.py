@@ -369,7 +369,9 @@ class Simulation:
                            "champion_val_dice_all": _mean(verdict.champion_scores)}
                 candidate_test = self._evaluate(round_.candidate)
         serving = serving_of(registry, self.data.class_names, otsu=otsu, device=self.device)
-        test = self._evaluate(serving)
+        # Evaluate once per round: a promoted candidate is what serves.
+        promoted = bool(candidate_test) and serving.version == trained.get("candidate")
+        test = dict(candidate_test) if promoted else self._evaluate(serving)
         test.update(serving_version=serving.version,
                     candidate_test_dice=candidate_test.get("test_dice"),
                     candidate_test_dice_all=candidate_test.get("test_dice_all"))
@@ -412,13 +414,14 @@ class Simulation:
 
         if model is None:
             return {"test_dice": None, "test_dice_all": None, "test_iou": None,
-                    "test_dice_per_class": None}
+                    "test_dice_per_class": None, "test_image_dice": None}
         started = time.perf_counter()
         metrics = evaluate(model, self.data.test, self.data.n_classes)
         fg_iou = [v for v in metrics["iou"][1:] if v is not None]
         return {"test_dice": metrics["mean_dice"], "test_dice_all": metrics["mean_dice_all"],
                 "test_iou": float(np.mean(fg_iou)) if fg_iou else None,
                 "test_dice_per_class": metrics["dice"][1:],
+                "test_image_dice": metrics["image_dice"],
                 "eval_seconds": round(time.perf_counter() - started, 3)}
 
     def _row(self, strategy: str, seed: int, r: int, state: RunState,

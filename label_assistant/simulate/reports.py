@@ -14,7 +14,7 @@ import numpy as np
 
 from label_assistant.files import write_atomic as _write_atomic
 from label_assistant.model.registry import json_default
-from label_assistant.reporting.plots import plot_learning_curves
+from label_assistant.reporting.plots import plot_gain, plot_learning_curves
 from label_assistant.simulate.data import Dataset
 from label_assistant.simulate.settings import FULL_DATA, SimulationSettings
 
@@ -60,7 +60,8 @@ def curves(rows: list[dict[str, Any]], strategies: Sequence[str]) -> dict[str, l
 
 def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSettings,
                   data: Dataset, otsu_test_dice: float | None = None) -> None:
-    """results.csv, results.json, the two learning-curve PNGs and summary.md."""
+    """results.csv, results.json, the two learning-curve PNGs, the gain over random
+    (``gain_vs_random.png``) and summary.md."""
     out = Path(out)
     ordered = sorted(rows, key=lambda r: (r["strategy"] != FULL_DATA, r["strategy"], r["seed"],
                                           r["round"]))
@@ -73,6 +74,7 @@ def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSet
         indent=2, default=json_default) + "\n")
     full_mean, full_sd, _ = _stats([r["test_dice"] for r in rows if r["strategy"] == FULL_DATA])
     plot_learning_curves(out, curves(rows, settings.strategies), full_mean, full_sd, FULL_DATA)
+    plot_gain(out, summary["versus_random"], BASELINE)
     _write_atomic(out / "summary.md", summary_markdown(summary, settings, data))
 
 
@@ -97,6 +99,80 @@ def guard(rows: list[dict[str, Any]], otsu_test_dice: float | None) -> dict[str,
             "serving_below_otsu": below}
 
 
+#: The baseline every strategy is compared with, and the comparison's confidence.
+BASELINE = "random"
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+
+
+def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings
+                  ) -> list[dict[str, Any]]:
+    """Per strategy and round, the paired difference of test Dice to random.
+
+    Pairs are seeds (a seed fixes the training seed and the oracle's annotations for every
+    strategy; the test split is the same for all). ``diff``: the mean over seeds of
+    (strategy - random); ``low``/``high``: its two-sided 95% t-interval over seeds (the
+    decision: ``significant`` when it excludes 0; needs 2 seeds or more). ``image_low`` /
+    ``image_high``: a second view, a bootstrap interval of the mean per-image Dice
+    difference, seeds and test images resampled (hierarchical), narrower because it also
+    counts test-image variation as evidence."""
+    from scipy import stats
+
+    by_key = {(r["strategy"], r["seed"], r["round"]): r for r in rows}
+    out = []
+    for strategy in settings.strategies:
+        if strategy == BASELINE:
+            continue
+        for rnd in range(settings.rounds + 1):
+            pairs = [(by_key[(strategy, seed, rnd)], by_key[(BASELINE, seed, rnd)])
+                     for seed in settings.seeds
+                     if (strategy, seed, rnd) in by_key and (BASELINE, seed, rnd) in by_key]
+            pairs = [(a, b) for a, b in pairs
+                     if a.get("test_dice") is not None and b.get("test_dice") is not None]
+            if not pairs:
+                continue
+            diffs = np.array([a["test_dice"] - b["test_dice"] for a, b in pairs])
+            item: dict[str, Any] = {
+                "strategy": strategy, "round": rnd, "images": pairs[0][0]["labeled_images"],
+                "seeds": len(diffs), "diff": float(diffs.mean()), "low": None, "high": None,
+                "significant": False, "image_low": None, "image_high": None,
+            }
+            if len(diffs) >= 2:
+                sd = float(diffs.std(ddof=1))
+                half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(diffs) - 1)) * sd \
+                    / np.sqrt(len(diffs))
+                item.update(low=float(diffs.mean() - half), high=float(diffs.mean() + half))
+                item["significant"] = bool(item["low"] > 0 or item["high"] < 0)
+            item.update(_image_interval(pairs, seed=rnd))
+            out.append(item)
+    return out
+
+
+def _image_interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], seed: int
+                    ) -> dict[str, float]:
+    """Hierarchical bootstrap (seeds, then test images) of the mean per-image Dice difference."""
+    per_seed = []
+    for a, b in pairs:
+        da, db = a.get("test_image_dice"), b.get("test_image_dice")
+        if not da or not db or len(da) != len(db):
+            return {}
+        d = np.array([x - y for x, y in zip(da, db, strict=True)
+                      if x is not None and y is not None])
+        if d.size:
+            per_seed.append(d)
+    if not per_seed:
+        return {}
+    rng = np.random.default_rng(seed)
+    means = np.empty(RESAMPLES)
+    for i in range(RESAMPLES):
+        chosen = rng.integers(len(per_seed), size=len(per_seed))
+        means[i] = np.mean([per_seed[c][rng.integers(per_seed[c].size, size=per_seed[c].size)]
+                            .mean() for c in chosen])
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return {"image_low": float(np.percentile(means, tail)),
+            "image_high": float(np.percentile(means, 100 - tail))}
+
+
 def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
               otsu_test_dice: float | None = None) -> dict[str, Any]:
     """Full-data Dice, per strategy and budget: Dice mean/sd and share of full data, and the
@@ -113,6 +189,7 @@ def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
                           "dice_sd": p["dice_sd"], "seeds": p["seeds"], "share_of_full": share})
     return {"full_data": {"dice_mean": full_mean, "dice_sd": full_sd, "seeds": full_n},
             "table": table, "best_final": _best_final(table, settings),
+            "versus_random": versus_random(rows, settings),
             "guard": guard(rows, otsu_test_dice)}
 
 
@@ -173,6 +250,22 @@ def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
     best = summary["best_final"]
     if best is not None:
         lines += ["", _best_line(best, n_all)]
+    versus = summary.get("versus_random") or []
+    if versus:
+        lines += ["", f"## Against {BASELINE} (test Dice difference, paired by seed)", "",
+                  f"Mean over seeds of (strategy - {BASELINE}); 95% t-interval over seeds "
+                  "(significant when it excludes 0); beside it a bootstrap interval over seeds "
+                  "and test images.", "",
+                  "| strategy | round | images | difference | 95% interval (seeds) | "
+                  "significant | 95% interval (seeds x images) |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in versus:
+            seeds = "-" if v["low"] is None else f"[{v['low']:+.4f}, {v['high']:+.4f}]"
+            images = "-" if v["image_low"] is None else \
+                f"[{v['image_low']:+.4f}, {v['image_high']:+.4f}]"
+            lines.append(f"| {v['strategy']} | {v['round']} | {v['images']} | "
+                         f"{v['diff']:+.4f} | {seeds} | "
+                         f"{'yes' if v['significant'] else 'no'} | {images} |")
     g = summary.get("guard") or {}
     if g.get("candidates"):
         otsu = g["otsu_test_dice"]

@@ -43,6 +43,8 @@ class SimulationSettings:
     invert: bool = False
     sequence_regex: str | None = None
     sequence_chunks: int | None = None
+    groups: str | None = None  # CSV file: name,group (each image's experiment or sequence)
+    sequence_clusters: str | None = None  # "auto" or a count: k-means groups of descriptors
     test_split: str = "last:10"
     tta: bool = False
     mc_samples: int = 0
@@ -79,8 +81,17 @@ class SimulationSettings:
         if not 0.0 < self.sparse_fraction <= 1.0:
             raise SimulationError(f"--sparse-fraction must be in (0, 1], got "
                                   f"{self.sparse_fraction}")
-        if self.sequence_regex is not None and self.sequence_chunks is not None:
-            raise SimulationError("use --sequence-regex or --sequence-chunks, not both")
+        given = [flag for flag, value in (
+            ("--sequence-regex", self.sequence_regex), ("--sequence-chunks", self.sequence_chunks),
+            ("--groups", self.groups), ("--sequence-clusters", self.sequence_clusters))
+            if value is not None]
+        if len(given) > 1:
+            raise SimulationError(f"use one of {', '.join(given)}, not several")
+        clusters = self.sequence_clusters
+        if clusters is not None and clusters != "auto" and not (
+                str(clusters).isdigit() and int(clusters) >= 1):
+            raise SimulationError(f"--sequence-clusters must be auto or a count >= 1, got "
+                                  f"{clusters!r}")
         if self.mc_samples < 0:
             raise SimulationError(f"--mc-samples must be >= 0, got {self.mc_samples}")
 

@@ -1,0 +1,141 @@
+"""Does selection beat random where it should? Learning curves on the DSB 2018 subset.
+
+Runs the real ``label-assistant simulate`` (the service's round: Otsu pre-labels before any
+model, a candidate warm-started from the champion and promoted only if it beats it on the
+validation annotations, the gate on every annotation) on the 122 images of
+``../shared/data/dsb2018_stage1_train_subset`` in 9 experiment groups (``manifest.json``:
+grey and colour, fluorescence and bright-field, 256 to 1272 px), each image's group given to
+the simulator with ``--groups``; the test split holds ``--test-per-group`` images of each
+group (``stratified:N``), the rest is the pool.
+
+Each seed runs in its own process (``--jobs`` at once, one torch thread each: two busy
+threads per process spin-wait on 2 cores), into ``OUT/seed<k>``; the rows are then merged into
+``OUT/all``, where ``simulate`` writes the reports of every seed together: the learning curves
+(``dice_vs_images.png``), the paired difference to random per round with its 95% interval
+(``gain_vs_random.png``, ``summary.md``). A seed's strategies share its oracle annotations and
+its training seed, so strategies are compared seed by seed.
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_selection_dsb.py \\
+        [--seeds 3 --jobs 3 --strategies random,sequential,sequence,sequence+entropy+diversity]
+
+Resumable (each seed folder keeps its finished rounds). Writes
+``benchmarks/results/bench_selection_dsb.json`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, ROOT, dsb_folders, print_table, write_results  # noqa: E402
+
+STRATEGIES = "random,sequential,sequence,sequence+entropy+diversity"
+
+
+def simulate_argv(args: argparse.Namespace, images: Path, masks: Path, groups: Path,
+                  seeds: str, out: Path) -> list[str]:
+    return [
+        "simulate", str(images), str(masks), "--mask-type", "instance",
+        "--groups", str(groups), "--test-split", f"stratified:{args.test_per_group}",
+        "--strategies", args.strategies, "--seeds", seeds,
+        "--initial", str(args.initial), "--per-round", str(args.per_round),
+        "--rounds", str(args.rounds), "--annotation", args.annotation,
+        "--encoder", args.encoder, "--epochs", str(args.epochs),
+        "--warm-epochs", str(args.warm_epochs), "--steps-per-epoch", str(args.steps),
+        "--out", str(out),
+    ]
+
+
+def run_seed(argv: list[str], log: Path) -> tuple[int, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    with open(log, "a") as f:
+        code = subprocess.call([sys.executable, "-m", "label_assistant.cli", *argv],
+                               stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return code, time.perf_counter() - started
+
+
+def merge(seed_dirs: list[Path], out: Path) -> None:
+    """``OUT/all``: the seeds' settings and every seed's rows (the settings hash excludes the
+    seeds, so ``simulate --out OUT/all`` finds every step done and writes the reports)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(seed_dirs[0] / "settings.json", out / "settings.json")
+    rows = []
+    for d in seed_dirs:
+        rows += (d / "runs.jsonl").read_text().splitlines()
+    (out / "runs.jsonl").write_text("\n".join(rows) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", default=STRATEGIES)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=3, help="seeds run at once (default 3)")
+    parser.add_argument("--initial", type=int, default=6)
+    parser.add_argument("--per-round", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--annotation", default="dense")
+    parser.add_argument("--test-per-group", type=int, default=2)
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--epochs", type=int, default=8, help="cold rounds (default 8)")
+    parser.add_argument("--warm-epochs", type=int, default=4, help="warm rounds (default 4)")
+    parser.add_argument("--steps", type=int, default=10, help="steps per epoch (default 10)")
+    parser.add_argument("--max-side", type=int, default=100_000,
+                        help="only images up to this side (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "selection_dsb",
+                        help="run folders (resumed), default benchmarks/results/selection_dsb")
+    args = parser.parse_args()
+
+    work = args.out / "data"
+    images, masks = dsb_folders(args.max_side, work)
+    groups = work / "groups.csv"
+    seed_dirs = [args.out / f"seed{k}" for k in range(args.seeds)]
+    commands = [simulate_argv(args, images, masks, groups, f"{k},", d)
+                for k, d in enumerate(seed_dirs)]
+    print("label-assistant " + " ".join(commands[0]) + f"  (and seeds 1..{args.seeds - 1})",
+          flush=True)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda c: run_seed(c[0], args.out / f"{c[1].name}.log"),
+                                zip(commands, seed_dirs, strict=True)))
+    wall = time.perf_counter() - started
+    for k, (code, seconds) in enumerate(results):
+        print(f"seed {k}: exit {code}, {seconds / 60:.1f} min (log {args.out}/seed{k}.log)")
+        if code != 0:
+            return 1
+    merge(seed_dirs, args.out / "all")
+    from label_assistant.cli import main as cli
+
+    final = simulate_argv(args, images, masks, groups, ",".join(map(str, range(args.seeds))),
+                          args.out / "all")
+    if cli(final) != 0:
+        return 1
+    result = json.loads((args.out / "all" / "results.json").read_text())
+    summary = result["summary"]
+    print_table(summary["table"], ["strategy", "round", "images", "dice_mean", "dice_sd",
+                                   "share_of_full"])
+    print()
+    print_table(summary["versus_random"], ["strategy", "round", "images", "diff", "low", "high",
+                                           "significant", "image_low", "image_high"])
+    path = write_results("bench_selection_dsb", summary["table"], {
+        "command": "label-assistant " + " ".join(final),
+        "wall_seconds": round(wall, 1), "jobs": args.jobs, "threads_per_job": 1,
+        "seed_seconds": [round(s, 1) for _, s in results],
+        "full_data": summary["full_data"], "versus_random": summary["versus_random"],
+        "guard": summary["guard"], "settings": result["settings"],
+    })
+    print(f"\n{args.seeds} seeds in {wall / 60:.1f} min wall ({args.jobs} at once); {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
