@@ -376,7 +376,8 @@ def _explain(
             else:
                 reasons.append(f"{what} (pick {before + 1}, round {labeled + before + 1})")
             if values is None and not spec.diversity:
-                reasons.append("random within sequence")
+                group = "cluster" if is_cluster_id(sequence) else "sequence"
+                reasons.append(f"random within {group}")
         if values is not None:
             components[spec.score] = float(values[index])
             reasons.append(
