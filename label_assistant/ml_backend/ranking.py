@@ -33,8 +33,8 @@ The answer is ``[(task_id, rank, score, reason)]``, rank 1 = label first, as
 :meth:`~label_assistant.labelstudio.client.LabelStudioClient.write_ranking` takes it. Tasks
 whose image can't be fetched or read are ranked last, each with the reason.
 
-Pure parts (:func:`effective_strategy`, :func:`ranking_rows`, :func:`task_sequences`) need
-no server and no model.
+Pure parts (:func:`effective_strategy`, :func:`ranking_rows`, :func:`clusters_wanted`,
+:func:`task_sequences`) need no server and no model.
 """
 
 from __future__ import annotations
@@ -246,8 +246,9 @@ def rank_tasks(
         raise RankingError(f"project {project}: {error}") from None
     items = rank(pool, name, seed=seed) if task_ids else []
     rows = ranking_rows(task_ids, items, failures)
-    log.info("project %s: ranked %d tasks by %s (%s)%s", project, len(rows), name,
+    log.info("project %s: ranked %d tasks by %s (%s)%s%s", project, len(rows), name,
              f"model {predictor.version}" if predictor is not None else "no model",
+             f", sequences: {len(set(sequences))} clusters of look-alikes" if clusters else "",
              f", {len(failures)} failed" if failures else "")
     return rows
 
