@@ -3,6 +3,8 @@ default sink (ml_backend.sinks), without a Label Studio server: data: URLs, a 1x
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -13,11 +15,13 @@ from label_assistant.ml_backend.fetch import ImageFetcher
 from label_assistant.ml_backend.origin import Origin, project_origin
 from label_assistant.ml_backend.ranking import (
     RankingError,
+    clusters_wanted,
     effective_strategy,
     rank_project,
     rank_tasks,
     ranking_rows,
     serving_predictor,
+    version_labeled_counts,
 )
 from label_assistant.ml_backend.settings import Settings, SettingsError
 from label_assistant.ml_backend.sinks import NullSink, ProjectSinks, load_sink, make_sink
@@ -97,6 +101,26 @@ def test_settings_strategy_and_sequence_field():
         Settings.from_env({"LA_STRATEGY": "entropy+nope"})
 
 
+def test_settings_sequence_clusters():
+    assert Settings.from_env({}).sequence_clusters == "auto"
+    assert Settings.from_env({"LA_SEQUENCE_CLUSTERS": " OFF "}).sequence_clusters == "off"
+    four = Settings.from_env({"LA_SEQUENCE_CLUSTERS": "4"})
+    assert four.sequence_clusters == 4 and four.to_env()["LA_SEQUENCE_CLUSTERS"] == "4"
+    for bad in ("0", "-1", "many", "2.5"):
+        with pytest.raises(SettingsError, match=r"^LA_SEQUENCE_CLUSTERS must be auto, off or a "
+                                                r"cluster count >= 1, got '.*'$"):
+            Settings.from_env({"LA_SEQUENCE_CLUSTERS": bad})
+
+
+def test_clusters_only_for_a_sequence_strategy_of_a_project_without_the_field(settings):
+    bare = [{"image": "x"}, None, {"sequence": " "}]
+    assert clusters_wanted(settings, "sequence+entropy", bare)
+    assert not clusters_wanted(settings, "entropy", bare)
+    assert not clusters_wanted(settings, "sequence", [*bare, {"sequence": "A"}])
+    assert not clusters_wanted(Settings(workdir=settings.workdir, sequence_clusters="off"),
+                               "sequence", bare)
+
+
 # --- rank_tasks ----------------------------------------------------------------------------------
 
 
@@ -124,6 +148,72 @@ def test_labeled_tasks_count_in_their_sequence(settings):
     rows = _rank(settings, tasks, labeled_tasks=[_task(9, None, sequence="A")])
     assert [r[0] for r in rows] == [2, 1]  # B has nothing labeled yet
     assert "1 already labeled" in rows[1][3]
+
+
+def _experiment(name: str, i: int) -> np.ndarray:
+    """Images of two "experiments": dark with bright squares (A), a bright noisy ramp (B)."""
+    if name == "A":
+        return blob_image(64, 64, seed=i)[0]
+    rng = np.random.default_rng(i)
+    ramp = 120 + np.mgrid[0:64, 0:64][1] * 1.5 + rng.normal(0, 20, (64, 64))
+    return np.clip(ramp, 0, 255).astype(np.uint8)
+
+
+def test_without_a_sequence_field_one_task_per_cluster_first(settings):
+    # two experiments, interleaved, and no task says which one it belongs to
+    tasks = [_task(10 * (e == "B") + i, _experiment(e, i)) for i in range(3) for e in "AB"]
+    experiment = {int(t["id"]): "A" if t["id"] < 10 else "B" for t in tasks}
+    for seed in range(3):
+        rows = _rank(settings, tasks, seed=seed)
+        assert {experiment[rows[0][0]], experiment[rows[1][0]]} == {"A", "B"}, seed
+        assert rows[0][3].startswith("cluster0") and "(first pick), random within cluster" \
+            in rows[0][3]
+        assert "(pick 2, round 2)" in rows[2][3]
+    clustered = _rank(Settings(workdir=settings.workdir, sequence_clusters=2), tasks)
+    assert {experiment[r[0]] for r in clustered[:2]} == {"A", "B"}
+    # off: the old behaviour, every task its own sequence
+    off = _rank(Settings(workdir=settings.workdir, sequence_clusters="off"), tasks)
+    assert all(r[3].startswith("own sequence (first pick)") for r in off)
+    # one task with the field: the field rules, no clusters
+    named = _rank(settings, [*tasks[:-1], _task(12, _experiment("B", 2), sequence="B")])
+    assert not any("cluster" in r[3] for r in named)
+
+
+def test_a_labeled_task_counts_in_its_cluster(settings):
+    tasks = [_task(10 * (e == "B") + i, _experiment(e, i)) for i in range(3) for e in "AB"]
+    labeled = [_task(20, _experiment("A", 5))]
+    for seed in range(3):
+        rows = _rank(settings, tasks, labeled_tasks=labeled, seed=seed)
+        assert rows[0][0] >= 10, seed  # experiment B has nothing labeled yet
+        assert "already labeled" in next(r[3] for r in rows if r[0] < 10)
+
+
+def test_class_balance_with_labeled_counts_prefers_the_rarest_labeled_class(settings):
+    dark = np.full((64, 64), 20, np.uint8)  # the model leans to Background
+    bright = np.full((64, 64), 235, np.uint8)  # ... and to Cell
+    dark[0, 0], bright[0, 0] = 255, 0  # not flat: normalisation keeps the levels apart
+    tasks = [_task(1, dark), _task(2, bright)]
+    few_cells = _rank(settings, tasks, predictor=_tiny_predictor(), strategy="class_balance",
+                      labeled_counts=[50_000, 10])
+    assert [r[0] for r in few_cells] == [2, 1] and "class_balance" in few_cells[0][3]
+    few_background = _rank(settings, tasks, predictor=_tiny_predictor(),
+                           strategy="class_balance", labeled_counts=[10, 50_000])
+    assert [r[0] for r in few_background] == [1, 2]
+
+
+def test_version_labeled_counts_sum_the_manifest(settings):
+    registry = settings.workspace.registry("3")
+    (registry.root / "v0001").mkdir(parents=True)
+    images = [{"name": "a", "split": "train", "labeled_pixels": [100, 5]},
+              {"name": "b", "split": "val", "labeled_pixels": [50, 2]},
+              {"name": "c", "split": "train", "labeled_pixels": [1, 2, 3]}]  # other classes
+    (registry.root / "v0001" / "version.json").write_text(json.dumps({
+        "id": "v0001", "created_at": 0, "parent": None, "spec": {"arch": "Unet"},
+        "class_names": ["Background", "Cell"], "manifest": {"images": images}}))
+    (registry.root / "v0001" / "model.safetensors").write_bytes(b"")
+    assert version_labeled_counts(settings, 3, "v0001", 1).tolist() == [150, 7]
+    assert version_labeled_counts(settings, 3, "v0001", 3) is None
+    assert version_labeled_counts(settings, 3, "v0002", 1) is None
 
 
 def _tiny_predictor() -> Predictor:

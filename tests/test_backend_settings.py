@@ -28,7 +28,8 @@ def test_defaults_and_environment():
 def test_to_env_round_trips_settings_that_are_not_the_defaults():
     s = Settings(workdir=Path("/w"), label_studio_url="http://ls:8080",
                  label_studio_api_key="k", train_after=4, train_config=Path("t.json"),
-                 strategy="random", sequence_field="movie", prelabel_ahead=3,
+                 strategy="random", sequence_field="movie", sequence_clusters=3,
+                 prelabel_ahead=3,
                  background_label="bg", inspection_config=Path("i.json"),
                  predict_background=True, predict_tile=256, device="cuda",
                  allowed_origins=("https://a.org", "http://b.org:81"), max_image_bytes=10,

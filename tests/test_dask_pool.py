@@ -137,6 +137,38 @@ def test_the_ranking_job_scores_on_dask_with_the_same_result(cluster, workdir):
                                atol=1e-7)
 
 
+@pytest.mark.slow
+def test_clusters_and_class_balance_on_dask_rank_as_one_process(cluster, workdir):
+    # no task has a sequence field: the workers compute the image descriptors to cluster
+    from label_assistant.labelstudio import parse_label_config
+    from label_assistant.ml_backend.fetch import ImageFetcher
+    from label_assistant.ml_backend.ranking import rank_tasks, serving_predictor
+    from label_assistant.ml_backend.settings import Settings
+
+    cluster, _ = cluster
+    config = parse_label_config(CONFIG)
+    settings = Settings(workdir=workdir, device="cpu", predict_tile=64)
+    predictor = serving_predictor(settings, 3, config)
+    images = [blob_image(64, 64, seed=i)[0] for i in range(3)]
+    images += [np.clip(255 - image, 0, 255).astype(np.uint8) for image in images]
+    tasks = [{"id": i + 1, "data": {"image": data_url(png_bytes(image))}}
+             for i, image in enumerate(images)]
+
+    def ranking(settings: Settings) -> list[tuple[int, int, float, str]]:
+        return rank_tasks(settings, tasks, config=config, predictor=predictor,
+                          fetcher=ImageFetcher.for_origin(settings, None),
+                          strategy="sequence+class_balance", seed=1, project="3",
+                          labeled_counts=[1000, 10])
+
+    local = ranking(settings)
+    remote = ranking(replace(settings, dask_scheduler=cluster.scheduler_address))
+    assert [r[0] for r in remote] == [r[0] for r in local]
+    assert [r[3] for r in remote] == [r[3] for r in local]
+    assert local[0][3].startswith("cluster0") and "class_balance" in local[0][3]
+    np.testing.assert_allclose([r[2] for r in remote], [r[2] for r in local], rtol=1e-5,
+                               atol=1e-7)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

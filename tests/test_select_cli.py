@@ -86,6 +86,62 @@ def test_without_a_model_pool_has_descriptors_and_no_scores():
     assert pool_from_images(iter(_images(2)), strategy="sequence").embeddings is None
 
 
+def test_a_pool_mixing_grey_and_colour_images_ranks_by_diversity():
+    from label_assistant.selectors.diversity import image_descriptor
+
+    grey, colour = _images(3), _images(3, channels=3)
+    items = [grey[0], ("rgb0", colour[0][1]), grey[1], ("rgb1", colour[1][1]), grey[2]]
+    pool = pool_from_images(iter(items), strategy="diversity")
+    length = len(image_descriptor(grey[0][1]))
+    assert pool.embeddings.shape == (5, 3 * length)
+    # a grey image's descriptor tiled to three channels: as if it were grey in RGB
+    np.testing.assert_array_equal(pool.embeddings[0], np.tile(image_descriptor(grey[0][1]), 3))
+    np.testing.assert_array_equal(pool.embeddings[0],
+                                  image_descriptor(np.repeat(grey[0][1], 3, axis=0)))
+    np.testing.assert_array_equal(pool.embeddings[1], image_descriptor(colour[0][1]))
+    ranked = rank(pool, "diversity")
+    assert sorted(item.index for item in ranked) == [0, 1, 2, 3, 4]
+
+
+def test_embeddings_of_other_lengths_are_a_one_line_error():
+    from label_assistant.selectors.pool import ImageNumbers, pool_from_numbers, stack_vectors
+
+    assert stack_vectors([np.ones(2), np.zeros(6)]).tolist()[0] == [1.0] * 6
+    for lengths in ([2, 4], [2, 6, 4], [2, 5]):
+        numbers = [ImageNumbers({}, np.ones(n)) for n in lengths]
+        with pytest.raises(PoolError, match=r"^embeddings of different lengths \(") as error:
+            pool_from_numbers([str(i) for i in range(len(lengths))], numbers)
+        assert "\n" not in str(error.value)
+
+
+class _Composition:
+    """A predict stand-in: each image's mean intensity per channel is its class shares."""
+
+    def __call__(self, image: np.ndarray):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(probabilities=image / image.sum(axis=0, keepdims=True))
+
+
+def test_class_balance_through_pool_from_images_prefers_the_rarest_labeled_class():
+    shares = {"bg": (0.8, 0.1, 0.1), "rich1": (0.2, 0.7, 0.1), "rich2": (0.2, 0.1, 0.7)}
+    items = [(name, np.broadcast_to(np.array(v, np.float32)[:, None, None], (3, 4, 4)).copy())
+             for name, v in shares.items()]
+    counts = [10_000, 5_000, 20]  # class 2 has the fewest labeled pixels
+    pool = pool_from_images(iter(items), predict=_Composition(), strategy="class_balance",
+                            labeled_counts=counts)
+    assert [pool.names[i.index] for i in rank(pool, "class_balance")] == \
+        ["rich2", "rich1", "bg"]
+    # without counts: the foreground share, equal for rich1 and rich2, both before bg
+    plain = pool_from_images(iter(items), predict=_Composition(), strategy="class_balance")
+    assert plain.scores["class_balance"].tolist() == pytest.approx([0.1, 0.4, 0.4])
+    assert pool.scores["class_balance"][2] == pytest.approx(
+        (0.2 / 10_001 + 0.1 / 5_001 + 0.7 / 21) / (1 / 10_001 + 1 / 5_001 + 1 / 21))
+    with pytest.raises(ValueError, match="labeled_counts needs 3 values"):
+        pool_from_images(iter(items), predict=_Composition(), strategy="class_balance",
+                         labeled_counts=[1, 2])
+
+
 def test_model_scores_equal_score_prediction_and_skip_labeled_images():
     from label_assistant.model.inference import predict_proba
 

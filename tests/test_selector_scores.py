@@ -17,6 +17,7 @@ from label_assistant.selectors.scores import (
     MissingInputError,
     ScoreError,
     aggregate,
+    class_balance,
     class_weighted_mean,
     class_weights_from_counts,
     image_score,
@@ -148,9 +149,9 @@ def _uncertain_and_certain():
     return _samples_summary(disagree), _samples_summary(agree)
 
 
-@pytest.mark.parametrize("name", sorted(SCORES))
+@pytest.mark.parametrize("name", sorted(set(SCORES) - scores.COMPOSITION_SCORES))
 @pytest.mark.parametrize("how", ["mean", "top_quantile", "class_weighted"])
-def test_every_score_ranks_the_uncertain_image_higher(name, how):
+def test_every_uncertainty_score_ranks_the_uncertain_image_higher(name, how):
     uncertain, certain = _uncertain_and_certain()
     kwargs = {"how": how, "class_weights": np.array([1.0, 2.0])}
 
@@ -189,9 +190,53 @@ def test_bad_inputs_raise_one_line_errors():
 def test_score_prediction_uses_what_the_prediction_has():
     uncertain, _ = _uncertain_and_certain()
     single = SimpleNamespace(probabilities=uncertain.probabilities, spread=None)
-    assert set(score_prediction(single)) == {"entropy", "margin", "least_confidence"}
+    assert set(score_prediction(single)) == {"entropy", "margin", "least_confidence",
+                                             "class_balance"}
     full = score_prediction(uncertain, how="top_quantile")
     assert set(full) == set(SCORES)
     assert full["entropy"] == pytest.approx(
         image_score("entropy", uncertain.probabilities, how="top_quantile")
     )
+
+
+# ---------------------------------------------------------------- class balance
+
+
+def test_class_balance_by_hand():
+    # 4 pixels, certain: background, background, class 1, class 2 -> shares 1/2, 1/4, 1/4
+    probs = _map([1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])
+    # w ~ 1/(count + 1) = 1/100, 1/10, 1/1, normalised: sum = 1.11
+    expected = (0.5 / 100 + 0.25 / 10 + 0.25 / 1) / 1.11
+    assert class_balance(probs, [99, 9, 0]) == pytest.approx(expected)
+    # all counts equal: every class weighs 1/3 and the shares sum to 1
+    assert class_balance(probs, [5, 5, 5]) == pytest.approx(1 / 3)
+    # no counts: the foreground share (background weighs 0, classes 1 and 2 one half each)
+    assert class_balance(probs) == pytest.approx(0.5 * 0.25 + 0.5 * 0.25)
+    # soft probabilities: the share is the mean probability
+    soft = _map([0.5, 0.5], [0.9, 0.1])
+    assert class_balance(soft, [1, 0]) == pytest.approx((0.7 / 2 + 0.3 / 1) / 1.5)
+    # the registered score is the same number, with labeled_counts as a keyword
+    assert SCORES["class_balance"](probs, labeled_counts=[99, 9, 0]) == pytest.approx(expected)
+    assert score_prediction(SimpleNamespace(probabilities=probs), ["class_balance"],
+                            labeled_counts=[99, 9, 0]) == {"class_balance": pytest.approx(expected)}
+
+
+def test_class_balance_prefers_the_image_rich_in_the_rarest_labeled_class():
+    rich_in_1 = _map([0.1, 0.8, 0.1], [0.1, 0.8, 0.1])
+    rich_in_2 = _map([0.1, 0.1, 0.8], [0.1, 0.1, 0.8])
+    counts = [10_000, 50, 5_000]  # class 1 is the rarest labeled
+    assert class_balance(rich_in_1, counts) > class_balance(rich_in_2, counts)
+    counts = [10_000, 5_000, 50]
+    assert class_balance(rich_in_2, counts) > class_balance(rich_in_1, counts)
+
+
+def test_class_balance_bad_counts_are_one_line_errors():
+    probs = _map([0.5, 0.5])
+    with pytest.raises(ScoreError, match=r"labeled_counts needs 2 values \(classes 0..K\)"):
+        class_balance(probs, [1, 2, 3])
+    with pytest.raises(ScoreError, match="non-negative"):
+        class_balance(probs, [1, -1])
+    with pytest.raises(ScoreError, match="non-negative"):
+        class_balance(probs, [1, float("nan")])
+    with pytest.raises(ScoreError, match=r"\(K\+1, H, W\)"):
+        class_balance(np.ones((2, 2)))

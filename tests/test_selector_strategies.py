@@ -10,6 +10,8 @@ import pytest
 from label_assistant.selectors import scores
 from label_assistant.selectors.sequences import (
     SequencePatternError,
+    cluster_ids,
+    is_cluster_id,
     is_own_sequence,
     sequence_ids,
 )
@@ -57,6 +59,77 @@ def test_bad_pattern_and_length_mismatch_raise():
         sequence_ids(["a"], regex="(unclosed")
     with pytest.raises(SequencePatternError, match="2 data items for 1 names"):
         sequence_ids(["a"], data=[{}, {}])
+
+
+def _two_blobs(n_each: int = 6, seed: int = 0) -> np.ndarray:
+    """Two tight, well separated groups of rows, interleaved: 0, 2, 4, ... and 1, 3, 5, ..."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 0.05, size=(n_each, 4))
+    b = rng.normal(5.0, 0.05, size=(n_each, 4))
+    return np.stack([a, b], axis=1).reshape(2 * n_each, 4)
+
+
+def test_cluster_ids_find_two_well_separated_blobs():
+    ids = cluster_ids(_two_blobs())
+    assert ids[:2] == ["cluster01", "cluster02"]  # numbered by first appearance
+    assert ids == ["cluster01", "cluster02"] * 6
+    assert all(is_cluster_id(i) and not is_own_sequence(i) for i in ids)
+    assert cluster_ids(_two_blobs(), seed=3) == ids
+
+
+def test_cluster_ids_with_k_given():
+    x = _two_blobs()
+    assert cluster_ids(x, k=1) == ["cluster01"] * 12
+    assert cluster_ids(x, k=2) == cluster_ids(x)
+    four = cluster_ids(x, k=4)
+    assert len(set(four)) == 4
+    # each of the 4 clusters stays within one blob
+    assert all(len({i % 2 for i, c in enumerate(four) if c == label}) == 1 for label in set(four))
+    # more clusters than distinct rows: as many as there are distinct rows
+    assert len(set(cluster_ids(np.repeat(x[:2], 3, axis=0), k=5))) == 2
+
+
+def test_cluster_ids_of_fewer_than_three_rows_are_one_cluster():
+    assert cluster_ids(np.zeros((0, 3))) == []
+    assert cluster_ids(np.array([[0.0, 1.0]])) == ["cluster01"]
+    assert cluster_ids(np.array([[0.0, 1.0], [9.0, 9.0]])) == ["cluster01"] * 2
+    assert cluster_ids(np.ones((5, 3))) == ["cluster01"] * 5  # all alike: one cluster
+
+
+def test_cluster_ids_bad_input_is_a_one_line_error():
+    with pytest.raises(SequencePatternError, match=r"must be \(N, D\)"):
+        cluster_ids(np.zeros(4))
+    with pytest.raises(SequencePatternError, match="NaN or infinite"):
+        cluster_ids(np.array([[0.0], [np.nan], [1.0]]))
+    with pytest.raises(SequencePatternError, match=r"cluster count must be in 1..3, got 4"):
+        cluster_ids(np.zeros((3, 2)), k=4)
+    with pytest.raises(SequencePatternError, match="got 0"):
+        cluster_ids(np.zeros((3, 2)), k=0)
+
+
+def test_cluster_sequences_read_as_clusters_in_reasons():
+    pool = Pool(names=list("abcd"), sequences=["cluster01", "cluster01", "cluster02", "cluster02"],
+                scores={"entropy": np.array([0.9, 0.8, 0.1, 0.2])})
+    items = rank(pool, "sequence+entropy")
+    assert [i.index for i in items] == [0, 3, 1, 2]
+    assert items[0].reason == "cluster01 (first pick), entropy 0.9 (rank 1 of 4)"
+    assert items[2].reason.startswith("cluster01 (pick 2, round 2)")
+    assert rank(Pool(names=["a"], sequences=["A"]), "sequence")[0].reason.startswith(
+        "sequence A (first pick)")
+
+
+def test_sequence_plus_class_balance_takes_the_richest_image_of_each_sequence_first():
+    # sequences A (0, 1) and B (2, 3); class 2 is the rarest labeled, image 1 and 3 rich in it
+    probabilities = [np.array(v, np.float32)[:, None, None] * np.ones((3, 2, 2), np.float32)
+                     for v in ((0.8, 0.1, 0.1), (0.2, 0.1, 0.7), (0.6, 0.3, 0.1), (0.5, 0.1, 0.4))]
+    counts = [10_000, 1_000, 10]
+    values = np.array([scores.class_balance(p, counts) for p in probabilities])
+    pool = Pool(names=list("abcd"), sequences=["A", "A", "B", "B"],
+                scores={"class_balance": values})
+    items = rank(pool, "sequence+class_balance")
+    assert [i.index for i in items] == [1, 3, 2, 0]
+    assert items[0].reason.startswith("sequence A (first pick), class_balance 0.6")
+    assert parse_strategy("Class_Balance+sequence").name == "sequence+class_balance"
 
 
 # ---------------------------------------------------------------- names

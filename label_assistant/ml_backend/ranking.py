@@ -18,23 +18,30 @@ first tasks (:func:`refresh_prelabels`). :func:`rank_tasks`:
    fetching its tasks' images and loading the version once;
 3. sequence ids come from the task data field ``settings.sequence_field`` (default
    ``sequence``); tasks already labeled (``labeled_tasks``) count in their sequence, so a
-   sequence that has a labeled image comes after those that have none;
+   sequence that has a labeled image comes after those that have none. When the strategy
+   has the ``sequence`` part and *no* task of the project has that field, the sequences are
+   clusters of look-alike images instead (``settings.sequence_clusters``, ``auto`` by
+   default; ``off``: each image its own sequence): k-means of the tasks' image descriptors
+   (:func:`~label_assistant.selectors.sequences.cluster_ids`), computed only then, here or on
+   the Dask workers alike; reasons then read ``cluster03 (first pick)``;
 4. :func:`~label_assistant.selectors.strategies.rank` orders the pool by
-   ``settings.strategy`` (default ``sequence+entropy``).
+   ``settings.strategy`` (default ``sequence+entropy``). The ``class_balance`` score weighs
+   the classes by the labeled pixels of the admitted annotations the serving version was
+   trained and validated on (its manifest: :func:`version_labeled_counts`).
 
 The answer is ``[(task_id, rank, score, reason)]``, rank 1 = label first, as
 :meth:`~label_assistant.labelstudio.client.LabelStudioClient.write_ranking` takes it. Tasks
 whose image can't be fetched or read are ranked last, each with the reason.
 
-Pure parts (:func:`effective_strategy`, :func:`ranking_rows`) need no
-server and no model.
+Pure parts (:func:`effective_strategy`, :func:`ranking_rows`, :func:`clusters_wanted`,
+:func:`task_sequences`) need no server and no model.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -92,6 +99,37 @@ def _finite(value: float) -> float:
     return value if np.isfinite(value) else 0.0
 
 
+def clusters_wanted(settings: Settings, strategy: str,
+                    data: Sequence[Mapping[str, Any] | None]) -> bool:
+    """Whether the sequences of a ``strategy`` ranking of tasks with task ``data`` are
+    clusters: the strategy has the ``sequence`` part, clustering is not ``off``, and no task
+    holds a value in ``settings.sequence_field``."""
+    from label_assistant.selectors.sequences import is_own_sequence, sequence_ids
+
+    if not parse_strategy(strategy).sequence or settings.sequence_clusters == "off":
+        return False
+    ids = sequence_ids([str(i) for i in range(len(data))], data=data,
+                       field=settings.sequence_field)
+    return all(is_own_sequence(i) for i in ids)
+
+
+def task_sequences(settings: Settings, names: Sequence[str],
+                   data: Sequence[Mapping[str, Any] | None],
+                   numbers: Sequence[ImageNumbers] | None = None, seed: int = 0) -> list[str]:
+    """Sequence ids of the tasks: from their data field, or, with ``numbers`` (computed
+    with descriptors, :func:`clusters_wanted`), clusters of their image descriptors
+    (``settings.sequence_clusters``: ``auto`` or a count, at most one per task)."""
+    from label_assistant.selectors.pool import stack_vectors
+    from label_assistant.selectors.sequences import cluster_ids, sequence_ids
+
+    if numbers is None or not names:
+        return sequence_ids(list(names), data=data, field=settings.sequence_field)
+    descriptors = stack_vectors([n.descriptor for n in numbers], "image descriptors")
+    k = settings.sequence_clusters
+    return cluster_ids(descriptors, None if k == "auto" else min(int(k), len(names)),
+                       seed=seed)
+
+
 # --- the I/O side --------------------------------------------------------------------------------
 
 
@@ -115,6 +153,26 @@ def serving_predictor(settings: Settings, project_id: int | str, config: LabelCo
             from None
 
 
+def version_labeled_counts(settings: Settings, project_id: int | str, version: str,
+                           n_classes: int) -> np.ndarray | None:
+    """Labeled pixels per class 0..``n_classes`` of the admitted annotations ``version`` was
+    trained and validated on (the ``labeled_pixels`` of its manifest's images), or None when
+    its record holds none for this many classes. Annotations admitted since it was trained
+    are not counted: the ranking job runs right after each new version."""
+    from label_assistant.model.registry import RegistryError
+
+    try:
+        info = settings.workspace.registry(str(project_id)).get(version)
+    except (RegistryError, OSError, ValueError) as error:
+        log.warning("project %s: no labeled pixel counts of %s: %s", project_id, version, error)
+        return None
+    images = info.manifest.get("images") if isinstance(info.manifest, Mapping) else None
+    counts = [entry.get("labeled_pixels") for entry in images or ()
+              if isinstance(entry, Mapping)]
+    counts = [c for c in counts if isinstance(c, list) and len(c) == n_classes + 1]
+    return np.sum(np.asarray(counts, dtype=np.int64), axis=0) if counts else None
+
+
 def rank_tasks(
     settings: Settings,
     unlabeled_tasks: Iterable[Mapping[str, Any]],
@@ -126,13 +184,16 @@ def rank_tasks(
     strategy: str | None = None,
     seed: int = 0,
     project: str = "?",
+    labeled_counts: np.ndarray | Sequence[int] | None = None,
 ) -> Ranking:
     """Rank ``unlabeled_tasks`` (Label Studio task dicts) for labeling; see the module doc.
+    ``labeled_counts``: labeled pixels per class 0..K, for the ``class_balance`` score (None:
+    that score is the predicted foreground share).
 
     With ``settings.dask_scheduler`` and a model, the images are scored on that Dask cluster
     (:func:`score_tasks_on_dask`), else here, one at a time; the ranking is the same."""
     from label_assistant.selectors.pool import PoolError, plan, pool_from_numbers
-    from label_assistant.selectors.sequences import sequence_ids
+    from label_assistant.selectors.sequences import SequencePatternError
 
     name = effective_strategy(strategy or settings.strategy, predictor is not None)
     try:
@@ -141,16 +202,21 @@ def rank_tasks(
         raise RankingError(f"project {project}: {error}") from None
     entries = [(False, dict(t)) for t in unlabeled_tasks] + [(True, dict(t))
                                                              for t in labeled_tasks]
-    # A labeled task counts in its sequence; its image is needed only for diversity.
-    wanted = [k for k, (is_labeled, _) in enumerate(entries) if not is_labeled or work.embeddings]
+    clusters = clusters_wanted(settings, name, [_data(task) for _, task in entries])
+    if clusters:
+        work = replace(work, descriptors=True)
+    # A labeled task counts in its sequence; its image is needed for diversity and clusters.
+    wanted = [k for k, (is_labeled, _) in enumerate(entries)
+              if not is_labeled or work.embeddings or work.descriptors]
     tasks = [entries[k][1] for k in wanted]
     flags = [entries[k][0] for k in wanted]
     if settings.dask_scheduler and predictor is not None:
         scored = score_tasks_on_dask(settings, tasks, flags, config=config, fetcher=fetcher,
-                                     predictor=predictor, work=work, project=project)
+                                     predictor=predictor, work=work, project=project,
+                                     labeled_counts=labeled_counts)
     else:
         scored = [_score_task(task, is_labeled, config=config, fetcher=fetcher,
-                              predictor=predictor, work=work)
+                              predictor=predictor, work=work, labeled_counts=labeled_counts)
                   for task, is_labeled in zip(tasks, flags, strict=True)]
     numbers = dict(zip(wanted, scored, strict=True))
 
@@ -168,19 +234,27 @@ def rank_tasks(
                 failures.append((task_id, result))
             continue
         task_ids.append(task_id)
-        data.append(task.get("data") if isinstance(task.get("data"), Mapping) else None)
+        data.append(_data(task))
         kept.append(result)
         labeled.append(is_labeled)
-    sequences = sequence_ids([str(t) for t in task_ids], data=data,
-                             field=settings.sequence_field)
-    pool = pool_from_numbers([str(t) for t in task_ids], kept, sequences=sequences,
-                             labeled=np.array(labeled, bool))
+    try:
+        sequences = task_sequences(settings, [str(t) for t in task_ids], data,
+                                   kept if clusters else None, seed=seed)
+        pool = pool_from_numbers([str(t) for t in task_ids], kept, sequences=sequences,
+                                 labeled=np.array(labeled, bool))
+    except (PoolError, SequencePatternError) as error:
+        raise RankingError(f"project {project}: {error}") from None
     items = rank(pool, name, seed=seed) if task_ids else []
     rows = ranking_rows(task_ids, items, failures)
-    log.info("project %s: ranked %d tasks by %s (%s)%s", project, len(rows), name,
+    log.info("project %s: ranked %d tasks by %s (%s)%s%s", project, len(rows), name,
              f"model {predictor.version}" if predictor is not None else "no model",
+             f", sequences: {len(set(sequences))} clusters of look-alikes" if clusters else "",
              f", {len(failures)} failed" if failures else "")
     return rows
+
+
+def _data(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return task.get("data") if isinstance(task.get("data"), Mapping) else None
 
 
 def task_image(fetcher: ImageFetcher, config: LabelConfig, task: Mapping[str, Any]) -> np.ndarray:
@@ -189,7 +263,9 @@ def task_image(fetcher: ImageFetcher, config: LabelConfig, task: Mapping[str, An
 
 
 def _score_task(task: Mapping[str, Any], is_labeled: bool, *, config: LabelConfig,
-                fetcher: ImageFetcher, predictor: Any, work: Any) -> ImageNumbers | str:
+                fetcher: ImageFetcher, predictor: Any, work: Any,
+                labeled_counts: np.ndarray | Sequence[int] | None = None
+                ) -> ImageNumbers | str:
     """One task's numbers, computed here (:func:`~label_assistant.selectors.pool.score_image`),
     or the one-line reason it can't be scored."""
     from label_assistant.images import ImageError, normalize_for_model
@@ -200,19 +276,22 @@ def _score_task(task: Mapping[str, Any], is_labeled: bool, *, config: LabelConfi
         if predictor is None:
             return score_image(normalize_for_model(image), work, labeled=is_labeled)
         return score_image(predictor.model_input(image), work, predict=predictor.predict,
-                           embed=predictor.embed, labeled=is_labeled)
+                           embed=predictor.embed, labeled=is_labeled,
+                           labeled_counts=labeled_counts)
     except (FetchError, ImageError, ValueError) as error:
         return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def score_tasks_on_dask(settings: Settings, tasks: Sequence[Mapping[str, Any]],
                         labeled: Sequence[bool], *, config: LabelConfig, fetcher: ImageFetcher,
-                        predictor: Any, work: Any, project: str = "?"
+                        predictor: Any, work: Any, project: str = "?",
+                        labeled_counts: np.ndarray | Sequence[int] | None = None
                         ) -> list[ImageNumbers | str]:
     """The tasks' numbers from the Dask cluster at ``settings.dask_scheduler``
     (:mod:`label_assistant.model.dask_pool`): each worker fetches its tasks' images with
     ``fetcher`` (its token travels with the tasks) and runs ``predictor``'s version, loaded
-    once per worker. :class:`RankingError` when the cluster can't be used."""
+    once per worker; the same numbers as :func:`_score_task` (descriptors too when ``work``
+    asks for them). :class:`RankingError` when the cluster can't be used."""
     from label_assistant.model.dask_pool import DaskError, VersionRef, connect, score_pool
 
     registry = settings.workspace.registry(str(project))
@@ -225,7 +304,8 @@ def score_tasks_on_dask(settings: Settings, tasks: Sequence[Mapping[str, Any]],
         try:
             log.info("project %s: scoring %d tasks on Dask at %s", project, len(tasks),
                      settings.dask_scheduler)
-            return score_pool(client, list(tasks), load, ref, work, labeled=labeled)
+            return score_pool(client, list(tasks), load, ref, work, labeled=labeled,
+                              labeled_counts=labeled_counts)
         finally:
             client.close()
     except DaskError as error:
@@ -273,10 +353,14 @@ def rank_project(
     labeled = [t for t in client.list_tasks(project_id) if int(t["id"]) not in ids]
     if on_start is not None:
         on_start(name, version, len(unlabeled))
+    counts = None
+    if predictor is not None and parse_strategy(name).score == "class_balance":
+        counts = version_labeled_counts(settings, project_id, predictor.version,
+                                        config.n_classes)
     ranking = rank_tasks(settings, unlabeled, config=config,
                          fetcher=ImageFetcher.for_origin(settings, origin), predictor=predictor,
                          labeled_tasks=labeled, strategy=name, seed=seed,
-                         project=str(project_id))
+                         project=str(project_id), labeled_counts=counts)
     if budget is not None:
         ranking = ranking[:budget]
     outcome = ProjectRanking(ranking, name, version, len(unlabeled))

@@ -113,6 +113,19 @@ def _strategy(raw: str) -> str:
         raise ValueError(f"must be a ranking strategy: {error}") from None
 
 
+def _clusters(raw: str) -> int | str:
+    text = raw.lower()
+    if text in ("auto", "off"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"must be auto, off or a cluster count >= 1, got {raw!r}")
+    return value
+
+
 #: The comm protocols a Dask scheduler address may name.
 DASK_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
 
@@ -207,6 +220,12 @@ class Settings:
     sequence_field: str = _setting(
         "LA_SEQUENCE_FIELD", "sequence", _str,
         "the task data field holding an image's sequence (video, z-stack, experiment)")
+    sequence_clusters: int | str = _setting(
+        "LA_SEQUENCE_CLUSTERS", "auto", _clusters,
+        "when no task of a project has the sequence field, a `sequence` strategy groups the "
+        "images into clusters of look-alikes (k-means of image descriptors) and picks one per "
+        "cluster first: `auto` (k by silhouette, 2..12), a count k, or `off` (each image its "
+        "own sequence)")
     prelabel_ahead: int = _setting(
         "LA_PRELABEL_AHEAD", 20, _int(0),
         "tasks at the head of the ranking that get new pre-labels after each version "

@@ -114,16 +114,19 @@ def _reason(error: BaseException) -> str:
 
 
 def score_partition(ref: VersionRef, load: Callable[[Any], Any], work: Work,
-                    items: Sequence[tuple[Any, bool]]) -> list[ImageNumbers | str]:
+                    items: Sequence[tuple[Any, bool]],
+                    labeled_counts: Sequence[int] | None = None) -> list[ImageNumbers | str]:
     """On a worker: ``(reference, labeled)`` pairs -> numbers, or a failure reason for an
-    image that can't be loaded or read (the others go on)."""
+    image that can't be loaded or read (the others go on). ``labeled_counts``: for the
+    ``class_balance`` score (:func:`~label_assistant.selectors.pool.score_image`)."""
     predictor = _worker_versions().predictor(ref)
     predict = partial(predictor.predict, tta=ref.tta, mc_samples=ref.mc_samples)
     out: list[ImageNumbers | str] = []
     for reference, labeled in items:
         try:  # FetchError, ImageError, InferenceError: this image only, as in one process
             out.append(score_image(predictor.model_input(load(reference)), work,
-                                   predict=predict, embed=predictor.embed, labeled=labeled))
+                                   predict=predict, embed=predictor.embed, labeled=labeled,
+                                   labeled_counts=labeled_counts))
         except (ValueError, OSError) as error:
             out.append(_reason(error))
     return out
@@ -157,10 +160,12 @@ def score_pool(
     *,
     labeled: Sequence[bool] | None = None,
     on_partition: Callable[[int], None] | None = None,
+    labeled_counts: Sequence[int] | None = None,
 ) -> list[ImageNumbers | str]:
     """Score ``references`` on the cluster of ``client``; one result per reference, in order
     (see the module doc). ``labeled[i]``: the image is embedded, not scored.
-    ``on_partition(n_images)`` hears each finished partition (progress)."""
+    ``on_partition(n_images)`` hears each finished partition (progress). ``labeled_counts``:
+    labeled pixels per class 0..K, for the ``class_balance`` score."""
     flags = [False] * len(references) if labeled is None else [bool(x) for x in labeled]
     if len(flags) != len(references):
         raise ValueError(f"{len(flags)} labeled flags for {len(references)} images")
@@ -171,7 +176,9 @@ def score_pool(
     chunks = partitions(len(references), threads)
     futures = [
         client.submit(score_partition, ref, load, work,
-                      [(references[i], flags[i]) for i in chunk], pure=False)
+                      [(references[i], flags[i]) for i in chunk],
+                      None if labeled_counts is None else [int(c) for c in labeled_counts],
+                      pure=False)
         for chunk in chunks
     ]
     results: list[list[ImageNumbers | str]] = []

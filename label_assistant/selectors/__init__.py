@@ -1,11 +1,13 @@
 """Ranking of unlabeled images: uncertainty, diversity, sequence-aware sampling, baselines.
 
 - ``scores``: per-pixel uncertainty (least confidence, margin, entropy: modAL's measures),
-  epistemic scores from several samples (variance, BALD), aggregation to one number per image;
-  ``SCORES`` maps a name to its image score.
+  epistemic scores from several samples (variance, BALD), class balance (images rich in the
+  classes with the fewest labeled pixels), aggregation to one number per image; ``SCORES``
+  maps a name to its image score.
 - ``diversity``: image descriptors before any model exists, k-center greedy (core-set),
   ranked batch selection (modAL's formula, incremental).
-- ``sequences``: sequence ids from a task data field or a file-name pattern.
+- ``sequences``: sequence ids from a task data field or a file-name pattern, or clusters of
+  look-alike images (``cluster_ids``) where nothing names the sequence.
 - ``strategies``: ``Pool`` -> ranked ``RankedItem`` list; strategies are plain callables
   named like ``"sequence+entropy+diversity"`` (``make_strategy``, ``rank``, ``STRATEGIES``).
 - ``pool``: a ``Pool`` from images, given the model as callables (predict, embed);

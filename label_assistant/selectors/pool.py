@@ -18,6 +18,9 @@ per-image numbers are kept, so a pool of any size fits in memory.
 Images marked labeled are embedded (diversity measures the distance to them) but not
 predicted: they are never ranked, so their scores are 0.
 
+A pool may mix grey and colour images: their image descriptors (one and three channels) are
+made comparable by :func:`stack_vectors`.
+
 The per-image step is :func:`score_image` (what :func:`plan` says the strategy needs);
 :func:`pool_from_numbers` assembles its results. :func:`pool_from_images` runs the step here,
 one image after the other; :mod:`label_assistant.model.dask_pool` runs the same step on Dask
@@ -71,10 +74,13 @@ def check_strategy(
 
 @dataclass(frozen=True)
 class Work:
-    """What a strategy needs of each image: image scores (a model's prediction), embeddings."""
+    """What a strategy needs of each image: image scores (a model's prediction), embeddings,
+    and image descriptors whatever the embeddings are (to cluster images into sequences:
+    :func:`~label_assistant.selectors.sequences.cluster_ids`)."""
 
     scores: bool
     embeddings: bool
+    descriptors: bool = False
 
 
 def plan(strategy: str | None, *, has_model: bool, tta: bool = False,
@@ -89,10 +95,12 @@ def plan(strategy: str | None, *, has_model: bool, tta: bool = False,
 
 
 class ImageNumbers(NamedTuple):
-    """What is kept of one image: its image scores (empty when not scored) and embedding."""
+    """What is kept of one image: its image scores (empty when not scored), embedding, and
+    image descriptor (only when the work asks for descriptors)."""
 
     scores: dict[str, float]
     embedding: np.ndarray | None
+    descriptor: np.ndarray | None = None
 
 
 def score_image(
@@ -102,16 +110,24 @@ def score_image(
     predict: Callable[[np.ndarray], Any] | None = None,
     embed: Callable[[np.ndarray], np.ndarray] | None = None,
     labeled: bool = False,
+    labeled_counts: np.ndarray | Sequence[int] | None = None,
 ) -> ImageNumbers:
     """The numbers of one image (a model input), the per-image step of every pool: scores of
     ``predict(image)`` unless ``labeled``, ``embed(image)`` (image descriptors without
-    ``embed``) when ``work`` wants embeddings. Run in this process by
-    :func:`pool_from_images`, or on Dask workers (:mod:`label_assistant.model.dask_pool`)."""
+    ``embed``) when ``work`` wants embeddings, the image descriptor when it wants descriptors.
+    ``labeled_counts``: labeled pixels per class 0..K so far, for the ``class_balance`` score
+    (:func:`~label_assistant.selectors.scores.class_balance`; without them it is the
+    predicted foreground share). Run in this process by :func:`pool_from_images`, or on Dask
+    workers (:mod:`label_assistant.model.dask_pool`)."""
     scores: dict[str, float] = {}
     if work.scores and predict is not None and not labeled:
-        scores = score_prediction(predict(image))
-    embedding = (embed or image_descriptor)(image) if work.embeddings else None
-    return ImageNumbers(scores, embedding)
+        scores = score_prediction(predict(image), labeled_counts=labeled_counts)
+    descriptor = image_descriptor(image) if work.descriptors else None
+    embedding = None
+    if work.embeddings:
+        embedding = embed(image) if embed is not None else (
+            descriptor if descriptor is not None else image_descriptor(image))
+    return ImageNumbers(scores, embedding, descriptor)
 
 
 def pool_from_numbers(
@@ -127,7 +143,7 @@ def pool_from_numbers(
         raise PoolError(f"{len(numbers)} scored images for {len(names)} names")
     embeddings = None
     if numbers and all(n.embedding is not None for n in numbers):
-        embeddings = np.stack([n.embedding for n in numbers])
+        embeddings = stack_vectors([n.embedding for n in numbers], "embeddings")
     return Pool(
         names=list(names),
         sequences=sequences,
@@ -135,6 +151,21 @@ def pool_from_numbers(
         embeddings=embeddings,
         labeled=_labeled_mask(labeled, len(names)),
     )
+
+
+def stack_vectors(vectors: Sequence[np.ndarray], what: str = "embeddings") -> np.ndarray:
+    """Per-image vectors as one (N, D) array. A pool mixing grey and colour images has image
+    descriptors of two lengths, L (one channel) and 3L (three): the descriptor of a grey image
+    repeated to three channels is exactly ``np.tile(descriptor, 3)``, so when the lengths are
+    L and 3L the short ones are tiled; any other mismatch is a :class:`PoolError`."""
+    rows = [np.asarray(v).ravel() for v in vectors]
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) == 2 and lengths[1] == 3 * lengths[0]:
+        rows = [np.tile(r, 3) if len(r) == lengths[0] else r for r in rows]
+    elif len(lengths) > 1:
+        raise PoolError(f"{what} of different lengths ({', '.join(map(str, lengths))}) can't "
+                        "be compared; only one- and three-channel image descriptors mix")
+    return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
 def pool_from_images(
@@ -147,9 +178,12 @@ def pool_from_images(
     labeled: np.ndarray | Sequence[int] | None = None,
     tta: bool = False,
     mc_samples: int = 0,
+    labeled_counts: np.ndarray | Sequence[int] | None = None,
 ) -> Pool:
     """A pool from ``(name, image)`` pairs (images as the callables take them), consumed one
     at a time. ``tta`` / ``mc_samples`` say what ``predict`` does (for :func:`check_strategy`).
+    ``labeled_counts``: labeled pixels per class 0..K, for the ``class_balance`` score
+    (:func:`score_image`; without them that score is the predicted foreground share).
 
     ``strategy`` (optional) limits the work to what it needs (embeddings only for diversity)
     and checks up front that it can run; without it everything that can be computed is.
@@ -162,7 +196,7 @@ def pool_from_images(
     for index, (name, image) in enumerate(items):
         names.append(name)
         numbers.append(score_image(image, work, predict=predict, embed=embed,
-                                   labeled=index in labeled_set))
+                                   labeled=index in labeled_set, labeled_counts=labeled_counts))
     return pool_from_numbers(names, numbers, sequences=sequences, labeled=labeled)
 
 

@@ -11,6 +11,10 @@ definitions are kept (tests check them against the plain formulas).
 Epistemic measures use the summary of several stochastic forward passes (TTA / MC dropout):
 ``spread`` (std over samples, (K+1) x H x W) and ``mean_sample_entropy`` (H x W, nats).
 
+Class balance (:func:`class_balance`) measures what an image holds, not how unsure the model
+is: its expected pixel share of each class, weighted towards the classes with the fewest
+labeled pixels so far (``labeled_counts``, classes 0..K).
+
 Image scores = a per-pixel map where higher means more informative, aggregated per image
 (``mean``, ``top_quantile``, ``class_weighted``). ``SCORES`` maps a score name to its image
 score function; ``margin`` there is ``1 - (p1 - p2)`` so that higher is more informative too.
@@ -86,6 +90,51 @@ def bald(probabilities: np.ndarray, mean_sample_entropy: np.ndarray) -> np.ndarr
     return np.maximum(entropy(probabilities) - mean_sample_entropy, 0.0)
 
 
+def _balance_weights(k1: int, labeled_counts: np.ndarray | Iterable[int] | None) -> np.ndarray:
+    """Class weights summing to 1: ``1 / (labeled pixels + 1)`` per class 0..K, normalised;
+    without counts 0 for background and equal for the K classes (a single class: 1)."""
+    if labeled_counts is None:
+        weights = np.ones(k1)
+        if k1 > 1:
+            weights[0] = 0.0
+        return weights / weights.sum()
+    counts = np.asarray(labeled_counts, dtype=np.float64)
+    if counts.shape != (k1,):
+        raise ScoreError(f"labeled_counts needs {k1} values (classes 0..K), got shape "
+                         f"{counts.shape}")
+    if not np.isfinite(counts).all() or (counts < 0).any():
+        raise ScoreError("labeled_counts must be finite and non-negative")
+    weights = class_weights_from_counts(counts + 1.0)  # 1 / (count + 1), mean 1
+    return weights / weights.sum()
+
+
+def class_balance_map(
+    probabilities: np.ndarray, labeled_counts: np.ndarray | Iterable[int] | None = None
+) -> np.ndarray:
+    """Per pixel, the class probabilities weighted as in :func:`class_balance` (H x W); its
+    mean over the pixels is the class balance score."""
+    probabilities = _check_probabilities(probabilities)
+    weights = _balance_weights(probabilities.shape[0], labeled_counts)
+    return np.tensordot(weights, probabilities, axes=1)
+
+
+def class_balance(
+    probabilities: np.ndarray, labeled_counts: np.ndarray | Iterable[int] | None = None
+) -> float:
+    """How rich an image is in the classes with the fewest labeled pixels so far.
+
+    The expected pixel share of each class c in the image (the mean of its softmax
+    probabilities over the pixels, classes 0..K) weighted by w_c = 1 / (labeled pixels of c +
+    1), the weights normalised to sum 1, summed: in [0, 1], high for an image rich in the
+    rarest-labeled class. ``labeled_counts`` (K+1 values, background first; e.g. the sum of
+    ``labelmap.labeled_pixel_counts`` over what is labeled) None: background weighs 0 and the
+    K classes equally, so the score is the predicted foreground share and prefers
+    foreground-rich images. (All counts equal, e.g. all 0, weigh every class equally, and then
+    every image scores 1 / (K+1).)
+    """
+    return mean_score(class_balance_map(probabilities, labeled_counts))
+
+
 def _informative_margin(probabilities: np.ndarray, **_: Any) -> np.ndarray:
     return 1.0 - margin(probabilities)
 
@@ -108,17 +157,22 @@ def _bald_map(probabilities: np.ndarray, mean_sample_entropy=None, **_: Any) -> 
 
 
 #: Score name -> per-pixel map (H x W), higher = more informative. Every function takes the
-#: probabilities and the optional keywords ``spread`` and ``mean_sample_entropy``.
+#: probabilities and the optional keywords ``spread``, ``mean_sample_entropy`` and
+#: ``labeled_counts``.
 PIXEL_SCORES: dict[str, Callable[..., np.ndarray]] = {
     "entropy": lambda probabilities, **_: entropy(probabilities),
     "margin": _informative_margin,
     "least_confidence": lambda probabilities, **_: least_confidence(probabilities),
     "variance": _variance_map,
     "bald": _bald_map,
+    "class_balance": lambda probabilities, labeled_counts=None, **_: class_balance_map(
+        probabilities, labeled_counts),
 }
 
 #: Scores that need several samples (TTA / MC dropout), not one forward pass.
 EPISTEMIC_SCORES: frozenset[str] = frozenset({"variance", "bald"})
+#: Scores of what an image holds (its predicted classes), not of the model's uncertainty.
+COMPOSITION_SCORES: frozenset[str] = frozenset({"class_balance"})
 
 
 # ---------------------------------------------------------------- aggregation over pixels
@@ -204,6 +258,7 @@ def pixel_score(
     *,
     spread: np.ndarray | None = None,
     mean_sample_entropy: np.ndarray | None = None,
+    labeled_counts: np.ndarray | Iterable[int] | None = None,
 ) -> np.ndarray:
     """The per-pixel map of score ``name`` (higher = more informative)."""
     try:
@@ -211,7 +266,8 @@ def pixel_score(
     except KeyError:
         raise ScoreError(f"unknown score {name!r}; valid: {', '.join(PIXEL_SCORES)}") from None
     probabilities = _check_probabilities(probabilities)
-    return measure(probabilities, spread=spread, mean_sample_entropy=mean_sample_entropy)
+    return measure(probabilities, spread=spread, mean_sample_entropy=mean_sample_entropy,
+                   labeled_counts=labeled_counts)
 
 
 def image_score(
@@ -223,10 +279,13 @@ def image_score(
     how: str = "mean",
     quantile: float = 0.1,
     class_weights: np.ndarray | None = None,
+    labeled_counts: np.ndarray | Iterable[int] | None = None,
 ) -> float:
-    """Score ``name`` of one image, aggregated over its pixels ``how``."""
+    """Score ``name`` of one image, aggregated over its pixels ``how`` (``labeled_counts``:
+    only ``class_balance`` uses them)."""
     pixels = pixel_score(
-        name, probabilities, spread=spread, mean_sample_entropy=mean_sample_entropy
+        name, probabilities, spread=spread, mean_sample_entropy=mean_sample_entropy,
+        labeled_counts=labeled_counts,
     )
     return aggregate(
         pixels, how, probabilities=probabilities, quantile=quantile, class_weights=class_weights
@@ -234,7 +293,7 @@ def image_score(
 
 
 #: Score name -> ``f(probabilities, *, spread=None, mean_sample_entropy=None, how="mean",
-#: quantile=0.1, class_weights=None) -> float``; higher = more informative.
+#: quantile=0.1, class_weights=None, labeled_counts=None) -> float``; higher = more informative.
 SCORES: dict[str, Callable[..., float]] = {n: partial(image_score, n) for n in PIXEL_SCORES}
 
 
@@ -243,7 +302,8 @@ def score_prediction(prediction: Any, names: Iterable[str] | None = None, **kwar
     ``mean_sample_entropy`` attributes; absent ones count as None).
 
     ``names=None`` gives every score whose inputs are present (epistemic ones need samples).
-    ``kwargs`` go to :func:`image_score` (``how``, ``quantile``, ``class_weights``).
+    ``kwargs`` go to :func:`image_score` (``how``, ``quantile``, ``class_weights``,
+    ``labeled_counts``).
     """
     probabilities = prediction.probabilities
     spread = getattr(prediction, "spread", None)

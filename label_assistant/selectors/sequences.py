@@ -92,6 +92,13 @@ def sequence_ids(
 #: Cluster ids look like ``cluster03``; k is chosen in 2..MAX_CLUSTERS when not given.
 CLUSTER_PREFIX = "cluster"
 MAX_CLUSTERS = 12
+_CLUSTER_ID = re.compile(rf"{CLUSTER_PREFIX}\d{{2,}}")
+
+
+def is_cluster_id(sequence_id: str) -> bool:
+    """True for ids made by :func:`cluster_ids` (``cluster03``; a data field value of that
+    form reads the same)."""
+    return _CLUSTER_ID.fullmatch(sequence_id) is not None
 
 
 def cluster_ids(embeddings: np.ndarray, k: int | None = None, seed: int = 0) -> list[str]:
@@ -109,6 +116,8 @@ def cluster_ids(embeddings: np.ndarray, k: int | None = None, seed: int = 0) -> 
     n = len(x)
     if k is not None and not 1 <= k <= max(n, 1):
         raise SequencePatternError(f"cluster count must be in 1..{n}, got {k}")
+    if n == 0:
+        return []
     distinct = len(np.unique(x, axis=0)) if n else 0
     x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
     if k is None:

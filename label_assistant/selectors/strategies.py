@@ -9,7 +9,7 @@ name orders them ``sequence+<score>+diversity``):
 
 - ``random`` or ``sequential`` (pool order): baselines, always alone;
 - a score name from ``scores.SCORES`` (``entropy``, ``margin``, ``least_confidence``,
-  ``variance``, ``bald``): highest score first; needs ``pool.scores[name]``;
+  ``variance``, ``bald``, ``class_balance``): highest score first; needs ``pool.scores[name]``;
 - ``diversity``: greedy k-center on ``pool.embeddings``; with a score it becomes ranked batch
   selection, the score rescaled to [0, 1] over the unlabeled images as the uncertainty; picks
   after the first ``diversity.exact_picks_for(candidates)`` (1000 up to 10,000 candidates,
@@ -39,7 +39,11 @@ import numpy as np
 
 from label_assistant.selectors.diversity import exact_picks_for, greedy_select
 from label_assistant.selectors.scores import SCORES
-from label_assistant.selectors.sequences import is_own_sequence, own_sequence_id
+from label_assistant.selectors.sequences import (
+    is_cluster_id,
+    is_own_sequence,
+    own_sequence_id,
+)
 
 
 class StrategyError(ValueError):
@@ -361,7 +365,10 @@ def _explain(
             chosen_in[code] += 1
             components["round"] = float(labeled + before + 1)
             sequence = pool.sequences[index]
-            what = "own sequence" if is_own_sequence(sequence) else f"sequence {sequence}"
+            if is_own_sequence(sequence):
+                what = "own sequence"
+            else:
+                what = sequence if is_cluster_id(sequence) else f"sequence {sequence}"
             if before == 0 and labeled == 0:
                 reasons.append(f"{what} (first pick)")
             elif before == 0:
@@ -369,7 +376,8 @@ def _explain(
             else:
                 reasons.append(f"{what} (pick {before + 1}, round {labeled + before + 1})")
             if values is None and not spec.diversity:
-                reasons.append("random within sequence")
+                group = "cluster" if is_cluster_id(sequence) else "sequence"
+                reasons.append(f"random within {group}")
         if values is not None:
             components[spec.score] = float(values[index])
             reasons.append(
