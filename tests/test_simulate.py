@@ -346,6 +346,8 @@ def test_groups_stratified_split_and_paired_comparison_end_to_end(dataset_dirs, 
     for r in sequence:  # one image of each group first
         assert sorted(int(n[4:6]) % 2 for n in r["new_images"]) == [0, 1]
     assert all(len(r["test_image_dice"]) == 2 for r in rows)
-    assert "## Against random (test Dice difference, paired by seed)" in printed
+    assert "## Against random, what serves (test Dice difference, paired by seed)" in printed
     assert "| sequence | 0 | 2 |" in printed
     assert (out / "gain_vs_random.png").stat().st_size > 0
+    assert (out / "gain_vs_random_candidate.png").stat().st_size > 0
+    assert "## Against random, the candidate trained on the selected images" in printed

@@ -83,13 +83,22 @@ def channel_policy(examples: list[Example]) -> int:
     return 3 if any(e.image.shape[0] >= 3 for e in examples) else 1
 
 
-def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> dict[str, Any]:
+def evaluate(predictor: Predictor, examples: list[Example], n_classes: int, *,
+             fallback: bool = True) -> dict[str, Any]:
     """Per-class Dice and IoU over the labeled pixels of ``examples`` (pooled confusion, and
-    each example's foreground Dice in ``image_dice``),
-    predicted by ``predictor`` exactly as ``/predict`` predicts (one path:
-    :meth:`~label_assistant.model.predictor.Predictor.label_map`)."""
-    cm = np.zeros((n_classes + 1, n_classes + 1), np.int64)
-    per_image: list[float | None] = []
+    each example's foreground Dice in ``image_dice``), predicted by ``predictor`` exactly as
+    ``/predict`` predicts (see :func:`image_confusions`)."""
+    return scores_of_confusions(image_confusions(predictor, examples, n_classes,
+                                                 fallback=fallback))
+
+
+def image_confusions(predictor: Predictor, examples: list[Example], n_classes: int, *,
+                     fallback: bool = True) -> list[np.ndarray]:
+    """The confusion matrix of each example's labeled pixels, predicted as ``/predict``
+    predicts (one path: :meth:`~label_assistant.model.predictor.Predictor.label_map`;
+    ``fallback`` False: a model's own answer also on images it would leave to its fallback)."""
+    options = {} if fallback else {"fallback": False}
+    confusions = []
     for example in examples:
         # Only the tiles over labeled pixels run (the same predictions there). It pays only
         # where the labels sit in a part of a large image: with the simulator's oracles on the
@@ -97,9 +106,16 @@ def evaluate(predictor: Predictor, examples: list[Example], n_classes: int) -> d
         # (benchmarks/bench_validation_tiles.py).
         labeled = example.label_map != UNLABELED
         prediction = predictor.label_map(example.image,
-                                         where=None if labeled.all() else labeled)[0]
-        image_cm = confusion_matrix(example.label_map, prediction, n_classes)
-        cm += image_cm
+                                         where=None if labeled.all() else labeled, **options)[0]
+        confusions.append(confusion_matrix(example.label_map, prediction, n_classes))
+    return confusions
+
+
+def scores_of_confusions(confusions: list[np.ndarray]) -> dict[str, Any]:
+    """The scores of :func:`evaluate` from per-example confusion matrices."""
+    cm = np.sum(confusions, axis=0).astype(np.int64)
+    per_image: list[float | None] = []
+    for image_cm in confusions:
         image_fg = dice_iou_from_confusion(image_cm)[0][1:]
         per_image.append(float(np.nanmean(image_fg)) if np.isfinite(image_fg).any() else None)
     dice, iou = dice_iou_from_confusion(cm)

@@ -175,16 +175,17 @@ def plot_curves(versions: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_learning_curves(out: Path, curves: dict[str, list[dict[str, Any]]],
                          full_mean: float | None, full_sd: float | None,
-                         full_label: str = "full-data") -> list[Path]:
+                         full_label: str = "full-data", suffix: str = "") -> list[Path]:
     """Dice vs labeled images and vs labeled pixels (``dice_vs_images.png``,
-    ``dice_vs_pixels.png`` in ``out``): per strategy a mean line with its ±sd band (points
-    ``images``, ``pixels``, ``dice_mean``, ``dice_sd``), and the full-data line."""
+    ``dice_vs_pixels.png`` in ``out``, ``suffix`` before ``.png``): per strategy a mean line
+    with its ±sd band (points ``images``, ``pixels``, ``dice_mean``, ``dice_sd``), and the
+    full-data line."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     written = []
-    for x_key, label, name in (("images", "labeled images", "dice_vs_images.png"),
-                               ("pixels", "labeled pixels", "dice_vs_pixels.png")):
+    for x_key, label, name in (("images", "labeled images", f"dice_vs_images{suffix}.png"),
+                               ("pixels", "labeled pixels", f"dice_vs_pixels{suffix}.png")):
         fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
         for strategy, points in curves.items():
             points = [p for p in points if p["dice_mean"] is not None]
@@ -210,9 +211,11 @@ def plot_learning_curves(out: Path, curves: dict[str, list[dict[str, Any]]],
     return written
 
 
-def plot_gain(out: Path, versus: list[dict[str, Any]], baseline: str = "random") -> Path | None:
-    """``gain_vs_random.png``: per strategy, the mean test-Dice difference to the baseline by
-    labeled images, with its 95% interval over seeds as error bars (None: nothing to plot)."""
+def plot_gain(out: Path, versus: list[dict[str, Any]], baseline: str = "random",
+              suffix: str = "") -> Path | None:
+    """``gain_vs_random{suffix}.png``: per strategy, the mean test-Dice difference to the
+    baseline by labeled images, with its 95% interval over seeds as error bars (None: nothing
+    to plot)."""
     if not versus:
         return None
     plt = _pyplot()
@@ -232,6 +235,6 @@ def plot_gain(out: Path, versus: list[dict[str, Any]], baseline: str = "random")
     ax.set_ylabel(f"test Dice - {baseline} (mean, 95% interval over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / "gain_vs_random.png"
+    path = out / f"gain_vs_random{suffix}.png"
     _save(fig, path)
     return path

@@ -150,6 +150,8 @@ class Simulation:
         self._steps_done = 0
         self._step_seconds: list[float] = []
         self._otsu_test_dice: float | None = None
+        self._otsu_cms: list[np.ndarray] | None = None
+        self._confusions: dict[tuple[str, int, str], list[np.ndarray]] = {}
 
     # --- driving ------------------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class Simulation:
         """Otsu's foreground Dice on the test images: what a served model must not fall
         below (computed once)."""
         if self._otsu_test_dice is None:
-            self._otsu_test_dice = self._evaluate(self._otsu())["test_dice"]
+            self._otsu_test_dice = self._scores(self._otsu_confusions(), 0.0)["test_dice"]
         return self._otsu_test_dice
 
     def rows(self) -> list[dict[str, Any]]:
@@ -367,14 +369,18 @@ class Simulation:
                            "promoted": verdict.promoted, "verdict": verdict.reason,
                            "candidate_val_dice_all": _mean(verdict.candidate_scores),
                            "champion_val_dice_all": _mean(verdict.champion_scores)}
-                candidate_test = self._evaluate(round_.candidate)
+                # The model itself, also on images it would leave to Otsu: what the
+                # selected images taught it.
+                started = time.perf_counter()
+                raw = self._model_confusions((strategy, seed, info.id), round_.candidate)
+                candidate_test = self._scores(raw, time.perf_counter() - started)
         serving = serving_of(registry, self.data.class_names, otsu=otsu, device=self.device)
-        # Evaluate once per round: a promoted candidate is what serves.
-        promoted = bool(candidate_test) and serving.version == trained.get("candidate")
-        test = dict(candidate_test) if promoted else self._evaluate(serving)
-        test.update(serving_version=serving.version,
+        test = self._serving_scores(serving, (strategy, seed, serving.version))
+        test.update(eval_seconds=test["eval_seconds"] + candidate_test.get("eval_seconds", 0.0),
+                    serving_version=serving.version,
                     candidate_test_dice=candidate_test.get("test_dice"),
-                    candidate_test_dice_all=candidate_test.get("test_dice_all"))
+                    candidate_test_dice_all=candidate_test.get("test_dice_all"),
+                    candidate_test_image_dice=candidate_test.get("test_image_dice"))
         if r == self.settings.rounds:  # the run is over: candidates that never served go
             served = {row.get("serving_version") for row in before} | {serving.version}
             for info in registry.list():
@@ -407,22 +413,61 @@ class Simulation:
                            "epochs_run": result.metrics["epochs_run"],
                            "best_epoch": result.metrics["best_epoch"]}
 
+    def _model_confusions(self, key: tuple[str, int, str], model: Any) -> list[np.ndarray]:
+        """A model's own per-test-image confusions (no fallback), once per version (``key``:
+        strategy, seed, version): a round's test images run through one model only once."""
+        from label_assistant.model.train import image_confusions
+
+        if key not in self._confusions:
+            self._confusions[key] = image_confusions(model, self.data.test,
+                                                     self.data.n_classes, fallback=False)
+        return self._confusions[key]
+
+    def _otsu_confusions(self) -> list[np.ndarray]:
+        from label_assistant.model.train import image_confusions
+
+        if self._otsu_cms is None:
+            self._otsu_cms = image_confusions(self._otsu(), self.data.test, self.data.n_classes)
+        return self._otsu_cms
+
+    def _serving_scores(self, serving: Any, key: tuple[str, int, str]) -> dict[str, Any]:
+        """Test scores of what serves, as it serves: Otsu, or the model's own answer on the
+        images it knows and Otsu's on the others (what ``Predictor.label_map`` does), from
+        the cached confusions."""
+        started = time.perf_counter()
+        otsu = self._otsu_confusions()
+        if not hasattr(serving, "model"):
+            return self._scores(otsu, time.perf_counter() - started)
+        raw = self._model_confusions(key, serving)
+        served = [own if serving.familiar(e.image) else fallback
+                  for own, fallback, e in zip(raw, otsu, self.data.test, strict=True)]
+        return self._scores(served, time.perf_counter() - started)
+
     def _evaluate(self, model: Any | None) -> dict[str, Any]:
-        """Test scores of a version (a model or Otsu): foreground Dice (the reference
-        paper's number), mean Dice over all classes, IoU."""
-        from label_assistant.model.train import evaluate
+        """Test scores of a model as it is (the full-data baseline) or of Otsu."""
+        from label_assistant.model.train import image_confusions
 
         if model is None:
+            return self._scores(None, 0.0)
+        started = time.perf_counter()
+        confusions = image_confusions(model, self.data.test, self.data.n_classes)
+        return self._scores(confusions, time.perf_counter() - started)
+
+    def _scores(self, confusions: list[np.ndarray] | None, seconds: float) -> dict[str, Any]:
+        """Foreground Dice (the reference paper's number), mean Dice over all classes, IoU,
+        each test image's Dice."""
+        from label_assistant.model.train import scores_of_confusions
+
+        if confusions is None:
             return {"test_dice": None, "test_dice_all": None, "test_iou": None,
                     "test_dice_per_class": None, "test_image_dice": None}
-        started = time.perf_counter()
-        metrics = evaluate(model, self.data.test, self.data.n_classes)
+        metrics = scores_of_confusions(confusions)
         fg_iou = [v for v in metrics["iou"][1:] if v is not None]
         return {"test_dice": metrics["mean_dice"], "test_dice_all": metrics["mean_dice_all"],
                 "test_iou": float(np.mean(fg_iou)) if fg_iou else None,
                 "test_dice_per_class": metrics["dice"][1:],
                 "test_image_dice": metrics["image_dice"],
-                "eval_seconds": round(time.perf_counter() - started, 3)}
+                "eval_seconds": round(seconds, 3)}
 
     def _row(self, strategy: str, seed: int, r: int, state: RunState,
              examples: list[Example], trained: dict[str, Any],

@@ -37,8 +37,17 @@ def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]
     return float(np.mean(known)), sd, len(known)
 
 
-def curves(rows: list[dict[str, Any]], strategies: Sequence[str]) -> dict[str, list[dict]]:
-    """Per strategy and round: images, mean labeled pixels, Dice mean/sd over seeds."""
+#: The two views of a round: the test Dice of what serves (``test_dice``: what annotators
+#: get, Otsu until a candidate wins) and of the round's candidate, trained on the images
+#: selected so far (``candidate_test_dice``: what the selection bought; the reference
+#: paper's number). The full-data baseline is a trained model: comparable with the second.
+SERVING, CANDIDATE = "test_dice", "candidate_test_dice"
+
+
+def curves(rows: list[dict[str, Any]], strategies: Sequence[str], key: str = SERVING
+           ) -> dict[str, list[dict]]:
+    """Per strategy and round: images, mean labeled pixels, Dice (``key``) mean/sd over
+    seeds."""
     out: dict[str, list[dict]] = {}
     for strategy in strategies:
         by_round: dict[int, list[dict[str, Any]]] = {}
@@ -48,7 +57,7 @@ def curves(rows: list[dict[str, Any]], strategies: Sequence[str]) -> dict[str, l
         points = []
         for rnd in sorted(by_round):
             group = by_round[rnd]
-            mean, sd, n = _stats([g["test_dice"] for g in group])
+            mean, sd, n = _stats([g.get(key) for g in group])
             points.append({
                 "round": rnd, "images": float(np.mean([g["labeled_images"] for g in group])),
                 "pixels": float(np.mean([g["labeled_pixels"] for g in group])),
@@ -60,8 +69,9 @@ def curves(rows: list[dict[str, Any]], strategies: Sequence[str]) -> dict[str, l
 
 def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSettings,
                   data: Dataset, otsu_test_dice: float | None = None) -> None:
-    """results.csv, results.json, the two learning-curve PNGs, the gain over random
-    (``gain_vs_random.png``) and summary.md."""
+    """results.csv, results.json, the learning curves (``dice_vs_images.png``,
+    ``dice_vs_pixels.png``: what serves; ``*_candidate.png``: the candidates), the gain over
+    random (``gain_vs_random.png``, ``gain_vs_random_candidate.png``) and summary.md."""
     out = Path(out)
     ordered = sorted(rows, key=lambda r: (r["strategy"] != FULL_DATA, r["strategy"], r["seed"],
                                           r["round"]))
@@ -74,7 +84,10 @@ def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSet
         indent=2, default=json_default) + "\n")
     full_mean, full_sd, _ = _stats([r["test_dice"] for r in rows if r["strategy"] == FULL_DATA])
     plot_learning_curves(out, curves(rows, settings.strategies), full_mean, full_sd, FULL_DATA)
+    plot_learning_curves(out, curves(rows, settings.strategies, CANDIDATE), full_mean, full_sd,
+                         FULL_DATA, suffix="_candidate")
     plot_gain(out, summary["versus_random"], BASELINE)
+    plot_gain(out, summary["versus_random_candidate"], BASELINE, suffix="_candidate")
     _write_atomic(out / "summary.md", summary_markdown(summary, settings, data))
 
 
@@ -105,9 +118,9 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 
 
-def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings
-                  ) -> list[dict[str, Any]]:
-    """Per strategy and round, the paired difference of test Dice to random.
+def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings,
+                  key: str = SERVING) -> list[dict[str, Any]]:
+    """Per strategy and round, the paired difference of test Dice (``key``) to random.
 
     Pairs are seeds (a seed fixes the training seed and the oracle's annotations for every
     strategy; the test split is the same for all). ``diff``: the mean over seeds of
@@ -127,11 +140,11 @@ def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings
             pairs = [(by_key[(strategy, seed, rnd)], by_key[(BASELINE, seed, rnd)])
                      for seed in settings.seeds
                      if (strategy, seed, rnd) in by_key and (BASELINE, seed, rnd) in by_key]
-            pairs = [(a, b) for a, b in pairs
-                     if a.get("test_dice") is not None and b.get("test_dice") is not None]
+            pairs = [(a, b) for a, b in pairs if a.get(key) is not None
+                     and b.get(key) is not None]
             if not pairs:
                 continue
-            diffs = np.array([a["test_dice"] - b["test_dice"] for a, b in pairs])
+            diffs = np.array([a[key] - b[key] for a, b in pairs])
             item: dict[str, Any] = {
                 "strategy": strategy, "round": rnd, "images": pairs[0][0]["labeled_images"],
                 "seeds": len(diffs), "diff": float(diffs.mean()), "low": None, "high": None,
@@ -143,17 +156,18 @@ def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings
                     / np.sqrt(len(diffs))
                 item.update(low=float(diffs.mean() - half), high=float(diffs.mean() + half))
                 item["significant"] = bool(item["low"] > 0 or item["high"] < 0)
-            item.update(_image_interval(pairs, seed=rnd))
+            item.update(_image_interval(pairs, key.replace("dice", "image_dice"), seed=rnd))
             out.append(item)
     return out
 
 
-def _image_interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], seed: int
+def _image_interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, seed: int
                     ) -> dict[str, float]:
-    """Hierarchical bootstrap (seeds, then test images) of the mean per-image Dice difference."""
+    """Hierarchical bootstrap (seeds, then test images) of the mean per-image Dice difference
+    (``key``: the rows' per-image Dice)."""
     per_seed = []
     for a, b in pairs:
-        da, db = a.get("test_image_dice"), b.get("test_image_dice")
+        da, db = a.get(key), b.get(key)
         if not da or not db or len(da) != len(db):
             return {}
         d = np.array([x - y for x, y in zip(da, db, strict=True)
@@ -189,7 +203,11 @@ def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
                           "dice_sd": p["dice_sd"], "seeds": p["seeds"], "share_of_full": share})
     return {"full_data": {"dice_mean": full_mean, "dice_sd": full_sd, "seeds": full_n},
             "table": table, "best_final": _best_final(table, settings),
-            "versus_random": versus_random(rows, settings),
+            "versus_random": versus_random(rows, settings, SERVING),
+            "versus_random_candidate": versus_random(rows, settings, CANDIDATE),
+            "candidate_table": [
+                {"strategy": strategy, **p} for strategy, points
+                in curves(rows, settings.strategies, CANDIDATE).items() for p in points],
             "guard": guard(rows, otsu_test_dice)}
 
 
@@ -250,10 +268,31 @@ def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
     best = summary["best_final"]
     if best is not None:
         lines += ["", _best_line(best, n_all)]
-    versus = summary.get("versus_random") or []
-    if versus:
-        lines += ["", f"## Against {BASELINE} (test Dice difference, paired by seed)", "",
-                  f"Mean over seeds of (strategy - {BASELINE}); 95% t-interval over seeds "
+    candidates = summary.get("candidate_table") or []
+    if any(c["dice_mean"] is not None for c in candidates):
+        lines += ["", "## Every round, the candidate trained on the selected images "
+                  "(test Dice mean ± sd; share of full data)", "",
+                  "| strategy | " + " | ".join(f"{b} images" for b in budgets) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        for strategy in settings.strategies:
+            cells = []
+            for r in range(len(budgets)):
+                c = next((c for c in candidates if c["strategy"] == strategy
+                          and c["round"] == r), None)
+                if c is None or c["dice_mean"] is None:
+                    cells.append("-")
+                    continue
+                share = f" ({c['dice_mean'] / full['dice_mean']:.1%})" if full["dice_mean"] \
+                    else ""
+                cells.append(f"{_pm(c['dice_mean'], c['dice_sd'])}{share}")
+            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    for title, versus in (("what serves", summary.get("versus_random") or []),
+                          ("the candidate trained on the selected images",
+                           summary.get("versus_random_candidate") or [])):
+        if not versus:
+            continue
+        lines += ["", f"## Against {BASELINE}, {title} (test Dice difference, paired by seed)",
+                  "", f"Mean over seeds of (strategy - {BASELINE}); 95% t-interval over seeds "
                   "(significant when it excludes 0); beside it a bootstrap interval over seeds "
                   "and test images.", "",
                   "| strategy | round | images | difference | 95% interval (seeds) | "
