@@ -95,7 +95,7 @@ def test_pool_from_numbers_fills_missing_scores_and_keeps_sequences():
 def test_settings_strategy_and_sequence_field():
     s = Settings.from_env({"LA_STRATEGY": "Entropy+Sequence", "LA_SEQUENCE_FIELD": "movie"})
     assert (s.strategy, s.sequence_field) == ("sequence+entropy", "movie")
-    assert Settings.from_env({}).strategy == "sequence+entropy"
+    assert Settings.from_env({}).strategy == "sequence+entropy+diversity"
     assert s.to_env()["LA_SEQUENCE_FIELD"] == "movie"
     with pytest.raises(SettingsError, match="LA_STRATEGY"):
         Settings.from_env({"LA_STRATEGY": "entropy+nope"})
@@ -145,7 +145,9 @@ def test_without_a_model_one_task_per_sequence_first_and_broken_images_last(sett
 def test_labeled_tasks_count_in_their_sequence(settings):
     image, _ = blob_image(64, 64)
     tasks = [_task(1, image, sequence="A"), _task(2, image, sequence="B")]
-    rows = _rank(settings, tasks, labeled_tasks=[_task(9, None, sequence="A")])
+    # (no diversity part: the labeled task's image, unreadable here, is not needed)
+    rows = _rank(settings, tasks, labeled_tasks=[_task(9, None, sequence="A")],
+                 strategy="sequence+entropy")
     assert [r[0] for r in rows] == [2, 1]  # B has nothing labeled yet
     assert "1 already labeled" in rows[1][3]
 
@@ -164,7 +166,7 @@ def test_without_a_sequence_field_one_task_per_cluster_first(settings):
     tasks = [_task(10 * (e == "B") + i, _experiment(e, i)) for i in range(3) for e in "AB"]
     experiment = {int(t["id"]): "A" if t["id"] < 10 else "B" for t in tasks}
     for seed in range(3):
-        rows = _rank(settings, tasks, seed=seed)
+        rows = _rank(settings, tasks, seed=seed, strategy="sequence+entropy")
         assert {experiment[rows[0][0]], experiment[rows[1][0]]} == {"A", "B"}, seed
         assert rows[0][3].startswith("cluster0") and "(first pick), random within cluster" \
             in rows[0][3]
@@ -253,7 +255,9 @@ def test_rank_project_writes_the_order_and_asks_for_prelabels_ahead(settings):
     client = FakeClient("http://ls:8080", "tok")
     origin = Origin("http://ls:8080", "tok", "setup")
     outcome = rank_project(settings, 3, client, origin, prelabel_ahead=20)
-    assert (outcome.strategy, outcome.version, outcome.unlabeled) == ("sequence", None, 1)
+    # the default's model-free part: one per sequence, the most different first
+    assert (outcome.strategy, outcome.version, outcome.unlabeled) == ("sequence+diversity",
+                                                                        None, 1)
     assert client.calls == [("ranking", 3, [(2, 1, 0.0, outcome.ranking[0][3])]),
                             ("predictions", 3, [2])]
     client.calls.clear()
