@@ -108,17 +108,25 @@ def test_select_on_dask_ranks_as_one_process_and_loads_the_version_once_per_work
     assert len(loads) == 2 and set(loads.values()) <= {0, 1} and sum(loads.values()) >= 1
 
 
+def _ranking_setup(workdir):
+    """The label config, the backend's settings and the serving predictor of project 3."""
+    from label_assistant.labelstudio import parse_label_config
+    from label_assistant.ml_backend.ranking import serving_predictor
+    from label_assistant.ml_backend.settings import Settings
+
+    config = parse_label_config(CONFIG)
+    settings = Settings(workdir=workdir, device="cpu", predict_tile=64)
+    return config, settings, serving_predictor(settings, 3, config)
+
+
 @pytest.mark.slow
 def test_the_ranking_job_scores_on_dask_with_the_same_result(cluster, workdir):
-    from label_assistant.labelstudio import parse_label_config
     from label_assistant.ml_backend.fetch import ImageFetcher
-    from label_assistant.ml_backend.ranking import rank_tasks, serving_predictor
+    from label_assistant.ml_backend.ranking import rank_tasks
     from label_assistant.ml_backend.settings import Settings
 
     cluster, _ = cluster
-    config = parse_label_config(CONFIG)
-    settings = Settings(workdir=workdir, device="cpu", predict_tile=64)
-    predictor = serving_predictor(settings, 3, config)
+    config, settings, predictor = _ranking_setup(workdir)
     tasks = [{"id": i, "data": {"image": data_url(png_bytes(blob_image(64, 64, seed=i)[0])),
                                 "sequence": "AB"[i % 2]}} for i in range(1, 8)]
     tasks.append({"id": 8, "data": {"image": "data:image/png;base64,AAAA"}})  # unreadable
@@ -140,15 +148,12 @@ def test_the_ranking_job_scores_on_dask_with_the_same_result(cluster, workdir):
 @pytest.mark.slow
 def test_clusters_and_class_balance_on_dask_rank_as_one_process(cluster, workdir):
     # no task has a sequence field: the workers compute the image descriptors to cluster
-    from label_assistant.labelstudio import parse_label_config
     from label_assistant.ml_backend.fetch import ImageFetcher
-    from label_assistant.ml_backend.ranking import rank_tasks, serving_predictor
+    from label_assistant.ml_backend.ranking import rank_tasks
     from label_assistant.ml_backend.settings import Settings
 
     cluster, _ = cluster
-    config = parse_label_config(CONFIG)
-    settings = Settings(workdir=workdir, device="cpu", predict_tile=64)
-    predictor = serving_predictor(settings, 3, config)
+    config, settings, predictor = _ranking_setup(workdir)
     images = [blob_image(64, 64, seed=i)[0] for i in range(3)]
     images += [np.clip(255 - image, 0, 255).astype(np.uint8) for image in images]
     tasks = [{"id": i + 1, "data": {"image": data_url(png_bytes(image))}}
