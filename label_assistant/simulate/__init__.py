@@ -22,6 +22,12 @@ strategy selects. Everything else is the project's real code, the same the backe
    the same config each round, the run seed as training seed) and **evaluate** Dice/IoU on
    the held-out test images (:func:`model.train.evaluate`, tiled ``predict_proba``).
 
+Each round records the test Dice of what serves and of the round's candidate as a model of its
+own (what the selected images taught it), each test image's Dice too. Groups (experiments,
+videos, stacks) come from ``--groups`` (a name,group CSV), a file-name pattern, clusters of the
+image descriptors or contiguous chunks; ``--test-split stratified:N`` holds N of each group out.
+The reports compare every strategy with random, paired by seed, with 95% intervals.
+
 Rounds 0..R give ``initial + r * per_round`` annotated images. A **full-data** baseline (every
 pool image, dense, through the same gate and training) runs once per seed.
 
