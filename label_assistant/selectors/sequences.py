@@ -119,7 +119,8 @@ def cluster_ids(embeddings: np.ndarray, k: int | None = None, seed: int = 0) -> 
     if n == 0:
         return []
     distinct = len(np.unique(x, axis=0)) if n else 0
-    x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    sd = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     if k is None:
         if n < 3 or distinct < 2:
             labels = np.zeros(n, np.int64)
@@ -133,9 +134,10 @@ def cluster_ids(embeddings: np.ndarray, k: int | None = None, seed: int = 0) -> 
                 if best is None or quality > best[0] + 1e-12:
                     best = (quality, fit)
             labels = best[1] if best is not None else np.zeros(n, np.int64)
+    elif min(k, distinct) > 1:
+        labels = KMeans(min(k, distinct), n_init=4, random_state=seed).fit_predict(x)
     else:
-        labels = KMeans(min(k, distinct), n_init=4, random_state=seed).fit_predict(x) \
-            if n and min(k, distinct) > 1 else np.zeros(n, np.int64)
+        labels = np.zeros(n, np.int64)
     order: dict[int, int] = {}
     for label in labels.tolist():
         order.setdefault(label, len(order) + 1)

@@ -124,8 +124,8 @@ def read_groups(path: str | Path) -> dict[str, str]:
 def _group_ids(examples: list[Example], settings: SimulationSettings) -> list[str] | None:
     """Each image's group (experiment or sequence) from --groups, the name pattern or clusters
     of the image descriptors; None when none is given (or --sequence-chunks: pool order)."""
-    from label_assistant.images import match_channels
     from label_assistant.selectors.diversity import image_descriptor
+    from label_assistant.selectors.pool import PoolError, stack_vectors
     from label_assistant.selectors.sequences import (
         SequencePatternError,
         cluster_ids,
@@ -141,13 +141,13 @@ def _group_ids(examples: list[Example], settings: SimulationSettings) -> list[st
                                   f"({len(missing)} images without one)")
         return [table.get(n, table.get(Path(n).stem, "")) for n in names]
     if settings.sequence_clusters is not None:
-        channels = max(e.image.shape[0] for e in examples)
-        descriptors = np.stack([image_descriptor(match_channels(e.image, channels))
-                                for e in examples])
+        # grey and colour images mixed: stack_vectors makes their descriptors comparable
         k = None if settings.sequence_clusters == "auto" else int(settings.sequence_clusters)
         try:
+            descriptors = stack_vectors([image_descriptor(e.image) for e in examples],
+                                        "image descriptors")
             return cluster_ids(descriptors, k=k)
-        except SequencePatternError as error:
+        except (PoolError, SequencePatternError) as error:
             raise SimulationError(str(error)) from None
     if settings.sequence_regex is not None:
         try:
