@@ -157,3 +157,32 @@ def test_a_gain_on_one_image_must_hold_on_the_others():
     assert gain_interval(mine, theirs, images)[0] <= 0  # ...that one image of two contradicts
     with pytest.raises(ValueError, match="block images"):
         gain_interval(mine, theirs, images[:3])
+
+
+def _two_kinds(n_a: int, n_b: int) -> tuple[list[str], np.ndarray]:
+    """Keys of two kinds of image: descriptors near 0 (kind a) and near 10 (kind b)."""
+    rng = np.random.default_rng(0)
+    keys = [f"a{i}" for i in range(n_a)] + [f"b{i}" for i in range(n_b)]
+    rows = np.concatenate([rng.normal(0, 0.05, (n_a, 4)), rng.normal(10, 0.05, (n_b, 4))])
+    return keys, rows
+
+
+@pytest.mark.parametrize("n_a, n_b", [(7, 3), (12, 6), (20, 4), (3, 3)])
+def test_every_kind_of_image_with_three_annotations_has_a_validation_image(n_a, n_b):
+    keys, rows = _two_kinds(n_a, n_b)
+    held = validation_keys(keys, 0.2, rows)
+    for kind, n in (("a", n_a), ("b", n_b)):
+        mine = {k for k in held if k.startswith(kind)}
+        assert len(mine) >= (2 if n >= 6 else 1), (kind, sorted(held))
+        assert len(mine) < n  # each kind still trains
+    assert validation_keys(keys, 0.2) <= held  # the hash share and minimum always hold out
+    order = np.random.default_rng(1).permutation(len(keys))  # the order of keys does not matter
+    assert validation_keys([keys[i] for i in order], 0.2, rows[order]) == held
+
+
+def test_a_kind_of_one_or_two_images_gets_no_validation_image_of_its_own():
+    keys, rows = _two_kinds(9, 2)
+    held = validation_keys(keys, 0.2, rows)
+    assert held == validation_keys(keys, 0.2)  # nothing to add: kind b is too small
+    with pytest.raises(ValueError, match="descriptors for"):
+        validation_keys(keys, 0.2, rows[:3])

@@ -168,3 +168,46 @@ def test_a_warm_round_runs_at_its_own_learning_rate():
     assert warm.result.curve[0]["lr"] == pytest.approx(0.5e-4)
     cold = train_round(_examples(), CLASSES, config, OtsuPrelabeler())
     assert cold.result.curve[0]["lr"] == pytest.approx(0.5 * config.lr)
+
+
+class _Fixed:
+    """A pre-labeler (candidate, Otsu) that answers a fixed label map per image."""
+
+    def __init__(self, version, maps, domain=None, fallback=None):
+        self.version, self.maps, self.domain, self.fallback = version, maps, domain, fallback
+
+    def label_map(self, image, where=None, fallback=True):
+        return self.maps[round(float(image.mean()) * 100)], None
+
+    def match(self, x):
+        return x
+
+    def familiar(self, x):
+        return True
+
+
+def test_a_candidate_is_scored_as_it_will_serve_otsu_where_it_lost():
+    """Images of two kinds: Otsu is perfect on the dark ones and wrong on the bright ones;
+    the candidate is the other way round. As it will serve (Otsu on the kind it lost), it
+    beats Otsu on every validation image it serves, so it is promoted."""
+    from label_assistant.model.domain import Domain
+    from label_assistant.model.round import challenge
+
+    truth = np.zeros((128, 128), np.uint8)
+    truth[20:60, 20:60] = truth[80:120, 70:110] = 1
+    wrong = np.zeros_like(truth)
+    validation, cand, otsu = [], {}, {}
+    for i in range(8):
+        bright = i >= 4
+        x = np.full((1, 128, 128), (0.6 if bright else 0.1) + i / 100, np.float32)
+        key = round(float(x.mean()) * 100)
+        cand[key] = truth if bright else np.where(truth == 1, 0, truth)  # misses dark nuclei
+        otsu[key] = wrong if bright else truth
+        validation.append(Example(f"im{i}", x, truth, content_hash(x, truth)))
+    domain = Domain.of_inputs([e.image for e in validation], distance=0.5)
+    fallback = _Fixed("otsu-1", otsu)
+    verdict = challenge(_Fixed("candidate", cand, domain, fallback), fallback, validation,
+                        CLASSES, fallback)
+    assert [c.won for c in verdict.images] == [False] * 4 + [True] * 4
+    assert verdict.promoted, verdict.reason
+    assert verdict.candidate_scores.mean_dice > verdict.champion_scores.mean_dice

@@ -10,9 +10,15 @@ collapses, and so does the mean. Pixel accuracy and per-class Dice are reported 
 Validation annotations (:func:`validation_keys`): a fixed share of the admitted annotations,
 chosen by a hash of each annotation's key (the task for the backend, the file name on disk),
 so the choice of one annotation never changes as the set grows and every round compares
-versions on the same annotations. With fewer than :data:`MIN_VALIDATION_PIXELS` labeled pixels
-of some class among them, there is too little to validate honestly: the candidate is kept,
-not promoted, and says so (``rounds --promote V`` forces it).
+versions on the same annotations. Given the images' descriptors, the same rule holds within
+each **kind of image** (the annotations within the domain's familiarity distance of one
+another): a kind with three annotations or more has a validation image, with six two, so a
+version can earn, on a held-out image of that kind, the right to pre-label it
+(:mod:`label_assistant.model.domain`). A newly admitted annotation can take over that role
+from an older one of its kind (the first in hash order holds it), as with the minimum above.
+With fewer than :data:`MIN_VALIDATION_PIXELS` labeled pixels of some class among
+them, there is too little to validate honestly: the candidate is kept, not promoted, and says
+so (``rounds --promote V`` forces it).
 
 **Not by chance** (:func:`gain_interval`): a candidate serves only when its gain holds over
 resamples of the validation pixels, in blocks of :data:`BLOCK` pixels a side (a paired
@@ -64,20 +70,44 @@ def _fraction(key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def validation_keys(keys: Iterable[str], share: float = VALIDATION_SHARE) -> set[str]:
+def validation_keys(keys: Iterable[str], share: float = VALIDATION_SHARE,
+                    descriptors: np.ndarray | None = None,
+                    distance: float | None = None) -> set[str]:
     """The keys held out for validation: those whose hash position is below ``share``, and
     at least the one (from :data:`MIN_ANNOTATIONS_TO_HOLD_OUT` keys) or two (from
-    :data:`MIN_ANNOTATIONS_TO_HOLD_OUT_TWO`) with the smallest positions. Never all of
-    them: at least one key trains."""
+    :data:`MIN_ANNOTATIONS_TO_HOLD_OUT_TWO`) with the smallest positions. With
+    ``descriptors`` (one row per key, :func:`~label_assistant.selectors.diversity.
+    image_descriptor`), the same rule holds within every *kind*, a key's kind being the keys
+    within ``distance`` of it (default: the domain's familiarity distance): in hash order, a
+    key is held out while its kind holds fewer than one (from three keys) or two (from six)
+    held-out keys. Never all of them: at least one key trains."""
+    from label_assistant.model.domain import FAMILIAR_DISTANCE
+
     if not 0.0 <= share < 1.0:
         raise ValueError(f"the validation share must be in [0, 1), got {share}")
-    unique = sorted(set(map(str, keys)), key=_fraction)
+    keys = list(map(str, keys))
+    if descriptors is not None and len(descriptors) != len(keys):
+        raise ValueError(f"{len(descriptors)} descriptors for {len(keys)} keys")
+    unique = sorted(set(keys), key=_fraction)
     if share == 0.0 or len(unique) < 2:
         return set()
     held = [k for k in unique if _fraction(k) < share]
     least = 2 if len(unique) >= MIN_ANNOTATIONS_TO_HOLD_OUT_TWO else \
         1 if len(unique) >= MIN_ANNOTATIONS_TO_HOLD_OUT else 0
     held = held if len(held) >= least else unique[:least]
+    if descriptors is not None:
+        rows = {k: i for i, k in reversed(list(enumerate(keys)))}  # a key's first row
+        x = np.asarray(descriptors, dtype=np.float64)[[rows[k] for k in unique]]
+        near = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)) <= (
+            FAMILIAR_DISTANCE if distance is None else distance)
+        is_held = np.isin(unique, held)
+        for i in range(len(unique)):  # hash order: the kind's first keys not yet held
+            kind = near[i]
+            need = 2 if kind.sum() >= MIN_ANNOTATIONS_TO_HOLD_OUT_TWO else \
+                1 if kind.sum() >= MIN_ANNOTATIONS_TO_HOLD_OUT else 0
+            if not is_held[i] and (kind & is_held).sum() < need:
+                is_held[i] = True
+        held = [k for k, h in zip(unique, is_held, strict=True) if h]
     return set(held[: len(unique) - 1])
 
 

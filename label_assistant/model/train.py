@@ -1,10 +1,10 @@
 """Masked training of a segmentation model on partial label maps.
 
 Unlabeled pixels (255) carry no loss; validation uses annotations held out from training
-(:func:`split_examples`: a fixed share by a stable hash of each example's name, see
-:func:`label_assistant.model.promotion.validation_keys`) and counts labeled pixels only. The
-best epoch is the one with the best **mean Dice over all classes, Background included** on
-them, the score that also decides promotion.
+(:func:`split_examples`: a fixed share by a stable hash of each example's name, and an image
+of every kind, see :func:`label_assistant.model.promotion.validation_keys`) and counts
+labeled pixels only. The best epoch is the one with the best **mean Dice over all classes,
+Background included** on them, the score that also decides promotion.
 
 Optional, per call: ``init_state`` warm-starts from a version's weights (fine-tuning the
 champion); ``weak`` gives, per example, the champion's dense pre-label, which supervises the
@@ -69,10 +69,15 @@ class TrainResult:
 def split_examples(examples: list[Example], share: float
                    ) -> tuple[list[Example], list[Example]]:
     """``(training, validation)``: the examples whose names
-    :func:`~label_assistant.model.promotion.validation_keys` holds out (a stable share)."""
+    :func:`~label_assistant.model.promotion.validation_keys` holds out: a stable share, and
+    an image of every kind (by the descriptors of the images as the model takes them)."""
     from label_assistant.model.promotion import validation_keys
+    from label_assistant.selectors.diversity import image_descriptor
 
-    held = validation_keys([e.name for e in examples], share)
+    descriptors = None
+    if share > 0 and len(examples) >= 3 and len({e.image.shape[0] for e in examples}) == 1:
+        descriptors = np.stack([image_descriptor(e.image) for e in examples])
+    held = validation_keys([e.name for e in examples], share, descriptors)
     return ([e for e in examples if e.name not in held], [e for e in examples if e.name in held])
 
 
