@@ -81,6 +81,20 @@ def test_the_best_epoch_is_chosen_by_mean_dice_over_all_classes_and_said(caplog)
     assert result.metrics["kept"].startswith(f"kept epoch {result.metrics['best_epoch']} of 3")
 
 
+def test_validation_every_n_epochs_chooses_the_best_among_the_validated_ones():
+    from label_assistant.model.config import TrainingError
+    from label_assistant.model.train import train
+
+    result = train(_examples(), CLASSES, TrainConfig(**{**TINY, "epochs": 5, "val_every": 2}))
+    validated = [e["epoch"] for e in result.curve if "val_mean_dice_all" in e]
+    assert validated == [2, 4, 5]  # every 2nd epoch, and the last
+    assert result.metrics["best_epoch"] in validated
+    best = max(result.curve[i - 1]["val_mean_dice_all"] for i in validated)
+    assert result.curve[result.metrics["best_epoch"] - 1]["val_mean_dice_all"] == best
+    with pytest.raises(TrainingError, match="val_every"):
+        train(_examples(), CLASSES, TrainConfig(**{**TINY, "val_every": 0}))
+
+
 @pytest.mark.parametrize("weak_weight", [0.0, 1.0])
 def test_weak_supervision_only_reaches_unlabeled_pixels(weak_weight):
     """With every pixel labeled there is nothing for the champion to teach: same weights."""

@@ -76,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip TTA when scoring (variance, bald)")
     p.add_argument("--mc-samples", type=int, default=0, help="MC dropout passes when scoring")
     add_training_options(p, ("inference_tile", int, "tile side for prediction"),
-                         ("warm_epochs", int, "epochs of a round warm-started from the champion"))
+                         ("warm_epochs", int, "epochs of a round warm-started from the champion"),
+                         ("val_every", int, "validate every N epochs and after the last"))
     p.add_argument("--patience", type=int, default=None,
                    help="early-stopping patience in epochs (default: --epochs, i.e. off, so "
                    "that every round trains alike)")
@@ -103,7 +104,7 @@ def _settings(args: argparse.Namespace):  # -> SimulationSettings
     from label_assistant.simulate import SimulationError, SimulationSettings
 
     for name in ("epochs", "steps_per_epoch", "batch_size", "tile", "inference_tile",
-                 "warm_epochs"):
+                 "warm_epochs", "val_every"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1")
     train = {
@@ -113,6 +114,8 @@ def _settings(args: argparse.Namespace):  # -> SimulationSettings
         "warm_epochs": args.warm_epochs,
         "patience": args.patience if args.patience is not None else args.epochs,
     }
+    if args.val_every != 1:  # only then: runs from before the option keep their settings hash
+        train["val_every"] = args.val_every
     try:
         return SimulationSettings(
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),

@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p, ("loss", str, "loss: ce, focal, dice or a sum like 0.5*ce+0.5*dice"),
         ("val_fraction", float, "share of images held out for validation"),
         ("patience", int, "early stopping patience in epochs"), ("seed", int, "random seed"),
+        ("val_every", int, "validate every N epochs and after the last (validation on whole "
+         "large images can cost more than an epoch)"),
         ("nproc", int, "training processes (DistributedDataParallel through torchrun): one "
          "per GPU, or CPU processes without enough GPUs; must divide --batch-size"))
     p.add_argument("--class-weights", choices=["auto"], default=None,
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr, loss=args.loss, class_weights=args.class_weights,
             separate_contours=args.separate_contours, val_fraction=args.val_fraction,
             patience=args.patience, seed=args.seed, device=args.device, nproc=args.nproc,
+            val_every=args.val_every,
         )
         check_split(config)
         registry = Workspace(args.workdir).registry(args.project)

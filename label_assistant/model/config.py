@@ -42,6 +42,12 @@ class TrainConfig:
     #: Share of annotations held out for validation, by a stable hash of their names.
     val_fraction: float = 0.2
     patience: int = 8  # epochs without improvement before stopping early
+    #: Validate every this many epochs, and after the last; the best epoch is chosen among
+    #: the validated ones (patience counts them). Validation on whole images can cost more
+    #: than an epoch's training: on DSB 2018 (``benchmarks/bench_selection_dsb.py``, 6 to 24
+    #: images of up to 1272 px) a round of 8 x 10 steps took 107 s with its first validation
+    #: images and 255 s with 7 of them.
+    val_every: int = 1
     seed: int = 0
     device: str | None = None  # None = CUDA when present, else CPU
     channels_last: bool = True  # the NHWC memory layout for training (faster on CPU and GPU)

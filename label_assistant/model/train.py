@@ -195,6 +195,8 @@ def train(
     counts = sum(labeled_pixel_counts(e.label_map, n_classes) for e in train_set)
     if counts.sum() == 0:
         raise TrainingError("the training images hold no labeled pixel")
+    if config.val_every < 1:
+        raise TrainingError(f"val_every must be 1 or more, got {config.val_every}")
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -283,8 +285,9 @@ def train(
             "lr": float(scheduler.get_last_lr()[0]),
         }
         asked = False
+        validates = bool(val_set) and (epoch % config.val_every == 0 or epoch == config.epochs)
         if ranks.is_main:  # only rank 0 validates, and says whether to stop
-            if val_set:
+            if validates:
                 val = evaluate(validator, val_set, n_classes)
                 entry.update(val_dice=val["dice"], val_iou=val["iou"],
                              val_mean_dice=val["mean_dice"],
@@ -297,7 +300,9 @@ def train(
         if entry.get("val_mean_dice_all") is not None:
             score = entry["val_mean_dice_all"]
         curve.append(entry)
-        if score > best_score:
+        if val_set and not validates:
+            pass  # not a candidate for the best epoch: no validation score to compare
+        elif score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
@@ -309,10 +314,15 @@ def train(
             if on_epoch is not None:
                 on_epoch(entry)
         if stale >= config.patience:
-            stop_reason = f"no better score for {config.patience} epochs (patience)"
+            every = "" if config.val_every == 1 else " validated"
+            stop_reason = f"no better score for {config.patience}{every} epochs (patience)"
             break
         if asked:
             stop_reason = "asked to stop"
+            if best_state is None:  # stopped before the first validation: the last epoch
+                best_epoch = epoch
+                best_state = copy.deepcopy({k: v.detach().cpu()
+                                            for k, v in model.state_dict().items()})
             break
 
     assert best_state is not None  # at least one epoch ran
