@@ -50,6 +50,7 @@ def simulate_argv(args: argparse.Namespace, images: Path, masks: Path, groups: P
         "--rounds", str(args.rounds), "--annotation", args.annotation,
         "--encoder", args.encoder, "--epochs", str(args.epochs),
         "--warm-epochs", str(args.warm_epochs), "--steps-per-epoch", str(args.steps),
+        *(["--val-every", str(args.val_every)] if args.val_every != 1 else []),
         "--out", str(out),
     ]
 
@@ -89,6 +90,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8, help="cold rounds (default 8)")
     parser.add_argument("--warm-epochs", type=int, default=4, help="warm rounds (default 4)")
     parser.add_argument("--steps", type=int, default=10, help="steps per epoch (default 10)")
+    parser.add_argument("--val-every", type=int, default=1,
+                        help="validate every N epochs and after the last (default 1)")
     parser.add_argument("--max-side", type=int, default=100_000,
                         help="only images up to this side (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "selection_dsb",
