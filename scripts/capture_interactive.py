@@ -14,8 +14,9 @@ smart-tool region) with contexts shaped as the 1.23.2 labeling screen builds the
 negative), four extreme points, then the same click after a draft was saved. Every recorded
 ``/predict`` body is written as ``NNN_<size>_<step>.json``; ``summary.json`` lists sizes.
 
-The contexts are built here, not by a browser: driving the smart tools headless did not
-make the labeling screen call the backend (``docs/interactive.md`` says what was tried).
+The contexts are built here, not by a browser; the real labeling screen's, recorded later in
+headless Chromium (``tests/fixtures/interactive/browser_*.json``), have the same shape
+(``docs/interactive.md``, "On the real screen").
 """
 
 from __future__ import annotations

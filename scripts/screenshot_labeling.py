@@ -4,7 +4,8 @@ Run against a running ``make demo`` (defaults) or any Label Studio with the demo
 
     pip install playwright            # the Python package only: no browser download
     apt-get install chromium          # the browser it drives (or pass --chromium PATH)
-    python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab model]
+    python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab model
+                                           next-tab suggestion]
 
 It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
 (``docs/images``), PNGs quantised to 256 colours (small enough to commit):
@@ -16,7 +17,17 @@ It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
   starts labeling the tab (``labeling-instructions.png``);
 - ``quarantined``: the first task of the "Quarantined" tab, with its warnings above the image
   and the label buttons (``quarantined-task.png``);
-- ``tab``: the "Quarantined" tab, scrolled to its ``la_warnings`` column (``quarantined-tab.png``);
+- ``tab``: the "Quarantined" tab with its ``la_warnings`` column (``quarantined-tab.png``; in
+  view without scrolling in a tab laid out by ``client.tab_layout``);
+- ``next-tab``: the "Next to label" tab as it opens, ranked by ``la_rank`` (``next-tab.png``);
+- ``suggestion``: an interactive suggestion on the labeling screen
+  (``interactive-suggestion.png``): on the first task of "Next to label" without a draft (or
+  ``--task``), Auto-Annotation on (the bottom bar's toggle, shown when the project's ML
+  backend is interactive), the smart keypoint tool picked from the toolbar's Auto-Detect
+  button with the ``click`` control's label (its hotkey), the pre-label hidden, one click on
+  the innermost point of the pre-label's object nearest the image centre; it waits for the
+  backend's answer ("1 suggestions"). Label Studio saves the click as a draft of that task
+  (the next run picks another task); the request the screen sent is printed;
 - ``model``: the project's Settings -> Model page, whose card names the version that serves
   the pre-labels (the backend renames its Label Studio ML backend to it: ``otsu-<hash>``
   before any model, ``v0001`` after a promotion) and the training toggle (``model-card.png``).
@@ -29,7 +40,9 @@ the backend's worker renames it a few seconds after a promotion (``label-assista
 only the pre-label's regions (no Background, as a hurried annotator would), which the backend
 quarantines; the Quarantined tab then has a task to show. It writes into the project: use
 it on a demo. Opening a task makes an unsaved draft from the prediction; nothing else is
-submitted.
+submitted (``suggestion`` leaves a saved draft, above). ``suggestion`` reads the pre-label's
+mask with label-assistant's RLE decoder (numpy and scipy): run it with the project's
+environment on the path.
 """
 
 from __future__ import annotations
@@ -50,7 +63,8 @@ DEFAULT_TITLE = "label-assistant demo: DSB 2018 nuclei"
 NEXT, QUARANTINED = "Next to label", "Quarantined"
 SHOTS = {"labeling": "labeling-screen.png", "instructions": "labeling-instructions.png",
          "quarantined": "quarantined-task.png", "tab": "quarantined-tab.png",
-         "model": "model-card.png"}
+         "model": "model-card.png", "next-tab": "next-tab.png",
+         "suggestion": "interactive-suggestion.png"}
 
 
 class Project:
@@ -81,6 +95,15 @@ class Project:
         tasks = self._get("/api/tasks", project=self.id, view=view, fields="task_only",
                           page_size=1)["tasks"]
         return tasks[0]["id"] if tasks else None
+
+    def first_task_without_draft(self, view: int) -> dict[str, Any] | None:
+        """The first task of the tab with a pre-label and no draft (all its fields)."""
+        tasks = self._get("/api/tasks", project=self.id, view=view, fields="all",
+                          page_size=100)["tasks"]
+        return next((t for t in tasks if t.get("predictions") and not t.get("drafts")), None)
+
+    def task(self, task: int) -> dict[str, Any]:
+        return self._get(f"/api/tasks/{task}")
 
     def backend_titles(self) -> list[str]:
         """The names of the project's ML backends: what its Model card shows."""
@@ -126,6 +149,62 @@ def _save(page: Any, out: Path, limit: int = 300_000) -> None:
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)", flush=True)
 
 
+def _object_point(task: dict[str, Any]) -> tuple[float, float]:
+    """Where to click (fractions of the image width and height): the innermost pixel of the
+    pre-label's object nearest the image centre (its first brush result that is not
+    Background)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from label_assistant.labelstudio.rle import decode_rle
+
+    results = [r for p in task["predictions"] for r in p["result"]
+               if r.get("type") == "brushlabels"
+               and r["value"].get("brushlabels", ["Background"])[0] != "Background"]
+    if not results:
+        raise SystemExit(f"screenshot: task {task['id']}'s pre-label has no object to click")
+    height, width = results[0]["original_height"], results[0]["original_width"]
+    objects, count = ndimage.label(decode_rle(results[0]["value"]["rle"], height, width) > 0)
+    if not count:
+        raise SystemExit(f"screenshot: task {task['id']}'s pre-label is empty")
+    centres = ndimage.center_of_mass(objects > 0, objects, range(1, count + 1))
+    sizes = ndimage.sum(objects > 0, objects, range(1, count + 1))
+    candidates = [i for i in range(count) if sizes[i] >= 50] or list(range(count))
+    pick = 1 + min(candidates, key=lambda i: (centres[i][0] - height / 2) ** 2
+                   + (centres[i][1] - width / 2) ** 2)
+    depth = ndimage.distance_transform_edt(objects == pick)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return (x + 0.5) / width, (y + 0.5) / height
+
+
+def _suggest(page: Any, url: str, project: int, view: int, task: dict[str, Any]) -> None:
+    """Open the task, switch Auto-Annotation on, click the object with the smart keypoint
+    tool and wait for the backend's suggestion (see the module doc)."""
+    fx, fy = _object_point(task)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.post_data or "")
+            if "/interactive-annotating" in r.url else None)
+    _open_task(page, url, project, view, task["id"])
+    if page.evaluate("() => localStorage.getItem('autoAnnotation')") != "true":
+        page.get_by_text("Auto-Annotation", exact=True).click()
+    # Auto-Detect holds the smart tools (shown only with Auto-Annotation on); hover lists them.
+    page.locator(".lsf-tool_smart").first.hover()
+    page.locator(".lsf-tool_smart[aria-label=key-point-tool]").first.click()
+    # The click control's first label (the demo's config: brush, box, click, extreme), by its
+    # hotkey: clicking it would scroll the image.
+    page.keyboard.press(page.locator(".lsf-labels").nth(2).locator(".lsf-label").first
+                        .inner_text().split()[-1])
+    page.locator("[aria-label='Hide all regions']").click()  # the pre-label, to see the answer
+    image = page.evaluate("""() => { const img = Array.from(document.querySelectorAll('img'))
+        .find(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 200);
+        const r = img.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }""")
+    page.mouse.click(image[0] + fx * image[2], image[1] + fy * image[3])
+    page.wait_for_selector("text=/\\d+ suggestions?/", timeout=120_000)
+    page.mouse.move(5, 5)
+    time.sleep(2)
+    print(f"task {task['id']}: the screen sent {sent[-1] if sent else 'nothing'}", flush=True)
+
+
 def _open_task(page: Any, url: str, project: int, view: int, task: int) -> None:
     page.goto(f"{url}/projects/{project}/data?tab={view}&task={task}")
     page.wait_for_load_state("networkidle")
@@ -148,6 +227,9 @@ def main() -> int:
     parser.add_argument("--version", help="wait until the Model card shows this version")
     parser.add_argument("--wait", type=float, default=300,
                         help="seconds --version waits (default 300)")
+    parser.add_argument("--task", type=int,
+                        help="the task of the suggestion shot (default: the first of Next to "
+                             "label with a pre-label and no draft)")
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args()
@@ -170,8 +252,9 @@ def main() -> int:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=args.chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking"])
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(f"{args.url}/user/login")
         page.fill("input[name=email]", args.user)
@@ -193,6 +276,18 @@ def main() -> int:
                 page.wait_for_load_state("networkidle")
                 page.wait_for_selector(f"text={titles[0]}", timeout=120_000)
                 time.sleep(2)
+            elif shot == "suggestion":
+                fresh = (project.task(args.task) if args.task
+                         else project.first_task_without_draft(next_view))
+                if fresh is None:
+                    raise SystemExit("screenshot: no task of Next to label has a pre-label "
+                                     "and no draft")
+                _suggest(page, args.url, project.id, next_view, fresh)
+            elif shot == "next-tab":
+                page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}")
+                page.wait_for_load_state("networkidle")
+                page.wait_for_selector("text=la_rank", timeout=120_000)
+                time.sleep(3)  # the thumbnails
             elif shot == "instructions":
                 # The label stream of the tab: Label Studio opens it with the dialog.
                 page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}&labeling=1")

@@ -13,12 +13,14 @@ from labelstudio_harness import BRUSH_CONFIG, signup
 
 from label_assistant.labelstudio import label_map_to_results, parse_label_config
 from label_assistant.labelstudio.client import (
-    ANNOTATION_FIELD,
+    COLUMN_WIDTHS,
     HIDDEN_COLUMNS,
     NEXT_VIEW_TITLE,
     RANK_FIELD,
     REASON_FIELD,
+    STATUS_FIELD,
     UNCERTAINTY_SAMPLING,
+    WARNINGS_FIELD,
     LabelStudioClient,
     LabelStudioError,
     format_rank,
@@ -111,24 +113,52 @@ def test_label_all_tasks_ignores_the_tab(labelstudio_module):
     assert ls.client.next_task_as_displayed(project, view)["id"] == ids[-1]
 
 
-def test_tabs_hide_existing_bookkeeping_columns_and_keep_a_changed_layout(labelstudio_module):
+def test_tabs_show_thumbnail_and_our_columns_in_one_window_and_keep_a_changed_layout(
+        labelstudio_module):
+    """What the Data Manager shows in our tabs, from Label Studio's own column list: it
+    cannot order a tab's columns (see ``tab_layout``), so the task columns come first and
+    the data fields last, the label config's image first among them and ours after the
+    project's own; with the bookkeeping hidden and our widths, the ID, the thumbnail, two
+    data fields of the project and our four columns fit in 1440 px."""
     import requests
 
     ls = labelstudio_module
     project = ls.client.create_project("order-columns", BRUSH_CONFIG)
-    ids = ls.client.import_tasks(project, [{"image": PIXEL} for _ in range(3)])
+    ids = ls.client.import_tasks(project, [{"image": PIXEL, "name": f"img{i}", "sequence": "a"}
+                                           for i in range(3)])
     view = ls.client.write_ranking(project, _ranking(ids))
+    report = {"admitted": False, "findings": [{"severity": "error", "message": "no Background"}]}
+    ls.client.write_inspection(project, ids[0], report, annotation_id=1)
     answer = requests.get(f"{ls.url}/api/dm/columns", params={"project": project},
                           headers={"Authorization": f"Token {ls.token}"}, timeout=30)
-    known = {f"tasks:{c['parent'] + '.' if c.get('parent') else ''}{c['id']}"
-             for c in answer.json()["columns"]}
-    # Every column we hide is one of this Label Studio's (la_annotation: once it is written).
-    assert set(HIDDEN_COLUMNS) - known <= {f"tasks:data.{ANNOTATION_FIELD}"}
+    columns = answer.json()["columns"]
+    known = {f"tasks:{c['parent'] + '.' if c.get('parent') else ''}{c['id']}" for c in columns}
+    layout = ls.client.get_view(view)["data"]
+    # Every column we hide or size is one of this Label Studio's.
+    assert set(HIDDEN_COLUMNS) <= known and set(COLUMN_WIDTHS) <= known
     assert f"tasks:data.{RANK_FIELD}" in known and "tasks:data.image" in known
+    # The table's order (datamanager stores/Tabs/tab.js, fieldsAsColumns): top-level
+    # columns as listed, the "data" column replaced by its fields; a tab's hiddenColumns
+    # replace Label Studio's defaults (stores/Tabs/store.js), so all others are shown.
+    shown = []
+    for column in columns:
+        if column.get("parent"):
+            continue
+        if column["id"] == "data":
+            shown += [f"tasks:data.{child}" for child in column["children"]]
+        else:
+            shown.append(f"tasks:{column['id']}")
+    shown = [c for c in shown if c not in layout["hiddenColumns"]["explore"]]
+    assert shown == ["tasks:id", "tasks:data.image", "tasks:data.name", "tasks:data.sequence",
+                     f"tasks:data.{RANK_FIELD}", f"tasks:data.{REASON_FIELD}",
+                     f"tasks:data.{STATUS_FIELD}", f"tasks:data.{WARNINGS_FIELD}"]
+    # Measured in 1.23.2 with headless Chromium: a column takes its width (150 px by
+    # default) + 20, the checkbox 40, the task-source button 44.
+    widths = layout["columnsWidth"]
+    assert 40 + 44 + sum(widths.get(c, 150) + 20 for c in shown) <= 1440
     # Someone shows a hidden column again: a re-rank keeps their layout.
-    data = ls.client.get_view(view)["data"]
-    data["hiddenColumns"] = {"explore": ["tasks:inner_id"], "labeling": []}
-    ls.sdk.views.update(id=str(view), project=project, data=data)
+    layout["hiddenColumns"] = {"explore": ["tasks:inner_id"], "labeling": []}
+    ls.sdk.views.update(id=str(view), project=project, data=layout)
     assert ls.client.write_ranking(project, _ranking(ids[::-1])) == view
     assert ls.client.get_view(view)["data"]["hiddenColumns"]["explore"] == ["tasks:inner_id"]
 

@@ -170,7 +170,7 @@ QUARANTINE_VIEW_TITLE = "Quarantined"
 NEXT_VIEW_TITLE = "Next to label"
 DEFAULT_VIEW_TITLE = "Default"
 
-WARNINGS_COLUMN_WIDTH = 640  # px, the la_warnings column of our tabs (tab_layout)
+WARNINGS_COLUMN_WIDTH = 370  # px, the la_warnings column of our tabs (COLUMN_WIDTHS)
 log = logging.getLogger(__name__)
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
@@ -232,28 +232,53 @@ def status_filter(status: str) -> dict[str, Any]:
     }
 
 
-#: Label Studio's bookkeeping columns (ids from ``/api/dm/columns`` of 1.23.2) that our tabs
-#: hide, so that the image thumbnail and our ``la_`` fields are in view without scrolling;
-#: the ID, completion time, annotation count, annotators and prediction score stay.
+#: The columns our tabs hide (ids from ``/api/dm/columns`` of 1.23.2): Label Studio's
+#: bookkeeping, which in our tabs says nothing (the "Next to label" tab lists unannotated
+#: tasks; the prediction score is the order score rank / 10^6), and ``la_score``, whose value
+#: ``la_reason`` already gives in words; the ID stays. Label Studio 1.23.2 cannot order a
+#: tab's columns (:func:`tab_layout`), so hiding is what brings the image thumbnail and our
+#: ``la_`` fields into view together.
 HIDDEN_COLUMNS = tuple(f"tasks:{c}" for c in (
-    "inner_id", "cancelled_annotations", "total_predictions", "annotations_results",
-    "annotations_ids", "predictions_model_versions", "predictions_results", "file_upload",
+    "inner_id", "completed_at", "total_annotations", "cancelled_annotations",
+    "total_predictions", "annotators", "annotations_results", "annotations_ids",
+    "predictions_score", "predictions_model_versions", "predictions_results", "file_upload",
     "storage_filename", "created_at", "updated_at", "updated_by", "avg_lead_time",
-    "draft_exists", f"data.{ANNOTATION_FIELD}"))
+    "draft_exists", f"data.{SCORE_FIELD}", f"data.{ANNOTATION_FIELD}"))
+
+#: Column widths (px) of our tabs. A Data Manager cell shows 3 lines and clips the rest; at
+#: the default 150 px a missing-Background warning (200 characters) was cut after 70, at
+#: 370 px it takes 3 lines, and a ranking reason (up to about 95 characters) 3 lines at 185.
+#: With these, the ID, the image thumbnail (``image``: the field our label config reads),
+#: two more data fields of the project at the default width (the demo's ``name`` and
+#: ``sequence``), la_rank, la_reason, la_status and la_warnings fit in a 1440 px window
+#: without scrolling (measured in Label Studio 1.23.2 with headless Chromium: a column takes
+#: its width + 20 px, the checkbox 40 and the task-source button 44; 1429 px in all).
+COLUMN_WIDTHS = {"tasks:id": 50, "tasks:data.image": 90, f"tasks:data.{RANK_FIELD}": 90,
+                 f"tasks:data.{REASON_FIELD}": 185, f"tasks:data.{STATUS_FIELD}": 100,
+                 f"tasks:data.{WARNINGS_FIELD}": WARNINGS_COLUMN_WIDTH}
 
 
 def tab_layout() -> dict[str, Any]:
-    """The columns of our tabs: bookkeeping hidden (:data:`HIDDEN_COLUMNS`), rank and score
-    typed as numbers (shown and, where Label Studio reads the tab, sorted as numbers; the
-    zero-padded rank sorts right as text too). Set once: people may change it afterwards."""
+    """The columns of our tabs: bookkeeping hidden (:data:`HIDDEN_COLUMNS`), widths that
+    keep the thumbnail and our ``la_`` columns in one 1440 px window
+    (:data:`COLUMN_WIDTHS`), rank and score typed as numbers (shown and, where Label Studio
+    reads the tab, sorted as numbers; the zero-padded rank sorts right as text too). Set
+    once: people may change it afterwards.
+
+    Label Studio 1.23.2 cannot put columns first: a tab stores ``hiddenColumns``,
+    ``columnsWidth`` and ``columnsDisplayType`` but no column order
+    (``libs/datamanager/src/stores/Tabs/tab.js``, the Tab model and ``serialize``); the
+    table shows Label Studio's columns in ``/api/dm/columns`` order with the task's data
+    fields last (``data_manager/functions.py::get_all_columns``: the label config's fields
+    first, then the others in the order they first appeared, so ours come after the
+    project's own), and a header dragged by hand is remembered only in that browser's
+    ``localStorage["dm:columnorder"]``, for all tabs
+    (``libs/datamanager/src/components/Common/Table/Table.jsx``)."""
     hidden = list(HIDDEN_COLUMNS)
     return {"hiddenColumns": {"explore": hidden, "labeling": hidden},
             "columnsDisplayType": {f"tasks:data.{RANK_FIELD}": "Number",
                                    f"tasks:data.{SCORE_FIELD}": "Number"},
-            # A Data Manager cell shows 3 lines and clips the rest: at the default 150 px
-            # a missing-Background warning (200 characters) was cut after 70; at 640 px it
-            # takes 2 lines (measured in Label Studio 1.23.2 with headless Chromium).
-            "columnsWidth": {f"tasks:data.{WARNINGS_FIELD}": WARNINGS_COLUMN_WIDTH}}
+            "columnsWidth": dict(COLUMN_WIDTHS)}
 
 
 def quarantine_view() -> dict[str, Any]:
