@@ -152,6 +152,19 @@ def test_labeled_tasks_count_in_their_sequence(settings):
     assert "1 already labeled" in rows[1][3]
 
 
+def test_a_labeled_task_with_an_unreadable_image_still_counts_in_its_sequence(settings):
+    """With diversity (the default) labeled images are read for their descriptors; one that
+    can't be read has none, and still counts in the sequence its data field names."""
+    image, _ = blob_image(64, 64)
+    other, _ = blob_image(64, 64, seed=3)
+    tasks = [_task(1, image, sequence="A"), _task(2, other, sequence="B")]
+    rows = _rank(settings, tasks, labeled_tasks=[_task(9, None, sequence="A"),
+                                                 _task(8, None)],  # no sequence: no count
+                 strategy="sequence+diversity")
+    assert [r[0] for r in rows] == [2, 1]  # B has nothing labeled yet
+    assert "1 already labeled" in rows[1][3]
+
+
 def _experiment(name: str, i: int) -> np.ndarray:
     """Images of two "experiments": dark with bright squares (A), a bright noisy ramp (B)."""
     if name == "A":

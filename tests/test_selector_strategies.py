@@ -324,3 +324,15 @@ def test_pool_validation():
     with pytest.raises(StrategyError, match="labeled indices"):
         Pool(names=["a"], labeled=[1])
     assert Pool(names=["a", "b"], labeled=np.array([True, False])).unlabeled_indices.tolist() == [1]
+
+
+def test_labeled_images_outside_the_pool_count_in_their_sequence():
+    pool = Pool(names=["a1", "a2", "b1", "b2"], sequences=["A", "A", "B", "B"],
+                embeddings=np.eye(4, dtype=np.float32))
+    outside = Pool(names=pool.names, sequences=pool.sequences, embeddings=pool.embeddings,
+                   labeled_elsewhere={"A": 1, "Z": 2})  # Z: a sequence with nothing left
+    for strategy in ("sequence", "sequence+diversity"):
+        assert {rank(outside, strategy, seed=s)[0].name[0] for s in range(20)} == {"b"}
+        assert "a" in {rank(pool, strategy, seed=s)[0].name[0] for s in range(20)}  # without
+    with pytest.raises(StrategyError, match="0 or more"):
+        Pool(names=["a"], labeled_elsewhere={"A": -1})

@@ -225,6 +225,7 @@ def rank_tasks(
     kept: list[ImageNumbers] = []
     labeled: list[bool] = []
     failures: list[tuple[int, str]] = []
+    unread: dict[str, int] = {}  # sequence -> labeled tasks whose image could not be read
     for k, (is_labeled, task) in enumerate(entries):
         task_id = int(task["id"])
         result = numbers.get(k, ImageNumbers({}, None))
@@ -232,6 +233,10 @@ def rank_tasks(
             log.warning("project %s task %s: not ranked: %s", project, task_id, result)
             if not is_labeled:
                 failures.append((task_id, result))
+            elif not clusters:  # it still counts in the sequence its data field names
+                sequence = _data_sequence(settings, task)
+                if sequence is not None:
+                    unread[sequence] = unread.get(sequence, 0) + 1
             continue
         task_ids.append(task_id)
         data.append(_data(task))
@@ -241,7 +246,7 @@ def rank_tasks(
         sequences = task_sequences(settings, [str(t) for t in task_ids], data,
                                    kept if clusters else None, seed=seed)
         pool = pool_from_numbers([str(t) for t in task_ids], kept, sequences=sequences,
-                                 labeled=np.array(labeled, bool))
+                                 labeled=np.array(labeled, bool), labeled_elsewhere=unread)
     except (PoolError, SequencePatternError) as error:
         raise RankingError(f"project {project}: {error}") from None
     items = rank(pool, name, seed=seed) if task_ids else []
@@ -255,6 +260,16 @@ def rank_tasks(
 
 def _data(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return task.get("data") if isinstance(task.get("data"), Mapping) else None
+
+
+def _data_sequence(settings: Settings, task: Mapping[str, Any]) -> str | None:
+    """The sequence a task's data field names, as :func:`task_sequences` reads it; None
+    when the field is empty or missing."""
+    from label_assistant.selectors.sequences import own_sequence_id, sequence_ids
+
+    name = str(task["id"])
+    sequence = sequence_ids([name], data=[_data(task)], field=settings.sequence_field)[0]
+    return None if sequence == own_sequence_id(0, name) else sequence
 
 
 def task_image(fetcher: ImageFetcher, config: LabelConfig, task: Mapping[str, Any]) -> np.ndarray:

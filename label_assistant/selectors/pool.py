@@ -29,7 +29,7 @@ workers, and the backend's ranking (:mod:`label_assistant.ml_backend.ranking`) e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -136,9 +136,11 @@ def pool_from_numbers(
     *,
     sequences: Sequence[str | None] | None = None,
     labeled: np.ndarray | Sequence[int] | None = None,
+    labeled_elsewhere: Mapping[str, int] | None = None,
 ) -> Pool:
     """A pool from per-image numbers (:func:`score_image`) in ``names`` order: score columns
-    (0 for images without scores), embeddings when every image has one."""
+    (0 for images without scores), embeddings when every image has one;
+    ``labeled_elsewhere``: see :class:`~label_assistant.selectors.strategies.Pool`."""
     if len(numbers) != len(names):
         raise PoolError(f"{len(numbers)} scored images for {len(names)} names")
     embeddings = None
@@ -150,6 +152,7 @@ def pool_from_numbers(
         scores=_score_columns([n.scores for n in numbers]),
         embeddings=embeddings,
         labeled=_labeled_mask(labeled, len(names)),
+        labeled_elsewhere=labeled_elsewhere or {},
     )
 
 

@@ -65,6 +65,9 @@ class Pool:
     ``sequences``: one id per image (None, or a None entry: the image is its own sequence).
     ``scores``: score name -> (N,) image scores, higher = more informative.
     ``embeddings``: (N, D). ``labeled``: a bool mask (N,) or the indices of labeled images.
+    ``labeled_elsewhere``: sequence id -> labeled images of that sequence that are not in the
+    pool (their image could not be read, so they have no scores or embeddings); they count in
+    their sequence all the same.
     """
 
     names: Sequence[str]
@@ -72,6 +75,7 @@ class Pool:
     scores: Mapping[str, np.ndarray] = field(default_factory=dict)
     embeddings: np.ndarray | None = None
     labeled: np.ndarray | Sequence[int] | None = None
+    labeled_elsewhere: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [str(name) for name in self.names]
@@ -103,6 +107,10 @@ class Pool:
                 raise StrategyError("embeddings hold NaN or infinite values")
             set_(self, "embeddings", embeddings)
         set_(self, "labeled", _labeled_mask(self.labeled, n))
+        elsewhere = {str(k): int(v) for k, v in dict(self.labeled_elsewhere).items()}
+        if any(v < 0 for v in elsewhere.values()):
+            raise StrategyError("labeled_elsewhere counts must be 0 or more")
+        set_(self, "labeled_elsewhere", elsewhere)
 
     @property
     def n(self) -> int:
@@ -256,7 +264,8 @@ class _Sequences:
         ids, self.codes = np.unique(np.asarray(pool.sequences, dtype=object), return_inverse=True)
         self.ids = ids.tolist()
         k = len(ids)
-        self.labeled = np.bincount(self.codes[pool.labeled], minlength=k)
+        self.labeled = np.bincount(self.codes[pool.labeled], minlength=k) + np.array(
+            [pool.labeled_elsewhere.get(i, 0) for i in self.ids], dtype=np.int64)
         self.initial = np.bincount(self.codes[candidates], minlength=k)
 
     def eligible(self, available: np.ndarray) -> np.ndarray:
