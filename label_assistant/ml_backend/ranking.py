@@ -18,7 +18,9 @@ first tasks (:func:`refresh_prelabels`). :func:`rank_tasks`:
    fetching its tasks' images and loading the version once;
 3. sequence ids come from the task data field ``settings.sequence_field`` (default
    ``sequence``); tasks already labeled (``labeled_tasks``) count in their sequence, so a
-   sequence that has a labeled image comes after those that have none. When the strategy
+   sequence that has a labeled image comes after those that have none (also when a labeled
+   task's image can't be read for the descriptors diversity needs: it then counts through
+   ``Pool.labeled_elsewhere``). When the strategy
    has the ``sequence`` part and *no* task of the project has that field, the sequences are
    clusters of look-alike images instead (``settings.sequence_clusters``, ``auto`` by
    default; ``off``: each image its own sequence): k-means of the tasks' image descriptors
