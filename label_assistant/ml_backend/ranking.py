@@ -267,11 +267,11 @@ def _data(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def _data_sequence(settings: Settings, task: Mapping[str, Any]) -> str | None:
     """The sequence a task's data field names, as :func:`task_sequences` reads it; None
     when the field is empty or missing."""
-    from label_assistant.selectors.sequences import own_sequence_id, sequence_ids
+    from label_assistant.selectors.sequences import is_own_sequence, sequence_ids
 
-    name = str(task["id"])
-    sequence = sequence_ids([name], data=[_data(task)], field=settings.sequence_field)[0]
-    return None if sequence == own_sequence_id(0, name) else sequence
+    sequence = sequence_ids([str(task["id"])], data=[_data(task)],
+                            field=settings.sequence_field)[0]
+    return None if is_own_sequence(sequence) else sequence
 
 
 def task_image(fetcher: ImageFetcher, config: LabelConfig, task: Mapping[str, Any]) -> np.ndarray:

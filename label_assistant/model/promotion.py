@@ -70,6 +70,12 @@ def _fraction(key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def _least_held(n: int) -> int:
+    """How many of ``n`` annotations are held out at least."""
+    return 2 if n >= MIN_ANNOTATIONS_TO_HOLD_OUT_TWO else \
+        1 if n >= MIN_ANNOTATIONS_TO_HOLD_OUT else 0
+
+
 def validation_keys(keys: Iterable[str], share: float = VALIDATION_SHARE,
                     descriptors: np.ndarray | None = None,
                     distance: float | None = None) -> set[str]:
@@ -92,8 +98,7 @@ def validation_keys(keys: Iterable[str], share: float = VALIDATION_SHARE,
     if share == 0.0 or len(unique) < 2:
         return set()
     held = [k for k in unique if _fraction(k) < share]
-    least = 2 if len(unique) >= MIN_ANNOTATIONS_TO_HOLD_OUT_TWO else \
-        1 if len(unique) >= MIN_ANNOTATIONS_TO_HOLD_OUT else 0
+    least = _least_held(len(unique))
     held = held if len(held) >= least else unique[:least]
     if descriptors is not None:
         rows = {k: i for i, k in reversed(list(enumerate(keys)))}  # a key's first row
@@ -103,9 +108,7 @@ def validation_keys(keys: Iterable[str], share: float = VALIDATION_SHARE,
         is_held = np.isin(unique, held)
         for i in range(len(unique)):  # hash order: the kind's first keys not yet held
             kind = near[i]
-            need = 2 if kind.sum() >= MIN_ANNOTATIONS_TO_HOLD_OUT_TWO else \
-                1 if kind.sum() >= MIN_ANNOTATIONS_TO_HOLD_OUT else 0
-            if not is_held[i] and (kind & is_held).sum() < need:
+            if not is_held[i] and (kind & is_held).sum() < _least_held(int(kind.sum())):
                 is_held[i] = True
         held = [k for k, h in zip(unique, is_held, strict=True) if h]
     return set(held[: len(unique) - 1])

@@ -165,13 +165,11 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
                           domain=Domain.from_dict(result.domain), fallback=otsu)
     verdict = challenge(candidate, champion, result.validation, class_names, otsu)
     if verdict.images:  # it serves only images like the validation images it won
-        names = {c.name: c.won for c in verdict.images}
-        checked = [e for e in result.validation if e.name in names]
-        domain = Domain.from_dict(result.domain)
+        domain = checked_domain(Domain.from_dict(result.domain), result.validation,
+                                verdict.images)
         if domain is not None:
-            candidate.domain = domain.with_checks([e.image for e in checked],
-                                                  [names[e.name] for e in checked])
-            result = replace(result, domain=candidate.domain.to_dict())
+            candidate.domain = domain
+            result = replace(result, domain=domain.to_dict())
     log.info("candidate: %s (%s)", "promoted" if verdict.promoted else "kept, not promoted",
              verdict.reason)
     return Round(result, verdict, candidate)
@@ -211,13 +209,23 @@ def _serves(candidate: Any, validation: list[Example], checks: list[Any]) -> lis
     9 were promoted and what served never scored below Otsu on the test images."""
     from label_assistant.model.domain import Domain
 
-    domain = candidate.domain
-    if not isinstance(domain, Domain) or candidate.fallback is None:
+    if not isinstance(candidate.domain, Domain) or candidate.fallback is None:
         return [candidate.familiar(e.image) for e in validation]
-    checked = [(e.image, c.won) for e, c in zip(validation, checks, strict=True) if c is not None]
-    if checked:
-        domain = domain.with_checks([x for x, _ in checked], [w for _, w in checked])
+    domain = checked_domain(candidate.domain, validation, [c for c in checks if c is not None])
     return [domain.unfamiliar(candidate.match(e.image)) is None for e in validation]
+
+
+def checked_domain(domain: Any, validation: list[Example], checks: Any) -> Any:
+    """``domain`` with the validation images that ``checks`` (ImageChecks, by name) scored
+    and whether the candidate won on each (None when ``domain`` is None; unchanged without
+    checks)."""
+    if domain is None:
+        return None
+    won = {c.name: c.won for c in checks}
+    checked = [e for e in validation if e.name in won]
+    if not checked:
+        return domain
+    return domain.with_checks([e.image for e in checked], [won[e.name] for e in checked])
 
 
 def challenge(candidate: Any, champion: Any, validation: list[Example],

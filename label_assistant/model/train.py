@@ -81,6 +81,11 @@ def split_examples(examples: list[Example], share: float
     return ([e for e in examples if e.name not in held], [e for e in examples if e.name in held])
 
 
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights on the CPU (the best epoch's, kept)."""
+    return copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
 def channel_policy(examples: list[Example]) -> int:
     """The channel count a project's model takes: 3 (colour) when any image has three or
     more channels, else 1 (grey). Grey images are then repeated to colour, and colour is
@@ -304,7 +309,7 @@ def train(
             pass  # not a candidate for the best epoch: no validation score to compare
         elif score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = _weights(model)
         else:
             stale += 1
         if ranks.is_main:
@@ -320,9 +325,7 @@ def train(
         if asked:
             stop_reason = "asked to stop"
             if best_state is None:  # stopped before the first validation: the last epoch
-                best_epoch = epoch
-                best_state = copy.deepcopy({k: v.detach().cpu()
-                                            for k, v in model.state_dict().items()})
+                best_epoch, best_state = epoch, _weights(model)
             break
 
     assert best_state is not None  # at least one epoch ran
