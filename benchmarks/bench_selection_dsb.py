@@ -76,6 +76,17 @@ def merge(seed_dirs: list[Path], out: Path) -> None:
     (out / "runs.jsonl").write_text("\n".join(rows) + "\n")
 
 
+def strategies_seconds(out: Path, started_at: float) -> float | None:
+    """Seconds from the start until the last strategy round of this run finished (each seed
+    runs its strategies first, the full-pool reference last); None when a round was resumed
+    from an earlier run."""
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    times = [r.get("finished_at") for r in rows if r["strategy"] != "full-data"]
+    if not times or any(t is None or t < started_at for t in times):
+        return None
+    return round(max(times) - started_at, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default=STRATEGIES)
@@ -106,7 +117,7 @@ def main() -> int:
                 for k, d in enumerate(seed_dirs)]
     print("label-assistant " + " ".join(commands[0]) + f"  (and seeds 1..{args.seeds - 1})",
           flush=True)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda c: run_seed(c[0], args.out / f"{c[1].name}.log"),
                                 zip(commands, seed_dirs, strict=True)))
@@ -116,6 +127,7 @@ def main() -> int:
         if code != 0:
             return 1
     merge(seed_dirs, args.out / "all")
+    strategies_wall = strategies_seconds(args.out / "all", started_at)
     from label_assistant.cli import main as cli
 
     final = simulate_argv(args, images, masks, groups, ",".join(map(str, range(args.seeds))),
@@ -131,12 +143,16 @@ def main() -> int:
                                            "significant", "image_low", "image_high"])
     path = write_results("bench_selection_dsb", summary["table"], {
         "command": "label-assistant " + " ".join(final),
-        "wall_seconds": round(wall, 1), "jobs": args.jobs, "threads_per_job": 1,
+        "wall_seconds": round(wall, 1), "strategies_wall_seconds": strategies_wall,
+        "jobs": args.jobs, "threads_per_job": 1,
         "seed_seconds": [round(s, 1) for _, s in results],
         "full_data": summary["full_data"], "versus_random": summary["versus_random"],
         "guard": summary["guard"], "settings": result["settings"],
     })
     print(f"\n{args.seeds} seeds in {wall / 60:.1f} min wall ({args.jobs} at once); {path}")
+    if strategies_wall is not None:
+        print(f"the strategies' rounds were done after {strategies_wall / 60:.1f} min; the "
+              "full-pool reference (each seed's last step) took the rest")
     return 0
 
 

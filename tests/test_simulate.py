@@ -269,16 +269,18 @@ def test_simulation_end_to_end_and_resume(dataset_dirs, tmp_path, capsys):
     assert "resuming: 7 of 7 steps" in capsys.readouterr().err
     assert len(_rows(out)) == 7
 
-    # an interrupted run (its last round lost) continues from the stored selection
+    # an interrupted run (its last round and the reference lost) continues from the stored
+    # selection
+    assert rows[-1]["strategy"] == FULL_DATA  # the reference comes last
     lines = (out / "runs.jsonl").read_text().splitlines()
-    (out / "runs.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    (out / "runs.jsonl").write_text("\n".join(lines[:-2]) + "\n")
     assert main(_argv(images, masks, out)) == 0
-    assert "resuming: 6 of 7 steps" in capsys.readouterr().err
-    redone = _rows(out)[-1]
-    assert (redone["strategy"], redone["round"]) == (rows[-1]["strategy"], rows[-1]["round"])
-    assert redone["new_images"] == rows[-1]["new_images"]
-    assert redone["test_dice"] == pytest.approx(rows[-1]["test_dice"])
-    assert redone["serving_version"] == rows[-1]["serving_version"]
+    assert "resuming: 5 of 7 steps" in capsys.readouterr().err
+    redone, last = _rows(out)[-2], rows[-2]
+    assert (redone["strategy"], redone["round"]) == (last["strategy"], last["round"])
+    assert redone["new_images"] == last["new_images"]
+    assert redone["test_dice"] == pytest.approx(last["test_dice"])
+    assert redone["serving_version"] == last["serving_version"]
 
     # other settings in the same folder: one line, exit 2
     assert main(_argv(images, masks, out, "--epochs", "2")) == 2
@@ -330,7 +332,7 @@ def test_groups_stratified_split_and_paired_comparison_end_to_end(dataset_dirs, 
     out = tmp_path / "grouped"
     argv = _argv(images, masks, out, "--groups", str(groups))
     for flag, value in (("--sequence-chunks", None), ("--test-split", "stratified:1"),
-                        ("--strategies", "random,sequence"), ("--rounds", "0"),
+                        ("--strategies", "random,sequence,sequential"), ("--rounds", "0"),
                         ("--seeds", "0,1")):
         at = argv.index(flag)
         if value is None:
@@ -345,6 +347,10 @@ def test_groups_stratified_split_and_paired_comparison_end_to_end(dataset_dirs, 
     sequence = [r for r in rows if r["strategy"] == "sequence"]
     for r in sequence:  # one image of each group first
         assert sorted(int(n[4:6]) % 2 for n in r["new_images"]) == [0, 1]
+    for r in (r for r in rows if r["strategy"] == "sequential"):  # group a, then group b
+        assert r["new_images"] == ["img_00", "img_02"]
+    assert all(r["finished_at"] > 0 for r in rows)
+    assert rows[-1]["strategy"] == "full-data"  # each seed's reference comes last
     assert all(len(r["test_image_dice"]) == 2 for r in rows)
     assert "## Against random, what serves (test Dice difference, paired by seed)" in printed
     assert "| sequence | 0 | 2 |" in printed

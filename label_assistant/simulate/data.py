@@ -20,7 +20,9 @@ from label_assistant.simulate.settings import SimulationError, SimulationSetting
 
 @dataclass
 class Dataset:
-    """The pool (name order) and test images, ground truth included, and the pool's sequences."""
+    """The pool and test images, ground truth included, and the pool's sequences. The pool
+    is in name order, or sequence by sequence (then name) when --groups or --sequence-regex
+    give the sequences: the order a folder is labeled in, which `sequential` follows."""
 
     pool: list[Example]
     test: list[Example]
@@ -212,6 +214,12 @@ def load_dataset(
         sequences = [g for i, g in enumerate(groups) if i not in test_index]
     else:
         sequences = list(sequence_ids([e.name for e in pool]))
+    if settings.groups is not None or settings.sequence_regex is not None:
+        # Acquisition order: a folder is labeled sequence by sequence (experiment by
+        # experiment), so `sequential` takes one sequence before the next, as in the
+        # reference's sequential baseline, not the name order of hashed file names.
+        order = sorted(range(len(pool)), key=lambda i: (sequences[i] or "", pool[i].name))
+        pool, sequences = [pool[i] for i in order], [sequences[i] for i in order]
     k = max(int(e.label_map[e.label_map != UNLABELED].max(initial=0)) for e in examples)
     return Dataset(pool, test, sequences, ["Background", *[f"Class{i}" for i in
                                                            range(1, max(k, 1) + 1)]])

@@ -167,11 +167,11 @@ class Simulation:
             self.log(f"resuming: {self._steps_done} of {self.total_steps} steps already done "
                      f"in {self.out}")
         for seed in self.settings.seeds:
-            self._run_full_data(seed)
             for strategy in self.settings.strategies:
                 self._run_strategy(strategy, seed)
                 write_reports(self.out, self.rows(), self.settings, self.data,
                               self.otsu_test_dice)
+            self._run_full_data(seed)  # the reference, last: the curves come first
         write_reports(self.out, self.rows(), self.settings, self.data, self.otsu_test_dice)
         return self.rows()
 
@@ -492,6 +492,7 @@ class Simulation:
             "new_images": state.intake.names, "quarantined_images": state.quarantined,
             "error": trained.get("error"),
             "settings_hash": self.store.hash,
+            "finished_at": round(time.time(), 1),  # unix time: how long the strategies took
         }
 
     def _progress(self, row: dict[str, Any], seconds: float) -> None:
