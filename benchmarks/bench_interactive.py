@@ -283,48 +283,76 @@ def _serving(args: argparse.Namespace) -> tuple[Any, Any]:
     return prelabels, serving
 
 
-def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
-    serving = None
-    if args.workdir:
-        prelabels, serving = _serving(args)
+def _image_rows(args: argparse.Namespace, serving: Any,
+                item: tuple[str, str, Path, Path, list[int]]) -> list[dict[str, Any]]:
+    """Both protocols on each asked-for object of one image, for each variant."""
+    dataset, group, image_path, mask_path, ids = item
+    image = read_image(image_path)
+    truth_map = np.squeeze(read_image(mask_path))
+    work = working_image(image)
+    variants = [("grabcut", None)] if "grabcut" in args.variants else []
+    if serving is not None and "model-guided" in args.variants:
+        # as the service: one source per image, filled in as the prompts read it
+        prelabels, version = serving
+        variants.append(("model-guided", prelabels.probability_windows(image, version)))
     rows = []
+    for oid in ids:
+        # Around the object only (GrabCut's window is bounded anyway): the simulator's
+        # distance transforms and the IoU need no more.
+        rows_, cols_ = np.nonzero(truth_map == oid)
+        pad = max(64, int(np.ptp(rows_)), int(np.ptp(cols_)))
+        r0, c0 = max(0, rows_.min() - pad), max(0, cols_.min() - pad)
+        crop = (slice(r0, rows_.max() + pad + 1), slice(c0, cols_.max() + pad + 1))
+        truth = truth_map[crop] == oid
+        for variant, probabilities in variants:
+            p = None if probabilities is None else Shifted(probabilities, r0, c0, truth.shape)
+            rows.append({"dataset": dataset, "group": group, "image": image_path.name,
+                         "object": oid, "variant": variant, "pixels": int(truth.sum()),
+                         "model_sees_image": probabilities is not None,
+                         **_simulate(np.ascontiguousarray(work[crop]), truth, p)})
+    return rows
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(args: argparse.Namespace) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER["args"] = args
+    _WORKER["serving"] = _serving(args) if args.workdir else None
+
+
+def _worker_rows(item: tuple[str, str, Path, Path, list[int]]) -> list[dict[str, Any]]:
+    return _image_rows(_WORKER["args"], _WORKER["serving"], item)
+
+
+def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     files = objects(args)
-    for n, (dataset, group, image_path, mask_path, ids) in enumerate(files):
-        image = read_image(image_path)
-        truth_map = np.squeeze(read_image(mask_path))
-        work = working_image(image)
-        variants = [("grabcut", None)] if "grabcut" in args.variants else []
-        if serving is not None and "model-guided" in args.variants:
-            # as the service: one source per image, filled in as the prompts read it
-            variants.append(("model-guided", prelabels.probability_windows(image, serving)))
-        for oid in ids:
-            # Around the object only (GrabCut's window is bounded anyway): the simulator's
-            # distance transforms and the IoU need no more.
-            rows_, cols_ = np.nonzero(truth_map == oid)
-            pad = max(64, int(np.ptp(rows_)), int(np.ptp(cols_)))
-            r0, c0 = max(0, rows_.min() - pad), max(0, cols_.min() - pad)
-            crop = (slice(r0, rows_.max() + pad + 1), slice(c0, cols_.max() + pad + 1))
-            truth = truth_map[crop] == oid
-            for variant, probabilities in variants:
-                p = None if probabilities is None else Shifted(probabilities, r0, c0,
-                                                               truth.shape)
-                rows.append({"dataset": dataset, "group": group, "image": image_path.name,
-                             "object": oid, "variant": variant, "pixels": int(truth.sum()),
-                             "model_sees_image": probabilities is not None,
-                             **_simulate(np.ascontiguousarray(work[crop]), truth, p)})
-        print(f"{n + 1}/{len(files)} {image_path.name[:16]}: {len(ids)} objects, "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+    # --jobs processes, one image at a time each (GrabCut is single-threaded per call)
+    with ProcessPoolExecutor(args.jobs, initializer=_start_worker, initargs=(args,)) as pool:
+        for n, (item, found) in enumerate(zip(files, pool.map(_worker_rows, files),
+                                              strict=True)):
+            rows += found
+            print(f"{n + 1}/{len(files)} {item[2].name[:16]}: {len(item[4])} objects, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
     summary = summarize(rows)
     print_table(summary, ["dataset", "group", "variant", "objects", "box", "box+1", "box+3",
                           "box+5", "click1", "click3", "click5", "noc85", "noc90",
                           "ms_per_click"])
+    version = None
+    if args.workdir:
+        version = getattr(_serving(args)[1], "version", None)
     write_results(f"interactive_quality_{'_'.join(args.variants)}_"
                   f"{'_'.join(d.split('_')[0] for d in args.datasets)}", rows, {
         "summary": summary, "per_group": args.per_group, "seed": args.seed,
         "excluded": args.exclude.read_text().split() if args.exclude else [], "cap": CAP,
-        "model": getattr(serving, "version", None),
-        "seconds": time.perf_counter() - started})
+        "model": version, "jobs": args.jobs, "seconds": time.perf_counter() - started})
     return summary
 
 
@@ -462,6 +490,8 @@ def main() -> int:
                         default=["stardist_dsb2018_sample", "dsb2018_stage1_train_subset"],
                         help="quality, windows: the shared datasets to measure on")
     parser.add_argument("--seed", type=int, default=0, help="seed of --per-group's sample")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="quality: images measured at once, in that many processes")
     parser.add_argument("--objects-per-image", type=int, default=5,
                         help="windows: objects per image")
     parser.add_argument("--exclude", type=Path, default=None,

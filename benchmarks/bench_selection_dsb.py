@@ -122,6 +122,10 @@ def main() -> int:
         results = list(pool.map(lambda c: run_seed(c[0], args.out / f"{c[1].name}.log"),
                                 zip(commands, seed_dirs, strict=True)))
     wall = time.perf_counter() - started
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = round(used.ru_utime + used.ru_stime, 1)  # the seeds' processes, whatever else ran
     for k, (code, seconds) in enumerate(results):
         print(f"seed {k}: exit {code}, {seconds / 60:.1f} min (log {args.out}/seed{k}.log)")
         if code != 0:
@@ -144,12 +148,15 @@ def main() -> int:
     path = write_results("bench_selection_dsb", summary["table"], {
         "command": "label-assistant " + " ".join(final),
         "wall_seconds": round(wall, 1), "strategies_wall_seconds": strategies_wall,
+        "cpu_seconds": cpu,
         "jobs": args.jobs, "threads_per_job": 1,
         "seed_seconds": [round(s, 1) for _, s in results],
         "full_data": summary["full_data"], "versus_random": summary["versus_random"],
         "guard": summary["guard"], "settings": result["settings"],
     })
-    print(f"\n{args.seeds} seeds in {wall / 60:.1f} min wall ({args.jobs} at once); {path}")
+    print(f"\n{args.seeds} seeds in {wall / 60:.1f} min wall ({args.jobs} at once), "
+          f"{cpu / 60:.1f} CPU-min ({cpu / 60 / (os.cpu_count() or 1):.1f} min on "
+          f"{os.cpu_count()} idle cores); {path}")
     if strategies_wall is not None:
         print(f"the strategies' rounds were done after {strategies_wall / 60:.1f} min; the "
               "full-pool reference (each seed's last step) took the rest")

@@ -14,6 +14,7 @@ from label_assistant.interactive import (
     box_of_extreme_points,
     box_to_mask,
     clicks_to_mask,
+    corrected,
     extreme_points_to_mask,
     segment,
     working_image,
@@ -115,8 +116,51 @@ def test_clicks_without_a_box_are_recomputed_from_all_of_them(data):
     work, target, _ = data
     clicks = [Click(0.45 * 256, 0.40 * 256), Click(0.35 * 256, 0.40 * 256)]
     found = clicks_to_mask(work, clicks)
-    assert found.method.startswith("grabcut+")
+    assert found.method == "clicks+region-grow"
     assert mask_iou(found.mask, target) >= 0.85
+    assert np.array_equal(clicks_to_mask(work, clicks).mask, found.mask)  # no state, no dice
+
+
+def test_corrective_clicks_add_and_remove_near_themselves(data):
+    work, target, neighbour = data
+    # Too small (the target's core): a positive click in the missed rim adds that side.
+    core = ellipse(target.shape, 0.40 * 256, 0.45 * 256, 0.10 * 256 - 8, 0.14 * 256 - 8)
+    click = next_click(core, target)
+    assert click.positive
+    grown = corrected(work, core, [click])
+    added = grown & ~core
+    assert added.sum() > 50 and (added & ~target).sum() <= 0.05 * added.sum()
+    assert added[click.pixel(core.shape)] and mask_iou(grown, target) > mask_iou(core, target)
+    far = np.hypot(*np.nonzero(added) - np.array(click.pixel(core.shape))[:, None])
+    assert far.max() <= 2 * 8 + 2  # near the click: the rim's other side is another click's
+    # Too much (target and neighbour): a negative click on the neighbour takes it away,
+    # not just its own pixel, and the target, held by the first click, stays.
+    both = target | neighbour
+    first = Click(0.45 * 256, 0.40 * 256)
+    negative = next_click(both, target)
+    assert not negative.positive and neighbour[negative.pixel(both.shape)]
+    after = corrected(work, both, [negative], held=(first,))
+    assert (after & neighbour).sum() < 0.5 * neighbour.sum()
+    assert (after & target).sum() > 0.95 * target.sum()
+    # through clicks_to_mask: the same, from the click's region
+    found = clicks_to_mask(work, [first, negative])
+    assert mask_iou(found.mask, target) >= 0.85
+
+
+def test_a_positive_click_keeps_the_boxs_object():
+    # A bright nucleus and, in its box, a dim part apart from it: a positive click on the
+    # dim part adds to the box's object and never replaces it (by the click's own disk).
+    shape = (128, 128)
+    bright = ellipse(shape, 64, 56, 20, 20)
+    lobe = ellipse(shape, 64, 90, 8, 8)
+    rng = np.random.default_rng(3)
+    image = np.clip(30 + 180 * bright + 60 * lobe + rng.normal(0, 6, shape), 0, 255)
+    work = working_image(image.astype(np.uint8))
+    box = box_of(bright | lobe)
+    first = box_to_mask(work, box).mask
+    assert (first & bright).sum() > 0.9 * bright.sum()
+    after = box_to_mask(work, box, clicks=(Click(90.5, 64.5),)).mask
+    assert (after & bright).sum() > 0.9 * bright.sum() and after[64, 90]
 
 
 def test_only_negative_clicks_give_nothing_and_say_why(data):

@@ -10,8 +10,9 @@ Label Studio's format :mod:`label_assistant.labelstudio.context`):
 - :mod:`.segment`: :func:`working_image` (made once per image), :func:`box_to_mask`
   (GrabCut on a bounded crop, model-guided when class probabilities are given: it reads
   those of the box only),
-  :func:`clicks_to_mask` (definite foreground/background clicks, recomputed from all of
-  them; one click: the model's object or a grown region), :func:`extreme_points_to_mask`,
+  :func:`clicks_to_mask` (one click: the model's object or a grown region; every further
+  click corrects it near itself, :func:`corrected`; recomputed from all of them),
+  :func:`extreme_points_to_mask`,
   and :func:`segment`, which picks one of them for a :class:`Prompt`;
 - :mod:`.simulate`: the standard click simulator (next click at the centre of the largest
   error), IoU and NoC, for tests and ``benchmarks/bench_interactive.py``.
@@ -28,6 +29,7 @@ from label_assistant.interactive.segment import (
     Segmentation,
     box_to_mask,
     clicks_to_mask,
+    corrected,
     extreme_points_to_mask,
     object_under_click,
     segment,
@@ -43,6 +45,7 @@ __all__ = [
     "box_of_extreme_points",
     "box_to_mask",
     "clicks_to_mask",
+    "corrected",
     "extreme_points_to_mask",
     "object_under_click",
     "segment",

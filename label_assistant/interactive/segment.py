@@ -64,9 +64,11 @@ KEEP_GUESS = 0.5
 #: :func:`grow_region` splits touching blobs at distance-transform maxima this deep (pixels;
 #: 0: no split).
 GROW_SPLIT_DEPTH = 2.0
-#: Clicks without a box: the first guess's box (with the positive clicks) widened by this
-#: share of its longer side on each side bounds the object.
-GUESS_PAD = 0.15
+#: A corrective click without a box changes the mask within this many times its depth
+#: (:func:`corrected`), at least MIN_REACH and at most MAX_REACH pixels.
+CORRECTION_REACH = 2.0
+MIN_REACH = 3.0
+MAX_REACH = 128
 #: The first window side of :func:`object_under_click` (doubled while the object reaches
 #: its edge, up to MAX_GROW).
 GROW_START = 48
@@ -253,31 +255,136 @@ def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
                    probabilities: Probabilities = None, cls: int = 1, *,
                    max_side: int = MAX_SIDE, iterations: int = ITERATIONS) -> Segmentation:
     """The object the clicks point at (no box): the first positive click gives
-    :func:`object_under_click`, alone the answer; with more clicks, that region's box widened
-    to the positive clicks is GrabCut's box, and every click is a definite seed."""
+    :func:`object_under_click`, alone the answer; every other click, in order, corrects that
+    answer near itself (:func:`corrected`). ``max_side`` and ``iterations`` are GrabCut's,
+    which only a box runs: they are accepted so that every prompt takes the same options."""
     clicks = tuple(clicks)
     shape = work.shape[:2]
-    positives = [c for c in clicks if c.positive]
-    if not positives:
+    first = next((i for i, c in enumerate(clicks) if c.positive), None)
+    if first is None:
         return _nothing(shape, "no positive click: a negative click only removes from an "
                                "object that a box or a positive click gives")
-    found = object_under_click(work, positives[0], probabilities, cls)
-    start, method = found.mask, found.method
+    found = object_under_click(work, clicks[first], probabilities, cls)
     if len(clicks) == 1:
-        return _result(start, method, "no object under the click")
-    # The first guess and the positive clicks, a little wider, bound the object: GrabCut
-    # starts from that box (a wrong first guess as probable background would teach the
-    # background's colour model the object's colours), and all clicks are definite seeds.
-    rows, cols = np.nonzero(start)
-    xs = [c.x for c in positives] + [float(cols.min(initial=shape[1])),
-                                     float(cols.max(initial=0) + 1)]
-    ys = [c.y for c in positives] + [float(rows.min(initial=shape[0])),
-                                     float(rows.max(initial=0) + 1)]
-    pad = max(3.0, GUESS_PAD * max(max(xs) - min(xs), max(ys) - min(ys)))
-    box = Box(min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad)
-    found = box_to_mask(work, box, clicks=clicks, max_side=max_side, iterations=iterations)
-    return Segmentation(found.mask, f"grabcut+{method}",
-                        None if not found.empty else "GrabCut kept nothing under the clicks")
+        return _result(found.mask, found.method, "no object under the click")
+    # GrabCut from the clicks' box (the earlier way) answered a corrective click with another
+    # object or a single pixel: on 197 DSB 2018 nuclei, IoU after 5 clicks 0.678 against
+    # 0.764 for these local corrections, NoC@90 12.9 against 11.7
+    # (benchmarks/bench_interactive.py quality --per-group 8 --seed 2).
+    mask = corrected(work, found.mask, clicks[:first] + clicks[first + 1:],
+                     held=(clicks[first],))
+    return _result(mask, f"clicks+{found.method}", "the clicks removed the whole object")
+
+
+def corrected(work: np.ndarray, mask: np.ndarray, clicks: tuple[Click, ...] | list[Click],
+              held: tuple[Click, ...] = ()) -> np.ndarray:
+    """``mask`` corrected by each click in turn, near the click (MIA's add/remove loop, with
+    the click's brightness as the local threshold). A positive click adds the connected
+    pixels around it at least as object-like (as bright, for a bright object) as the click's;
+    a negative click removes the connected object pixels around it at most as object-like as
+    its own. Near: within :data:`CORRECTION_REACH` times the click's depth (its distance to
+    the mask for a positive click, to the mask's edge for a negative one), at least
+    :data:`MIN_REACH` and at most :data:`MAX_REACH` pixels. After a negative click, the parts
+    holding a positive click (``held`` or one of ``clicks``) stay; without one, the largest.
+    Holes are filled; a negative click's own pixel is never in the answer."""
+    shape = mask.shape
+    out = mask.copy()
+    if not out.any():
+        return out
+    bright = _brighter_than_around(work, out)
+    positives = [c.pixel(shape) for c in (*held, *clicks) if c.positive]
+    for click in clicks:
+        row, col = click.pixel(shape)
+        r0, r1 = max(0, row - MAX_REACH), min(shape[0], row + MAX_REACH + 1)
+        c0, c1 = max(0, col - MAX_REACH), min(shape[1], col + MAX_REACH + 1)
+        at = (row - r0, col - c0)
+        part = out[r0:r1, c0:c1]
+        if not click.positive and part[at] and _drop_touching(out, (row, col), positives):
+            continue
+        other = ~part if click.positive else part
+        depth = ndi.distance_transform_edt(np.pad(other, 1))[1:-1, 1:-1][at]
+        reach = min(float(MAX_REACH), max(MIN_REACH, CORRECTION_REACH * float(depth)))
+        rows, cols = np.ogrid[r0 - row:r1 - row, c0 - col:c1 - col]
+        near = rows ** 2 + cols ** 2 <= reach ** 2
+        g = _grey(work[r0:r1, c0:c1]) * (1.0 if bright else -1.0)
+        # the click's own value, or the local split where that is laxer (a click in a noisy
+        # object is not its darkest pixel)
+        split = _otsu(g[near])
+        if click.positive:
+            region = near & (g >= min(g[at], split))
+        else:
+            region = near & (g <= max(g[at], split)) & part
+        labels, _ = ndi.label(region, structure=_EIGHT)
+        region = labels == labels[at] if labels[at] else np.zeros_like(region)
+        region[at] = True
+        if click.positive:
+            out[r0:r1, c0:c1] |= region
+            continue
+        out[r0:r1, c0:c1] &= ~region
+        box = _bounds(out)
+        if box is None:
+            break
+        labels, n = ndi.label(out[box], structure=_EIGHT)
+        if n > 1:
+            keep = {int(labels[r - box[0].start, c - box[1].start]) for r, c in positives
+                    if box[0].start <= r < box[0].stop and box[1].start <= c < box[1].stop}
+            keep -= {0}
+            if not keep:
+                keep = {int(np.argmax(np.bincount(labels.ravel())[1:])) + 1}
+            out[box] = np.isin(labels, list(keep))
+    box = _bounds(out)
+    if box is not None:  # a hole is inside the object's box (the whole image costs 140 ms)
+        out[box] = ndi.binary_fill_holes(out[box])
+    for click in clicks:
+        if not click.positive:
+            out[click.pixel(shape)] = False
+    return out
+
+
+def _bounds(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of a bool mask's pixels (None when it has none)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _drop_touching(mask: np.ndarray, at: tuple[int, int],
+                   positives: list[tuple[int, int]]) -> bool:
+    """Removes (in place) the blob under ``at`` when the mask is touching blobs
+    (:func:`~label_assistant.assist.pre.split_touching`) and no positive click holds that
+    blob; whether it did."""
+    box = _bounds(mask)
+    if box is None or mask[box].sum() > MAX_SPLIT:
+        return False
+    r0, c0 = box[0].start, box[1].start
+    instances = split_touching(mask[box])
+    blob = int(instances[_nearest(instances, (at[0] - r0, at[1] - c0))])
+    held = {int(instances[_nearest(instances, (r - r0, c - c0))]) for r, c in positives
+            if box[0].start <= r < box[0].stop and box[1].start <= c < box[1].stop}
+    if blob == 0 or blob in held or instances.max() < 2:
+        return False
+    mask[box] &= instances != blob
+    return True
+
+
+def _grey(work: np.ndarray) -> np.ndarray:
+    """The working image's grey values (channel mean), smoothed (Gaussian, sigma 1)."""
+    grey = work.astype(np.float32)
+    grey = grey.mean(axis=2) if grey.ndim == 3 else grey
+    return cv2.GaussianBlur(grey, (0, 0), 1.0)
+
+
+def _brighter_than_around(work: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the object ``mask`` is brighter than the 3-pixel ring around it (True
+    without a ring)."""
+    rows, cols = _bounds(mask)  # type: ignore[misc]
+    r0, r1 = max(0, rows.start - 4), rows.stop + 4
+    c0, c1 = max(0, cols.start - 4), cols.stop + 4
+    part, grey = mask[r0:r1, c0:c1], _grey(work[r0:r1, c0:c1])
+    ring = ndi.binary_dilation(part, iterations=3) & ~part
+    return not ring.any() or float(grey[part].mean()) >= float(grey[ring].mean())
 
 
 def extreme_points_to_mask(work: np.ndarray, points: tuple[Click, ...] | list[Click],
@@ -456,8 +563,11 @@ def _object(part: np.ndarray, window: Window, clicks: tuple[Click, ...],
         in_box = (slice(box[0] - window.r0, box[1] - window.r0),
                   slice(box[2] - window.c0, box[3] - window.c0))
     keep = {int(labels[at]) for c in clicks if c.positive and (at := local(c))} - {0}
-    if not keep and in_box is not None:
-        keep = {_fills_best(labels, n, in_box)}
+    if in_box is not None:
+        # the box's object stays: a positive click on a part GrabCut left apart adds that
+        # part, it does not replace the object (it did: a click outside the first guess
+        # answered with the click's own disk, IoU 0.47 -> 0.04 on a DSB nucleus)
+        keep.add(_fills_best(labels, n, in_box))
     if not keep:
         return np.zeros_like(part)
     out = ndi.binary_fill_holes(np.isin(labels, list(keep)))
