@@ -279,14 +279,17 @@ def clicks_to_mask(work: np.ndarray, clicks: tuple[Click, ...] | list[Click],
 def corrected(work: np.ndarray, mask: np.ndarray, clicks: tuple[Click, ...] | list[Click],
               held: tuple[Click, ...] = ()) -> np.ndarray:
     """``mask`` corrected by each click in turn, near the click (MIA's add/remove loop, with
-    the click's brightness as the local threshold). A positive click adds the connected
-    pixels around it at least as object-like (as bright, for a bright object) as the click's;
-    a negative click removes the connected object pixels around it at most as object-like as
-    its own. Near: within :data:`CORRECTION_REACH` times the click's depth (its distance to
-    the mask for a positive click, to the mask's edge for a negative one), at least
-    :data:`MIN_REACH` and at most :data:`MAX_REACH` pixels. After a negative click, the parts
-    holding a positive click (``held`` or one of ``clicks``) stay; without one, the largest.
-    Holes are filled; a negative click's own pixel is never in the answer."""
+    the click's brightness as the local threshold).
+
+    A positive click adds the connected pixels around it at least as object-like as itself
+    (as bright, for an object brighter than its surroundings), or as the local Otsu split
+    where that is laxer. A negative click inside the mask removes the touching blob under it
+    (:func:`_drop_touching`) or else the connected object pixels around it at most as
+    object-like as itself (or the split). Around: within :data:`CORRECTION_REACH` times the
+    click's depth (its distance to the mask for a positive click, to the mask's edge for a
+    negative one), :data:`MIN_REACH` to :data:`MAX_REACH` pixels. After a negative click, the
+    parts holding a positive click (``held`` or any of ``clicks``) stay; without one, the
+    largest. Holes are filled; a negative click's own pixel is never in the answer."""
     shape = mask.shape
     out = mask.copy()
     if not out.any():
