@@ -5,7 +5,7 @@ Run against a running ``make demo`` (defaults) or any Label Studio with the demo
     pip install playwright            # the Python package only: no browser download
     apt-get install chromium          # the browser it drives (or pass --chromium PATH)
     python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab model
-                                           next-tab suggestion]
+                                           next-tab suggestion clicks]
 
 It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
 (``docs/images``), PNGs quantised to 256 colours (small enough to commit):
@@ -28,6 +28,11 @@ It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
   the innermost point of the pre-label's object nearest the image centre; it waits for the
   backend's answer ("1 suggestions"). Label Studio saves the click as a draft of that task
   (the next run picks another task); the request the screen sent is printed;
+- ``clicks``: on the next such task, two clicks on one object with the smart keypoint tool
+  (the second at the object's pixel farthest from the first), the suggestion rejected, then
+  the object's four extreme points with the ``extreme`` control's own smart keypoint tool
+  (Auto-Detect's second); it prints what each request to the backend held and the
+  suggestions shown, and saves the end (``interactive-extreme.png``);
 - ``model``: the project's Settings -> Model page, whose card names the version that serves
   the pre-labels (the backend renames its Label Studio ML backend to it: ``otsu-<hash>``
   before any model, ``v0001`` after a promotion) and the training toggle (``model-card.png``).
@@ -56,6 +61,7 @@ from typing import Any
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+SUGGESTIONS = "text=/\\d+ suggestions?/"  # the bottom bar's count of suggestions
 DEFAULT_USER = "admin@label-assistant.local"
 DEFAULT_PASSWORD = "label-assistant"
 DEFAULT_TOKEN = "label-assistant-token-0123456789"
@@ -64,7 +70,7 @@ NEXT, QUARANTINED = "Next to label", "Quarantined"
 SHOTS = {"labeling": "labeling-screen.png", "instructions": "labeling-instructions.png",
          "quarantined": "quarantined-task.png", "tab": "quarantined-tab.png",
          "model": "model-card.png", "next-tab": "next-tab.png",
-         "suggestion": "interactive-suggestion.png"}
+         "suggestion": "interactive-suggestion.png", "clicks": "interactive-extreme.png"}
 
 
 class Project:
@@ -149,10 +155,9 @@ def _save(page: Any, out: Path, limit: int = 300_000) -> None:
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)", flush=True)
 
 
-def _object_point(task: dict[str, Any]) -> tuple[float, float]:
-    """Where to click (fractions of the image width and height): the innermost pixel of the
-    pre-label's object nearest the image centre (its first brush result that is not
-    Background)."""
+def _object(task: dict[str, Any]) -> Any:
+    """The pre-label's object nearest the image centre (its first brush result that is not
+    Background; at least 50 pixels when it has such objects): a bool mask."""
     import numpy as np
     from scipy import ndimage
 
@@ -172,16 +177,28 @@ def _object_point(task: dict[str, Any]) -> tuple[float, float]:
     candidates = [i for i in range(count) if sizes[i] >= 50] or list(range(count))
     pick = 1 + min(candidates, key=lambda i: (centres[i][0] - height / 2) ** 2
                    + (centres[i][1] - width / 2) ** 2)
-    depth = ndimage.distance_transform_edt(objects == pick)
+    return np.asarray(objects == pick)
+
+
+def _object_point(task: dict[str, Any]) -> tuple[float, float]:
+    """Where to click (fractions of the image width and height): the innermost pixel of
+    :func:`_object`."""
+    import numpy as np
+    from scipy import ndimage
+
+    mask = _object(task)
+    height, width = mask.shape
+    depth = ndimage.distance_transform_edt(mask)
     y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
     return (x + 0.5) / width, (y + 0.5) / height
 
 
-def _suggest(page: Any, url: str, project: int, view: int, task: dict[str, Any]) -> None:
-    """Open the task, switch Auto-Annotation on, click the object with the smart keypoint
-    tool and wait for the backend's suggestion (see the module doc)."""
-    fx, fy = _object_point(task)
-    sent: list[str] = []
+def _smart_keypoints(page: Any, url: str, project: int, view: int, task: dict[str, Any],
+                     control: int, sent: list[str]) -> list[float]:
+    """Open the task, switch Auto-Annotation on, pick the smart keypoint tool with the first
+    label of the ``control``-th labels control (2: ``click``, 3: ``extreme`` in the demo's
+    config: brush, box, click, extreme), hide the pre-label; the image's screen rectangle
+    ``[x, y, width, height]``. Each request the screen sends to the backend goes to ``sent``."""
     page.on("request", lambda r: sent.append(r.post_data or "")
             if "/interactive-annotating" in r.url else None)
     _open_task(page, url, project, view, task["id"])
@@ -190,19 +207,92 @@ def _suggest(page: Any, url: str, project: int, view: int, task: dict[str, Any])
     # Auto-Detect holds the smart tools (shown only with Auto-Annotation on); hover lists them.
     page.locator(".lsf-tool_smart").first.hover()
     page.locator(".lsf-tool_smart[aria-label=key-point-tool]").first.click()
-    # The click control's first label (the demo's config: brush, box, click, extreme), by its
-    # hotkey: clicking it would scroll the image.
-    page.keyboard.press(page.locator(".lsf-labels").nth(2).locator(".lsf-label").first
-                        .inner_text().split()[-1])
+    _pick_label(page, control)
     page.locator("[aria-label='Hide all regions']").click()  # the pre-label, to see the answer
-    image = page.evaluate("""() => { const img = Array.from(document.querySelectorAll('img'))
+    return page.evaluate("""() => { const img = Array.from(document.querySelectorAll('img'))
         .find(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 200);
         const r = img.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }""")
+
+
+def _pick_label(page: Any, control: int) -> None:
+    """Selects the first label of the ``control``-th labels control, by its hotkey (clicking
+    it would scroll the image), unless it is selected."""
+    label = page.locator(".lsf-labels").nth(control).locator(".lsf-label").first
+    if "selected" not in (label.get_attribute("class") or ""):
+        page.keyboard.press(label.inner_text().split()[-1])
+
+
+def _suggest(page: Any, url: str, project: int, view: int, task: dict[str, Any]) -> None:
+    """Open the task, switch Auto-Annotation on, click the object with the smart keypoint
+    tool and wait for the backend's suggestion (see the module doc)."""
+    fx, fy = _object_point(task)
+    sent: list[str] = []
+    image = _smart_keypoints(page, url, project, view, task, 2, sent)
     page.mouse.click(image[0] + fx * image[2], image[1] + fy * image[3])
-    page.wait_for_selector("text=/\\d+ suggestions?/", timeout=120_000)
+    page.wait_for_selector(SUGGESTIONS, timeout=120_000)
     page.mouse.move(5, 5)
     time.sleep(2)
     print(f"task {task['id']}: the screen sent {sent[-1] if sent else 'nothing'}", flush=True)
+
+
+def _regions(post: str) -> str:
+    """What one request to the backend held: each region's control, and ``-`` for a
+    negative keypoint."""
+    import json
+
+    try:
+        result = json.loads(post)["context"]["result"]
+    except (ValueError, KeyError, TypeError):
+        return f"(not a context: {post[:80]!r})"
+    return " ".join(f"{r.get('from_name')}{'' if r.get('is_positive', True) else '-'}"
+                    for r in result) or "(none)"
+
+
+def _clicks_then_extreme(page: Any, url: str, project: int, view: int,
+                         task: dict[str, Any]) -> None:
+    """Two clicks on one object (the second at its pixel farthest from the first), then its
+    four extreme points with the ``extreme`` control; prints what each request held and
+    the suggestions shown."""
+    import numpy as np
+
+    mask = _object(task)
+    height, width = mask.shape
+    fx, fy = _object_point(task)
+    rows, cols = np.nonzero(mask)
+    far = int(np.argmax((cols + 0.5 - fx * width) ** 2 + (rows + 0.5 - fy * height) ** 2))
+    extreme = [int(np.argmin(cols)), int(np.argmax(cols)), int(np.argmin(rows)),
+               int(np.argmax(rows))]
+    sent: list[str] = []
+    image = _smart_keypoints(page, url, project, view, task, 2, sent)
+
+    def click(x: float, y: float, label: str, control: int = 2) -> None:
+        before = len(sent)
+        _pick_label(page, control)  # a region just made unselects the label
+        page.mouse.click(image[0] + x * image[2], image[1] + y * image[3])
+        deadline = time.time() + 20
+        while len(sent) == before and time.time() < deadline:
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(3000)  # the answer
+        shown = page.locator(SUGGESTIONS).all_inner_texts()
+        what = _regions(sent[-1]) if len(sent) > before else "nothing"
+        print(f"task {task['id']}: {label}: sent {what}; shown {shown or 'no suggestion'}",
+              flush=True)
+
+    click(fx, fy, "click 1")
+    click((cols[far] + 0.5) / width, (rows[far] + 0.5) / height, "click 2")
+    # Rejected, not accepted: an accepted mask is a region, and a click on a region selects
+    # it instead of making a keypoint (the extreme points lie on the object's edge).
+    page.locator(".lsf-auto-accept__action_type_reject").click()
+    page.wait_for_timeout(1000)
+    left = page.locator(SUGGESTIONS).all_inner_texts()
+    print(f"task {task['id']}: rejected: suggestions shown {left or 'none'}", flush=True)
+    # the extreme control's own smart tool (the second smart keypoint tool of Auto-Detect)
+    page.locator(".lsf-tool_smart").first.hover()
+    page.locator(".lsf-tool_smart[aria-label=key-point-tool]").nth(1).click()
+    for k, i in enumerate(extreme):
+        click((cols[i] + 0.5) / width, (rows[i] + 0.5) / height, f"extreme point {k + 1}", 3)
+    page.mouse.move(5, 5)
+    time.sleep(2)
 
 
 def _open_task(page: Any, url: str, project: int, view: int, task: int) -> None:
@@ -283,6 +373,13 @@ def main() -> int:
                     raise SystemExit("screenshot: no task of Next to label has a pre-label "
                                      "and no draft")
                 _suggest(page, args.url, project.id, next_view, fresh)
+            elif shot == "clicks":
+                fresh = (project.task(args.task) if args.task
+                         else project.first_task_without_draft(next_view))
+                if fresh is None:
+                    raise SystemExit("screenshot: no task of Next to label has a pre-label "
+                                     "and no draft")
+                _clicks_then_extreme(page, args.url, project.id, next_view, fresh)
             elif shot == "next-tab":
                 page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}")
                 page.wait_for_load_state("networkidle")
