@@ -366,20 +366,14 @@ def main() -> int:
                 page.wait_for_load_state("networkidle")
                 page.wait_for_selector(f"text={titles[0]}", timeout=120_000)
                 time.sleep(2)
-            elif shot == "suggestion":
+            elif shot in ("suggestion", "clicks"):
                 fresh = (project.task(args.task) if args.task
                          else project.first_task_without_draft(next_view))
                 if fresh is None:
                     raise SystemExit("screenshot: no task of Next to label has a pre-label "
                                      "and no draft")
-                _suggest(page, args.url, project.id, next_view, fresh)
-            elif shot == "clicks":
-                fresh = (project.task(args.task) if args.task
-                         else project.first_task_without_draft(next_view))
-                if fresh is None:
-                    raise SystemExit("screenshot: no task of Next to label has a pre-label "
-                                     "and no draft")
-                _clicks_then_extreme(page, args.url, project.id, next_view, fresh)
+                act = _suggest if shot == "suggestion" else _clicks_then_extreme
+                act(page, args.url, project.id, next_view, fresh)
             elif shot == "next-tab":
                 page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}")
                 page.wait_for_load_state("networkidle")
