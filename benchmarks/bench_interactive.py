@@ -333,6 +333,9 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
+    # the model's version, and a one-line exit before any work when none serves (each
+    # worker process loads its own copy)
+    version = getattr(_serving(args)[1], "version", None) if args.workdir else None
     files = objects(args)
     # --jobs processes, one image at a time each (GrabCut is single-threaded per call)
     with ProcessPoolExecutor(args.jobs, initializer=_start_worker, initargs=(args,)) as pool:
@@ -345,9 +348,6 @@ def quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     print_table(summary, ["dataset", "group", "variant", "objects", "box", "box+1", "box+3",
                           "box+5", "click1", "click3", "click5", "noc85", "noc90",
                           "ms_per_click"])
-    version = None
-    if args.workdir:
-        version = getattr(_serving(args)[1], "version", None)
     write_results(f"interactive_quality_{'_'.join(args.variants)}_"
                   f"{'_'.join(d.split('_')[0] for d in args.datasets)}", rows, {
         "summary": summary, "per_group": args.per_group, "seed": args.seed,
@@ -501,6 +501,8 @@ def main() -> int:
                         default=["grabcut", "model-guided"],
                         help="quality: grabcut, model-guided (needs --workdir), or both")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
     {"latency": latency, "quality": quality, "windows": windows}[args.what](args)
     return 0
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -122,8 +123,6 @@ def main() -> int:
         results = list(pool.map(lambda c: run_seed(c[0], args.out / f"{c[1].name}.log"),
                                 zip(commands, seed_dirs, strict=True)))
     wall = time.perf_counter() - started
-    import resource
-
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = round(used.ru_utime + used.ru_stime, 1)  # the seeds' processes, whatever else ran
     for k, (code, seconds) in enumerate(results):

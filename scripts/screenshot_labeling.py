@@ -53,6 +53,7 @@ environment on the path.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -238,8 +239,6 @@ def _suggest(page: Any, url: str, project: int, view: int, task: dict[str, Any])
 def _regions(post: str) -> str:
     """What one request to the backend held: each region's control, and ``-`` for a
     negative keypoint."""
-    import json
-
     try:
         result = json.loads(post)["context"]["result"]
     except (ValueError, KeyError, TypeError):

@@ -427,8 +427,7 @@ def grow_region(work: np.ndarray, click: Click) -> np.ndarray:
     row, col = click.pixel(shape)
 
     def side(window: tuple[slice, slice]) -> np.ndarray:
-        part = work[window].astype(np.float32)
-        part = cv2.GaussianBlur(part.mean(axis=2) if part.ndim == 3 else part, (0, 0), 1.0)
+        part = _grey(work[window])
         threshold = _otsu(part)
         bright = part[row - window[0].start, col - window[1].start] > threshold
         return part > threshold if bright else part <= threshold
