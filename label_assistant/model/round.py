@@ -159,7 +159,7 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
     otsu = _otsu_of(champion, isinstance(champion, Predictor), class_names)
     model = create_model(ModelSpec.from_dict(result.spec))
     model.load_state_dict(result.state_dict)
-    candidate = Predictor(model, version="candidate", class_names=list(class_names),
+    candidate = Predictor(model.eval(), version="candidate", class_names=list(class_names),
                           tiling=Tiling.of_config(result.config), device=config.device,
                           spec=ModelSpec.from_dict(result.spec),
                           domain=Domain.from_dict(result.domain), fallback=otsu)
