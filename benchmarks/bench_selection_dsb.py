@@ -139,11 +139,18 @@ def main() -> int:
         return 1
     result = json.loads((args.out / "all" / "results.json").read_text())
     summary = result["summary"]
-    print_table(summary["table"], ["strategy", "round", "images", "dice_mean", "dice_sd",
-                                   "share_of_full"])
-    print()
-    print_table(summary["versus_random"], ["strategy", "round", "images", "diff", "low", "high",
-                                           "significant", "image_low", "image_high"])
+    versus = ["strategy", "round", "images", "diff", "low", "high", "significant",
+              "image_low", "image_high"]
+    for title, table, compared in (
+            ("what serves (test Dice)", "table", "versus_random"),
+            ("the candidate trained on the selected images (test Dice)", "candidate_table",
+             "versus_random_candidate"),
+            ("the candidate, each test image counted once (mean per-image Dice)",
+             "candidate_table_per_image", "versus_random_candidate_per_image")):
+        print(f"\n{title}")
+        print_table(summary[table], ["strategy", "round", "images", "dice_mean", "dice_sd"])
+        print(f"\n{title}: against random, paired by seed")
+        print_table(summary[compared], versus)
     path = write_results("bench_selection_dsb", summary["table"], {
         "command": "label-assistant " + " ".join(final),
         "wall_seconds": round(wall, 1), "strategies_wall_seconds": strategies_wall,
@@ -151,6 +158,11 @@ def main() -> int:
         "jobs": args.jobs, "threads_per_job": 1,
         "seed_seconds": [round(s, 1) for _, s in results],
         "full_data": summary["full_data"], "versus_random": summary["versus_random"],
+        "full_data_per_image": summary["full_data_per_image"],
+        "candidate_table": summary["candidate_table"],
+        "versus_random_candidate": summary["versus_random_candidate"],
+        "candidate_table_per_image": summary["candidate_table_per_image"],
+        "versus_random_candidate_per_image": summary["versus_random_candidate_per_image"],
         "guard": summary["guard"], "settings": result["settings"],
     })
     print(f"\n{args.seeds} seeds in {wall / 60:.1f} min wall ({args.jobs} at once), "

@@ -103,6 +103,41 @@ def test_versus_random_pairs_seeds():
     assert v["low"] < 0 < v["high"] and not v["significant"]
 
 
+
+def test_per_image_view_counts_each_test_image_once():
+    """The pooled Dice weighs a large test image by its pixels; the per-image view weighs each
+    test image alike: here the strategy wins on the large image (pooled) and loses on the two
+    small ones (per image)."""
+    from label_assistant.simulate.reports import (
+        CANDIDATE_PER_IMAGE,
+        summarize,
+        versus_random,
+        with_image_means,
+    )
+
+    settings = SimulationSettings(strategies=("random", "sequence"), initial=2, per_round=1,
+                                  rounds=0, seeds=(0, 1))
+    rows = [{"strategy": "full-data", "seed": seed, "round": 0, "labeled_images": 9,
+             "labeled_pixels": 9, "test_dice": 0.8, "test_image_dice": [0.9, 0.7, None]}
+            for seed in (0, 1)]
+    for seed in (0, 1):
+        rows.append({"strategy": "random", "seed": seed, "round": 0, "labeled_images": 2,
+                     "labeled_pixels": 2, "candidate_test_dice": 0.60,
+                     "candidate_test_image_dice": [0.6, 0.8, 0.8]})
+        rows.append({"strategy": "sequence", "seed": seed, "round": 0, "labeled_images": 2,
+                     "labeled_pixels": 2, "candidate_test_dice": 0.70,
+                     "candidate_test_image_dice": [0.7 + seed / 100, 0.5, 0.5]})
+    means = with_image_means(rows)
+    assert means[0]["test_image_mean_dice"] == pytest.approx(0.8)  # None skipped
+    assert means[2][CANDIDATE_PER_IMAGE] == pytest.approx(2.2 / 3)
+    (v,) = versus_random(means, settings, CANDIDATE_PER_IMAGE)
+    assert v["diff"] == pytest.approx((1.705 - 2.2) / 3) and v["diff"] < 0
+    assert v["image_high"] < 0  # the bootstrap resamples the per-image lists
+    summary = summarize(rows, settings)
+    assert summary["versus_random_candidate"][0]["diff"] == pytest.approx(0.10)
+    assert summary["versus_random_candidate_per_image"][0]["diff"] == pytest.approx(v["diff"])
+    assert summary["full_data_per_image"]["dice_mean"] == pytest.approx(0.8)
+
 def test_sequence_chunks_are_contiguous_and_even():
     ids = sequence_chunks(20, 6)
     sizes = [ids.count(c) for c in dict.fromkeys(ids)]

@@ -43,6 +43,35 @@ def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]
 #: paper's number). The full-data baseline is a trained model: comparable with the second.
 SERVING, CANDIDATE = "test_dice", "candidate_test_dice"
 
+#: The same two views with each test image counted once: the mean of the per-image Dice.
+#: The pooled Dice above weighs an image by its pixels; on the DSB 2018 split, 2 of its 9
+#: groups (1024 x 1024 and 603 x 1272 px) hold 61% of the test pixels, so a strategy's
+#: pooled gain is mostly its gain on those two. With a test split stratified over groups,
+#: the per-image mean weighs every group alike ("one image per experiment"). Derived from
+#: the rows' per-image lists (:func:`with_image_means`), so older rows have it too.
+SERVING_PER_IMAGE, CANDIDATE_PER_IMAGE = "test_image_mean_dice", "candidate_test_image_mean_dice"
+
+#: Each view's per-image Dice list (the bootstrap over test images resamples it).
+IMAGE_LISTS = {SERVING: "test_image_dice", CANDIDATE: "candidate_test_image_dice",
+               SERVING_PER_IMAGE: "test_image_dice",
+               CANDIDATE_PER_IMAGE: "candidate_test_image_dice"}
+
+
+def with_image_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the per-image means (:data:`SERVING_PER_IMAGE`,
+    :data:`CANDIDATE_PER_IMAGE`; None without per-image Dice). The full-data baseline's
+    candidate view is its own test Dice, as for the pooled Dice."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        for mean_key, list_key in ((SERVING_PER_IMAGE, "test_image_dice"),
+                                   (CANDIDATE_PER_IMAGE, "candidate_test_image_dice")):
+            values = np.array([np.nan if v is None else v for v in r.get(list_key) or []],
+                              dtype=float)
+            r[mean_key] = float(np.nanmean(values)) if np.isfinite(values).any() else None
+        out.append(r)
+    return out
+
 
 def curves(rows: list[dict[str, Any]], strategies: Sequence[str], key: str = SERVING
            ) -> dict[str, list[dict]]:
@@ -156,7 +185,7 @@ def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings,
                     / np.sqrt(len(diffs))
                 item.update(low=float(diffs.mean() - half), high=float(diffs.mean() + half))
                 item["significant"] = bool(item["low"] > 0 or item["high"] < 0)
-            item.update(_image_interval(pairs, key.replace("dice", "image_dice"), seed=rnd))
+            item.update(_image_interval(pairs, IMAGE_LISTS[key], seed=rnd))
             out.append(item)
     return out
 
@@ -190,9 +219,12 @@ def _image_interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], key: str
 def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
               otsu_test_dice: float | None = None) -> dict[str, Any]:
     """Full-data Dice, per strategy and budget: Dice mean/sd and share of full data, and the
-    champion/challenger counts (:func:`guard`)."""
+    champion/challenger counts (:func:`guard`); the candidates also with each test image
+    counted once (``*_per_image``: :data:`CANDIDATE_PER_IMAGE`)."""
+    rows = with_image_means(rows)
     full_mean, full_sd, full_n = _stats([r["test_dice"] for r in rows
                                          if r["strategy"] == FULL_DATA])
+    per_image_full = _stats([r[SERVING_PER_IMAGE] for r in rows if r["strategy"] == FULL_DATA])
     table = []
     for strategy, points in curves(rows, settings.strategies).items():
         for p in points:
@@ -201,6 +233,8 @@ def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
             table.append({"strategy": strategy, "round": p["round"], "images": p["images"],
                           "pixels": p["pixels"], "dice_mean": p["dice_mean"],
                           "dice_sd": p["dice_sd"], "seeds": p["seeds"], "share_of_full": share})
+    per_image_rows = [{**r, CANDIDATE_PER_IMAGE: r[SERVING_PER_IMAGE]}
+                      if r["strategy"] == FULL_DATA else r for r in rows]
     return {"full_data": {"dice_mean": full_mean, "dice_sd": full_sd, "seeds": full_n},
             "table": table, "best_final": _best_final(table, settings),
             "versus_random": versus_random(rows, settings, SERVING),
@@ -208,6 +242,14 @@ def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
             "candidate_table": [
                 {"strategy": strategy, **p} for strategy, points
                 in curves(rows, settings.strategies, CANDIDATE).items() for p in points],
+            "full_data_per_image": dict(zip(("dice_mean", "dice_sd", "seeds"), per_image_full,
+                                            strict=True)),
+            "versus_random_candidate_per_image": versus_random(per_image_rows, settings,
+                                                               CANDIDATE_PER_IMAGE),
+            "candidate_table_per_image": [
+                {"strategy": strategy, **p} for strategy, points
+                in curves(rows, settings.strategies, CANDIDATE_PER_IMAGE).items()
+                for p in points],
             "guard": guard(rows, otsu_test_dice)}
 
 
@@ -268,11 +310,19 @@ def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
     best = summary["best_final"]
     if best is not None:
         lines += ["", _best_line(best, n_all)]
-    candidates = summary.get("candidate_table") or []
-    if any(c["dice_mean"] is not None for c in candidates):
-        lines += ["", "## Every round, the candidate trained on the selected images "
-                  "(test Dice mean ± sd; share of full data)", "",
-                  "| strategy | " + " | ".join(f"{b} images" for b in budgets) + " |",
+    per_image_full = summary.get("full_data_per_image") or {}
+    for title, candidates, reference in (
+            ("", summary.get("candidate_table") or [], full),
+            (", each test image counted once", summary.get("candidate_table_per_image") or [],
+             per_image_full)):
+        if not any(c["dice_mean"] is not None for c in candidates):
+            continue
+        what = "the mean of the per-image test Dice" if title else "test Dice"
+        lines += ["", f"## Every round, the candidate trained on the selected images{title} "
+                  f"({what}, mean ± sd over seeds; share of full data)", ""]
+        if reference.get("dice_mean") is not None:
+            lines += [f"Full data: {_pm(reference['dice_mean'], reference['dice_sd'])}.", ""]
+        lines += ["| strategy | " + " | ".join(f"{b} images" for b in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         for strategy in settings.strategies:
             cells = []
@@ -282,13 +332,15 @@ def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
                 if c is None or c["dice_mean"] is None:
                     cells.append("-")
                     continue
-                share = f" ({c['dice_mean'] / full['dice_mean']:.1%})" if full["dice_mean"] \
-                    else ""
+                share = f" ({c['dice_mean'] / reference['dice_mean']:.1%})" \
+                    if reference.get("dice_mean") else ""
                 cells.append(f"{_pm(c['dice_mean'], c['dice_sd'])}{share}")
             lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     for title, versus in (("what serves", summary.get("versus_random") or []),
                           ("the candidate trained on the selected images",
-                           summary.get("versus_random_candidate") or [])):
+                           summary.get("versus_random_candidate") or []),
+                          ("the candidate, each test image counted once",
+                           summary.get("versus_random_candidate_per_image") or [])):
         if not versus:
             continue
         lines += ["", f"## Against {BASELINE}, {title} (test Dice difference, paired by seed)",
