@@ -1,6 +1,9 @@
 """Tiled inference speed and peak memory: Unet-resnet18 on a 512 x 512 and a large image.
 
-Random weights, 1 input channel, 2 classes (background + 1). Each case runs in a fresh
+Random weights, 1 input channel, 2 classes (background + 1), in both memory layouts: the
+default contiguous (NCHW) and channels_last (NHWC), which a model version runs in
+(:class:`label_assistant.model.predictor.Predictor`); ``ratio`` is the contiguous layout's
+time over this one's, in the same run. Each case runs in a fresh
 subprocess so that its peak resident memory (``ru_maxrss``; torch's allocations are invisible
 to tracemalloc) belongs to that case alone; the memory after building the model is reported
 too, so the cost of inference itself is the difference.
@@ -23,8 +26,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, print_table, write_results  # noqa: E402
 
-COLUMNS = ["case", "tiles", "repeats", "seconds", "s_per_mpx", "forward_tile_s", "rss_model_mb",
-           "rss_peak_mb", "cuda_peak_mb"]
+LAYOUTS = ("contiguous", "channels_last")
+COLUMNS = ["case", "layout", "ratio", "tiles", "repeats", "seconds", "s_per_mpx",
+           "forward_tile_s", "rss_model_mb", "rss_peak_mb", "cuda_peak_mb"]
 
 
 def _rss_mb() -> float:
@@ -45,6 +49,8 @@ def run_case(size: int, repeats: int, args: argparse.Namespace) -> dict[str, Any
     model = import_smp().create_model(
         "Unet", "resnet18", encoder_weights=None, in_channels=1, classes=2
     ).to(device)
+    if args.child_layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
     rss_model = _rss_mb()
     image = np.random.default_rng(0).normal(size=(1, size, size)).astype(np.float32)
     kwargs = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, device=device)
@@ -73,6 +79,7 @@ def run_case(size: int, repeats: int, args: argparse.Namespace) -> dict[str, Any
     seconds = statistics.median(times)
     return {
         "case": f"{size}x{size}",
+        "layout": args.child_layout,
         "image": f"1x{size}x{size}",
         "tiles": n_tiles,
         "repeats": repeats,
@@ -101,6 +108,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-layout", choices=LAYOUTS, default="contiguous",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child is not None:  # one case, in a fresh process: print its row as JSON
@@ -110,13 +119,17 @@ def main() -> int:
 
     rows = []
     for size in (512, args.large):
-        command = [sys.executable, __file__, "--child", str(size), *sys.argv[1:]]
-        proc = subprocess.run(command, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-2000:], file=sys.stderr)
-            return 1
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"{rows[-1]['case']}: {rows[-1]['seconds']} s", file=sys.stderr)
+        for layout in LAYOUTS:
+            command = [sys.executable, __file__, "--child", str(size), "--child-layout", layout,
+                       *sys.argv[1:]]
+            proc = subprocess.run(command, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                return 1
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows[-1]["ratio"] = round(rows[-2 if layout != LAYOUTS[0] else -1]["seconds"]
+                                      / rows[-1]["seconds"], 2)
+            print(f"{rows[-1]['case']} {layout}: {rows[-1]['seconds']} s", file=sys.stderr)
     settings = {"model": "Unet-resnet18, random weights, 1 channel, 2 classes",
                 "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size,
                 "device": args.device}

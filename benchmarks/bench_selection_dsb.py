@@ -13,7 +13,10 @@ threads per process spin-wait on 2 cores), into ``OUT/seed<k>``; the rows are th
 ``OUT/all``, where ``simulate`` writes the reports of every seed together: the learning curves
 (``dice_vs_images.png``), the paired difference to random per round with its 95% interval
 (``gain_vs_random.png``, ``summary.md``). A seed's strategies share its oracle annotations and
-its training seed, so strategies are compared seed by seed.
+its training seed, so strategies are compared seed by seed. The candidates are compared twice:
+by the pooled test Dice (an image weighs by its pixels: the 1024 x 1024 and 603 x 1272 groups
+hold 61% of the test pixels) and by the mean per-image Dice (each group's 2 test images weigh
+alike).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_selection_dsb.py \\
         [--seeds 3 --jobs 3 --strategies random,sequential,sequence,sequence+entropy+diversity]
