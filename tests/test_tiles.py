@@ -118,6 +118,22 @@ def test_sampling_finds_the_labeled_pixels_of_a_big_sparsely_labeled_image():
     assert np.all(np.count_nonzero(y != UNLABELED, axis=(1, 2)) >= 64)
 
 
+@pytest.mark.parametrize(("balance", "low", "high"), [("image", 0.40, 0.60), ("pixel", 0.0, 0.10)])
+def test_balance_draws_each_image_alike_or_by_labeled_pixels(balance, low, high):
+    """A 256 x 256 image beside a 1024 x 1024 one (16 times its labeled pixels): drawn in
+    about half the tiles by image, in about 1 of 17 by pixel."""
+    big, small = np.ones((1, 1024, 1024), np.float32), np.zeros((1, 256, 256), np.float32)
+    labels = []
+    for side in (1024, 256):
+        label = np.zeros((side, side), np.uint8)
+        label[::16, ::16] = 1  # foreground spread alike over both
+        labels.append(label)
+    sampler = TileSampler([big, small], labels, tile=32, seed=0, balance=balance)
+    x, _ = sampler.sample(600)
+    from_small = float(np.mean(x[:, 0, 0, 0] == 0))
+    assert low <= from_small <= high
+
+
 def test_bad_inputs_are_refused():
     image, label = _sparse_scene()
     with pytest.raises(TileError):
@@ -128,6 +144,8 @@ def test_bad_inputs_are_refused():
         TileSampler([image, image[:1]], [label, label], tile=32)
     with pytest.raises(TileError):
         TileSampler([image], [label], tile=8, min_labeled_pixels=65)
+    with pytest.raises(TileError, match="unknown balance"):
+        TileSampler([image], [label], tile=32, balance="area")
 
 
 # --- augmentation ----------------------------------------------------------------------------

@@ -66,6 +66,8 @@ def test_training_refuses_data_without_labels():
         train(examples, ["Background", "Cell"], TrainConfig(**TINY))
     with pytest.raises(TrainingError, match="unknown training settings"):
         TrainConfig.from_dict({"epochz": 3})
+    with pytest.raises(TrainingError, match="tile_sampling must be image or pixel"):
+        train(_examples(2), ["Background", "Cell"], TrainConfig(**TINY, tile_sampling="area"))
 
 
 def _write_dataset(root: Path, n: int = 3) -> tuple[Path, Path]:

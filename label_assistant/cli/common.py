@@ -158,6 +158,8 @@ _TRAINING_OPTIONS = {
     "batch_size": (int, "tiles per batch"),
     "tile": (int, "training tile side"),
     "lr": (float, "learning rate"),
+    "tile_sampling": (str, "how a training tile's image is drawn: image (each image alike) or "
+                      "pixel (by its labeled pixels)"),
 }
 
 

@@ -111,6 +111,7 @@ def _settings(args: argparse.Namespace):  # -> SimulationSettings
         "arch": args.arch, "encoder": args.encoder, "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
         "tile": args.tile, "inference_tile": args.inference_tile, "lr": args.lr,
+        "tile_sampling": args.tile_sampling,
         "warm_epochs": args.warm_epochs,
         "patience": args.patience if args.patience is not None else args.epochs,
     }

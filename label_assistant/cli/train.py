@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(
             arch=args.arch, encoder=args.encoder, epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, tile=args.tile,
-            lr=args.lr, loss=args.loss, class_weights=args.class_weights,
+            lr=args.lr, tile_sampling=args.tile_sampling, loss=args.loss,
+            class_weights=args.class_weights,
             separate_contours=args.separate_contours, val_fraction=args.val_fraction,
             patience=args.patience, seed=args.seed, device=args.device, nproc=args.nproc,
             val_every=args.val_every,

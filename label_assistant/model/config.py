@@ -37,6 +37,12 @@ class TrainConfig:
     w0: float = 10.0
     sigma: float = 5.0
     min_labeled_pixels: int = 64
+    #: How a training tile's image is drawn (:class:`~label_assistant.model.tiles.
+    #: TileSampler`): "image", each image alike, or "pixel", by its labeled pixels. By pixels,
+    #: on DSB 2018 a round of 14 bright-field images of 1024 x 1024 and 10 fluorescence
+    #: images of 256 x 256 drew 9% of its tiles from the 10 small ones, and its model scored
+    #: Dice 0.00 on that group's test images (benchmarks/bench_selection_dsb.py, sequential).
+    tile_sampling: str = "image"
     max_background_only_share: float = 0.5
     augment: bool = True
     #: Share of annotations held out for validation, by a stable hash of their names.

@@ -1,8 +1,11 @@
 """Training tiles from partially labeled images, and their augmentation (seeded, numpy).
 
 :class:`TileSampler` draws square tiles from images of any size and channel count. Each tile
-is placed around a labeled pixel drawn uniformly from all labeled pixels (so sampling stays
-cheap when labels cover 1% of a large image), must hold ``min_labeled_pixels`` labeled
+is placed around a labeled pixel: by default an image is drawn first, each image alike
+(``balance="image"``, as nnU-Net draws a case first), then one of its labeled pixels;
+``balance="pixel"`` draws uniformly from all labeled pixels, so that an image weighs by its
+labeled pixels (a 1024 x 1024 image 16 times a 256 x 256 one). Sampling stays cheap when
+labels cover 1% of a large image. A tile must hold ``min_labeled_pixels`` labeled
 pixels, and at most ``max_background_only_share`` of the tiles drawn so far may be
 background-only (labeled pixels all background): when that share is reached, the next tile
 is placed around a labeled foreground pixel instead. The bound holds for every prefix of the
@@ -29,6 +32,8 @@ class TileError(ValueError):
 
 
 _PAD_MODES = ("constant", "reflect")
+#: How a tile's image is drawn: each image alike, or by its labeled pixels.
+BALANCES = ("image", "pixel")
 
 
 def _pad_to(array: np.ndarray, size: int, mode: str, value: float) -> np.ndarray:
@@ -82,6 +87,7 @@ class TileSampler:
         pad_mode: str = "constant",
         max_tries: int = 200,
         weak_labels: Sequence[np.ndarray] | None = None,
+        balance: str = "image",
     ) -> None:
         if len(images) != len(labels) or not images:
             raise TileError(f"need as many label maps as images (>0), got {len(images)} "
@@ -94,6 +100,9 @@ class TileSampler:
             raise TileError("tile >= 1, min_labeled_pixels >= 0 and a share in [0, 1] expected")
         if min_labeled_pixels > tile * tile:
             raise TileError(f"min_labeled_pixels {min_labeled_pixels} exceeds a {tile}^2 tile")
+        if balance not in BALANCES:
+            raise TileError(f"unknown balance {balance!r}; choose {' or '.join(BALANCES)}")
+        self.balance = balance
         if pad_mode not in _PAD_MODES:
             raise TileError(f"unknown pad_mode {pad_mode!r}; choose {' or '.join(_PAD_MODES)}")
         self.tile = int(tile)
@@ -145,6 +154,9 @@ class TileSampler:
         self._fg = fg_labeled
         self._any_cum = np.cumsum([len(a) for a in any_labeled])
         self._fg_cum = np.cumsum([len(a) for a in fg_labeled])
+        # The images holding such pixels (balance "image" draws one of them first).
+        self._any_images = np.flatnonzero([len(a) for a in any_labeled])
+        self._fg_images = np.flatnonzero([len(a) for a in fg_labeled])
         self.drawn = 0
         self.background_only = 0
 
@@ -154,12 +166,19 @@ class TileSampler:
         return bool(self._fg_cum[-1] > 0)
 
     def _anchor(self, foreground: bool) -> tuple[int, int, int]:
-        """(image, row, col) of a labeled (or labeled foreground) pixel, uniform over all."""
+        """(image, row, col) of a labeled (or labeled foreground) pixel: an image holding
+        one, each alike, then one of its pixels (``balance="image"``), or uniform over all
+        such pixels (``"pixel"``)."""
         cum, pools = (self._fg_cum, self._fg) if foreground else (self._any_cum, self._any)
-        k = int(self.rng.integers(cum[-1]))
-        i = int(np.searchsorted(cum, k, side="right"))
-        start = 0 if i == 0 else int(cum[i - 1])
-        flat = int(pools[i][k - start])
+        if self.balance == "image":
+            holders = self._fg_images if foreground else self._any_images
+            i = int(holders[self.rng.integers(len(holders))])
+            flat = int(pools[i][self.rng.integers(len(pools[i]))])
+        else:
+            k = int(self.rng.integers(cum[-1]))
+            i = int(np.searchsorted(cum, k, side="right"))
+            start = 0 if i == 0 else int(cum[i - 1])
+            flat = int(pools[i][k - start])
         return (i, *divmod(flat, self.labels[i].shape[1]))
 
     def _origin(self, i: int, r: int, c: int) -> tuple[int, int]:
