@@ -25,6 +25,13 @@ each experiment group of the DSB subset (its manifest's ``group``) when CPU time
 (the StarDist sample stays whole). Images a model was trained on are left out with
 ``--exclude FILE`` (a name a line). Results per dataset and per group.
 
+``guesses``: the first guess GrabCut starts from after a box, without a model, on the same
+objects as ``quality`` (every object, or ``--per-group``): the ellipse inscribed in the box
+(:func:`~label_assistant.interactive.segment.ellipse_guess`, the default) against the side
+of an Otsu split of the box that touches its border less
+(:func:`~label_assistant.interactive.segment.intensity_guess`, the earlier default), and
+the ellipse alone without GrabCut: the box's IoU with the object for each, in one run.
+
 ``windows``: on images the model knows, each object's box read from a fresh
 :class:`~label_assistant.interactive.probabilities.WindowedProbabilities` (the first
 interaction's model run) against the whole image's tiled probabilities (the pre-label's):
@@ -33,6 +40,7 @@ mean absolute difference of the class probability in the box, share of box pixel
 
     python benchmarks/bench_interactive.py latency [--workdir W --project 1]
     python benchmarks/bench_interactive.py quality [--workdir W --project 1] [--per-group 20]
+    python benchmarks/bench_interactive.py guesses [--per-group 20]
     python benchmarks/bench_interactive.py windows --workdir W --project 1
 """
 
@@ -425,6 +433,48 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- windowed probabilities against the whole image's -------------------------------------
 
 
+GUESSES = ("ellipse", "otsu_split", "ellipse_alone")
+
+
+def guesses(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The box's IoU with each first guess (see the module doc), per group and over all."""
+    from label_assistant.interactive.segment import box_to_mask, ellipse_guess, intensity_guess
+
+    started = time.perf_counter()
+    rows = []
+    for dataset, group, image_path, mask_path, ids in objects(args):
+        work = working_image(read_image(image_path))
+        truth_map = np.squeeze(read_image(mask_path))
+        for oid in ids:
+            truth = truth_map == oid
+            box = box_of(truth)
+            r0, r1, c0, c1 = box.pixels(truth.shape)
+            split = np.zeros(truth.shape, dtype=bool)
+            split[r0:r1, c0:c1] = intensity_guess(work[r0:r1, c0:c1])
+            alone = np.zeros(truth.shape, dtype=bool)
+            alone[r0:r1, c0:c1] = ellipse_guess(r1 - r0, c1 - c0)
+            rows.append({"dataset": dataset, "group": group,
+                         "ellipse": mask_iou(box_to_mask(work, box).mask, truth),
+                         "otsu_split": mask_iou(box_to_mask(work, box, guess=split).mask, truth),
+                         "ellipse_alone": mask_iou(alone, truth)})
+    summary = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        part = [r for r in rows if r["dataset"] == dataset]
+        for group in [None, *sorted({r["group"] for r in part})]:
+            chosen = [r for r in part if group is None or r["group"] == group]
+            summary.append({"dataset": dataset, "group": group or "all", "objects": len(chosen),
+                            **{g: round(float(np.mean([r[g] for r in chosen])), 4)
+                               for g in GUESSES}})
+    summary.append({"dataset": "all", "group": "all", "objects": len(rows),
+                    **{g: round(float(np.mean([r[g] for r in rows])), 4) for g in GUESSES}})
+    print_table(summary, ["dataset", "group", "objects", *GUESSES])
+    path = write_results("interactive_guesses", summary, {
+        "per_group": args.per_group, "seed": args.seed,
+        "seconds": round(time.perf_counter() - started, 1)})
+    print(f"written to {path}")
+    return summary
+
+
 def windows(args: argparse.Namespace) -> list[dict[str, Any]]:
     from label_assistant.interactive.simulate import box_of as tight_box
 
@@ -469,7 +519,7 @@ def windows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["latency", "quality", "windows"])
+    parser.add_argument("what", choices=["latency", "quality", "guesses", "windows"])
     parser.add_argument("--workdir", type=Path, default=None,
                         help="a work directory whose project --project has a serving model")
     parser.add_argument("--project", default="1")
@@ -503,7 +553,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be 1 or more, got {args.jobs}")
-    {"latency": latency, "quality": quality, "windows": windows}[args.what](args)
+    {"latency": latency, "quality": quality, "guesses": guesses,
+     "windows": windows}[args.what](args)
     return 0
 
 

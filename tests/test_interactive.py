@@ -26,6 +26,7 @@ from label_assistant.interactive.probabilities import (
     WindowedProbabilities,
     as_source,
 )
+from label_assistant.interactive.segment import ellipse_guess
 from label_assistant.interactive.simulate import (
     box_of,
     extreme_points_of,
@@ -79,6 +80,27 @@ def test_box_gives_the_object(data):
     assert found.method == "grabcut" and found.reason is None
     assert mask_iou(found.mask, target) >= 0.9
 
+
+def test_a_box_gives_an_unevenly_stained_object_whole():
+    # A nucleus bright on its left half, dim on its right: an Otsu split of the box (the
+    # earlier first guess) took the bright half only (IoU 0.49); GrabCut from the ellipse
+    # inscribed in the box takes both halves.
+    shape = (128, 128)
+    nucleus = ellipse(shape, 64, 64, 22, 26)
+    columns = np.mgrid[:128, :128][1]
+    rng = np.random.default_rng(0)
+    image = 30 + nucleus * np.where(columns < 64, 200, 90) + rng.normal(0, 6, shape)
+    work = working_image(np.clip(image, 0, 255).astype(np.uint8))
+    found = box_to_mask(work, box_of(nucleus))
+    assert found.method == "grabcut" and mask_iou(found.mask, nucleus) >= 0.9
+
+
+def test_the_ellipse_guess_fills_its_box_as_an_ellipse():
+    guess = ellipse_guess(40, 60)
+    assert guess.shape == (40, 60) and guess[20, 30] and not guess[0, 0]
+    assert np.array_equal(guess, guess[::-1, ::-1])  # centred
+    assert abs(guess.mean() - np.pi / 4) < 0.05
+    assert ellipse_guess(1, 1).all()
 
 def test_box_guided_by_a_model(data):
     work, target, neighbour = data

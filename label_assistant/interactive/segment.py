@@ -5,8 +5,9 @@
   per image (the service caches it).
 - :func:`box_to_mask`: a first guess inside the box (with ``probabilities``, the model's
   ``(K+1, H, W)`` array or a source read by window (:mod:`.probabilities`; only the box's
-  pixels are read): class probability >= 0.5; else :func:`intensity_guess`: the side of an
-  Otsu threshold that touches the box's border less) starts GrabCut: probable foreground /
+  pixels are read): class probability >= 0.5; else :func:`ellipse_guess`: the ellipse
+  inscribed in the box, as nuclei and cells roughly fill their tight box) starts GrabCut:
+  probable foreground /
   background inside the box, definite background in a margin around it. When GrabCut's
   result overlaps the guess (and the clicks) by less than :data:`KEEP_GUESS` it lost the
   object (grey, packed nuclei: its colour models take the neighbours for the object) and
@@ -20,8 +21,8 @@
   probabilities are given and it sees the class there (read in the windows of the region's
   growth, 49 pixels first), else :func:`grow_region` (the click's
   side of a local Otsu threshold, grown until it stops at the window's edge, touching blobs
-  split as Otsu's pre-labels split them). Alone it is the answer; with more clicks its box,
-  widened to the positive clicks, goes to :func:`box_to_mask` with all the clicks.
+  split as Otsu's pre-labels split them). Alone it is the answer; each further click
+  corrects it near itself (:func:`corrected`).
 - :func:`extreme_points_to_mask`: the box four extreme points span, the points as definite
   foreground, then as a box.
 
@@ -230,7 +231,7 @@ def box_to_mask(work: np.ndarray, box: Box, probabilities: Probabilities = None,
             part = cv2.resize(part, size, interpolation=cv2.INTER_LINEAR)
         first, method = part >= 0.5, "grabcut+model"
     else:
-        first, method = intensity_guess(crop[inside]), "grabcut"
+        first, method = ellipse_guess(br1 + 1 - br0, bc1 + 1 - bc0), "grabcut"
     if first.any() and not first.all():
         seeds[inside] = np.where(first, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
     else:
@@ -489,6 +490,17 @@ def _otsu(values: np.ndarray) -> float:
     scaled = np.round((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
     threshold, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return lo + float(threshold) * (hi - lo) / 255.0
+
+
+def ellipse_guess(height: int, width: int) -> np.ndarray:
+    """The ellipse inscribed in a ``height`` x ``width`` box (bool): the first guess of the
+    object that GrabCut starts from without a model. It replaced an Otsu split of the box
+    (:func:`intensity_guess`), which took half of an unevenly stained nucleus, or the halo
+    around a bright-field one (``benchmarks/bench_interactive.py guesses``: the box's IoU
+    with every DSB 2018 object, both guesses in one run, in docs/interactive.md)."""
+    rows = (np.arange(height) - (height - 1) / 2) / (height / 2)
+    cols = (np.arange(width) - (width - 1) / 2) / (width / 2)
+    return rows[:, None] ** 2 + cols[None, :] ** 2 <= 1.0
 
 
 def intensity_guess(box: np.ndarray) -> np.ndarray:
