@@ -26,11 +26,12 @@ each experiment group of the DSB subset (its manifest's ``group``) when CPU time
 ``--exclude FILE`` (a name a line). Results per dataset and per group.
 
 ``guesses``: the first guess GrabCut starts from after a box, without a model, on the same
-objects as ``quality`` (every object, or ``--per-group``): the ellipse inscribed in the box
-(:func:`~label_assistant.interactive.segment.ellipse_guess`, the default) against the side
-of an Otsu split of the box that touches its border less
-(:func:`~label_assistant.interactive.segment.intensity_guess`, the earlier default), and
-the ellipse alone without GrabCut: the box's IoU with the object for each, in one run.
+objects as ``quality`` (every object, or ``--per-group``), boxes tight or ``--box-margin M``
+wider on each side (a share of the object's size): an ellipse centred in the box, sized by
+its contrast with a ring around it (:func:`~label_assistant.interactive.segment.
+ellipse_guess`, the default), the box's inscribed ellipse, and the side of an Otsu split of
+the box that touches its border less (:func:`~label_assistant.interactive.segment.
+intensity_guess`, the earlier default): the box's IoU with the object for each, in one run.
 
 ``windows``: on images the model knows, each object's box read from a fresh
 :class:`~label_assistant.interactive.probabilities.WindowedProbabilities` (the first
@@ -40,7 +41,7 @@ mean absolute difference of the class probability in the box, share of box pixel
 
     python benchmarks/bench_interactive.py latency [--workdir W --project 1]
     python benchmarks/bench_interactive.py quality [--workdir W --project 1] [--per-group 20]
-    python benchmarks/bench_interactive.py guesses [--per-group 20]
+    python benchmarks/bench_interactive.py guesses [--per-group 20] [--box-margin 0.25]
     python benchmarks/bench_interactive.py windows --workdir W --project 1
 """
 
@@ -433,11 +434,12 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- windowed probabilities against the whole image's -------------------------------------
 
 
-GUESSES = ("ellipse", "otsu_split", "ellipse_alone")
+GUESSES = ("fitted_ellipse", "inscribed_ellipse", "otsu_split")
 
 
 def guesses(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The box's IoU with each first guess (see the module doc), per group and over all."""
+    from label_assistant.interactive import Box
     from label_assistant.interactive.segment import box_to_mask, ellipse_guess, intensity_guess
 
     started = time.perf_counter()
@@ -445,18 +447,26 @@ def guesses(args: argparse.Namespace) -> list[dict[str, Any]]:
     for dataset, group, image_path, mask_path, ids in objects(args):
         work = working_image(read_image(image_path))
         truth_map = np.squeeze(read_image(mask_path))
+        height, width = truth_map.shape
         for oid in ids:
             truth = truth_map == oid
-            box = box_of(truth)
+            tight = box_of(truth)
+            dx = args.box_margin * (tight.x1 - tight.x0)
+            dy = args.box_margin * (tight.y1 - tight.y0)
+            box = Box(max(0.0, tight.x0 - dx), max(0.0, tight.y0 - dy),
+                      min(float(width), tight.x1 + dx), min(float(height), tight.y1 + dy))
             r0, r1, c0, c1 = box.pixels(truth.shape)
-            split = np.zeros(truth.shape, dtype=bool)
-            split[r0:r1, c0:c1] = intensity_guess(work[r0:r1, c0:c1])
-            alone = np.zeros(truth.shape, dtype=bool)
-            alone[r0:r1, c0:c1] = ellipse_guess(r1 - r0, c1 - c0)
-            rows.append({"dataset": dataset, "group": group,
-                         "ellipse": mask_iou(box_to_mask(work, box).mask, truth),
-                         "otsu_split": mask_iou(box_to_mask(work, box, guess=split).mask, truth),
-                         "ellipse_alone": mask_iou(alone, truth)})
+            inside = work[r0:r1, c0:c1]
+            row = {"dataset": dataset, "group": group}
+            for name, first in (("fitted_ellipse", None),
+                                ("inscribed_ellipse", ellipse_guess(inside, scales=(1.0,))),
+                                ("otsu_split", intensity_guess(inside))):
+                guess = None
+                if first is not None:
+                    guess = np.zeros(truth.shape, dtype=bool)
+                    guess[r0:r1, c0:c1] = first
+                row[name] = mask_iou(box_to_mask(work, box, guess=guess).mask, truth)
+            rows.append(row)
     summary = []
     for dataset in sorted({r["dataset"] for r in rows}):
         part = [r for r in rows if r["dataset"] == dataset]
@@ -469,7 +479,7 @@ def guesses(args: argparse.Namespace) -> list[dict[str, Any]]:
                     **{g: round(float(np.mean([r[g] for r in rows])), 4) for g in GUESSES}})
     print_table(summary, ["dataset", "group", "objects", *GUESSES])
     path = write_results("interactive_guesses", summary, {
-        "per_group": args.per_group, "seed": args.seed,
+        "per_group": args.per_group, "seed": args.seed, "box_margin": args.box_margin,
         "seconds": round(time.perf_counter() - started, 1)})
     print(f"written to {path}")
     return summary
@@ -547,12 +557,17 @@ def main() -> int:
     parser.add_argument("--exclude", type=Path, default=None,
                         help="quality: file of image names to leave out (a model's training "
                              "images)")
+    parser.add_argument("--box-margin", type=float, default=0.0,
+                        help="guesses: boxes this share of the object's size wider on each "
+                             "side (default 0: tight)")
     parser.add_argument("--variants", type=lambda s: s.split(","),
                         default=["grabcut", "model-guided"],
                         help="quality: grabcut, model-guided (needs --workdir), or both")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be 1 or more, got {args.jobs}")
+    if args.box_margin < 0:
+        parser.error(f"--box-margin must be 0 or more, got {args.box_margin}")
     {"latency": latency, "quality": quality, "guesses": guesses,
      "windows": windows}[args.what](args)
     return 0

@@ -95,12 +95,20 @@ def test_a_box_gives_an_unevenly_stained_object_whole():
     assert found.method == "grabcut" and mask_iou(found.mask, nucleus) >= 0.9
 
 
-def test_the_ellipse_guess_fills_its_box_as_an_ellipse():
-    guess = ellipse_guess(40, 60)
-    assert guess.shape == (40, 60) and guess[20, 30] and not guess[0, 0]
-    assert np.array_equal(guess, guess[::-1, ::-1])  # centred
-    assert abs(guess.mean() - np.pi / 4) < 0.05
-    assert ellipse_guess(1, 1).all()
+def test_the_ellipse_guess_fits_the_object_in_a_tight_or_a_loose_box():
+    shape = (128, 128)
+    nucleus = ellipse(shape, 64, 64, 20, 30)
+    image = working_image((30 + 170 * nucleus).astype(np.uint8))
+    for margin in (0, 10):  # pixels on each side of the tight box
+        r0, r1, c0, c1 = 44 - margin, 85 + margin, 34 - margin, 95 + margin
+        guess = np.zeros(shape, dtype=bool)
+        guess[r0:r1, c0:c1] = ellipse_guess(image[r0:r1, c0:c1])
+        assert mask_iou(guess, nucleus) >= 0.9
+    inscribed = ellipse_guess(np.zeros((40, 60)), scales=(1.0,))
+    assert inscribed[20, 30] and not inscribed[0, 0]
+    assert np.array_equal(inscribed, inscribed[::-1, ::-1])  # centred
+    assert abs(inscribed.mean() - np.pi / 4) < 0.05
+
 
 def test_box_guided_by_a_model(data):
     work, target, neighbour = data
