@@ -24,11 +24,12 @@ from label_assistant.cli import main
 from label_assistant.devtools.samples import nuclei_image
 from label_assistant.model.tiles import TileBatch, TileError
 
-#: |validation mean Dice (2 processes) - Dice (1 process)| allowed at the same seed and total
-#: batch. Measured (benchmarks/bench_ddp.py --cases tiny, this data and schedule, seed 0):
-#: 2 processes 0.9436, 1 process 0.9429 (1 thread) and 0.9554 (2 threads); one process's
-#: Dice spans 0.022 over seeds 0-1. About four times the largest gap (docs/scaling.md).
-DICE_TOLERANCE = 0.08
+#: One seed of this schedule cannot tell 2 processes from 1: validation mean Dice (2 processes
+#: / 1 process, seeds 0, 1, 2) 0.936 / 0.947, 0.872 / 0.861, 0.601 / 0.744 with tiles drawn by
+#: labeled pixel; 0.693 / 0.873, 0.895 / 0.922, 0.916 / 0.556 with tiles drawn by image (the
+#: default since). So the test asks both to learn (all background scores under 0.5); the
+#: comparison is benchmarks/bench_ddp.py's, over seeds (docs/scaling.md).
+LEARNED = 0.5
 #: This test's schedule: 5 epochs of 5 steps of 4 tiles of 64 pixels (bench_ddp.py "tiny").
 SCHEDULE = ["--epochs", "5", "--steps-per-epoch", "5", "--batch-size", "4", "--tile", "64",
             "--device", "cpu", "--seed", "0"]
@@ -101,7 +102,7 @@ def _train(images: Path, labels: Path, work: Path, *options: str
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_publish_one_version_as_good_as_one_process(tmp_path):
+def test_two_gloo_processes_publish_one_version_and_learn_like_one(tmp_path):
     images, labels = _write_nuclei(tmp_path)
     multi, single = tmp_path / "multi", tmp_path / "single"
     done = _train(images, labels, multi, "--nproc", "2", "--json", str(tmp_path / "v.json"))
@@ -121,8 +122,7 @@ def test_two_gloo_processes_publish_one_version_as_good_as_one_process(tmp_path)
     alone = json.loads((tmp_path / "s.json").read_text())
     assert alone["metrics"]["val_images"] == info["metrics"]["val_images"] >= 1
     dice, dice_alone = info["metrics"]["val_mean_dice_all"], alone["metrics"]["val_mean_dice_all"]
-    assert abs(dice - dice_alone) <= DICE_TOLERANCE, (dice, dice_alone)
-    assert dice > 0.5  # it learned: all background scores under 0.5
+    assert dice > LEARNED and dice_alone > LEARNED, (dice, dice_alone)
 
 
 def _children(pid: int) -> list[int]:

@@ -62,20 +62,27 @@ def test_weak_labels_come_from_the_champion_and_leave_its_doubts_unlabeled(data)
 
 def test_background_only_at_the_borders_turns_the_interior_into_nuclei_without_weak_labels(
         data):
+    """Over three training seeds: the failure is a matter of chance at this short schedule
+    (without weak labels, nucleus shares 0.039, 0.060 and 0.683 of the test images against
+    0.046 true; 0.102, 0.013 and 0.404 when tiles were drawn by labeled pixel), the remedy is
+    not (0.028, 0.047, 0.045)."""
     train, test = data
     truth = float(np.mean([(e.label_map == 1).mean() for e in test]))
-    config = dict(encoder="resnet18", epochs=4, steps_per_epoch=10, batch_size=4, tile=64,
-                  inference_tile=192, min_labeled_pixels=1, device="cpu", val_fraction=0.0)
     otsu = OtsuPrelabeler()
-    plain = train_round(train, CLASSES, TrainConfig(**config, weak_weight=0.0), otsu).candidate
-    weak = train_round(train, CLASSES, TrainConfig(**config, weak_weight=1.0), otsu).candidate
-    plain_share, weak_share = _foreground_share(plain, test), _foreground_share(weak, test)
-    scores = {name: score([e.label_map for e in test], [m.label_map(e.image)[0] for e in test],
-                          1).mean_dice for name, m in (("plain", plain), ("weak", weak))}
-    print(f"\nnucleus share: truth {truth:.3f}, plain {plain_share:.3f}, weak {weak_share:.3f};"
-          f" mean Dice (all classes): {scores}")
-    # The trial's failure: the interior becomes "nucleus" (measured 2.4-2.6x the truth on
-    # different machines: float sums differ with the thread count, so the bound has room).
-    assert plain_share > 2 * truth and plain_share > 2 * weak_share
-    assert weak_share < 1.5 * truth  # the champion's background holds
-    assert scores["weak"] > scores["plain"] + 0.15
+    shares: dict[str, list[float]] = {"plain": [], "weak": []}
+    scores: dict[str, list[float]] = {"plain": [], "weak": []}
+    for seed in (0, 1, 2):
+        config = dict(encoder="resnet18", epochs=4, steps_per_epoch=10, batch_size=4, tile=64,
+                      inference_tile=192, min_labeled_pixels=1, device="cpu", val_fraction=0.0,
+                      seed=seed)
+        for name, weight in (("plain", 0.0), ("weak", 1.0)):
+            model = train_round(train, CLASSES, TrainConfig(**config, weak_weight=weight),
+                                otsu).candidate
+            shares[name].append(_foreground_share(model, test))
+            scores[name].append(score([e.label_map for e in test],
+                                      [model.label_map(e.image)[0] for e in test], 1).mean_dice)
+    print(f"\nnucleus share: truth {truth:.3f}, {shares}; mean Dice (all classes): {scores}")
+    # The trial's failure, in one seed at least: the interior becomes "nucleus".
+    assert max(shares["plain"]) > 2 * truth
+    assert max(shares["weak"]) < 1.5 * truth  # the champion's background holds, every seed
+    assert np.mean(scores["weak"]) > np.mean(scores["plain"]) + 0.05

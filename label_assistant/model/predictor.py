@@ -113,9 +113,10 @@ class Predictor:
                  tiling: Tiling | None = None, device: Any = None,
                  spec: ModelSpec | None = None, domain: Domain | None = None,
                  fallback: Any = None) -> None:
-        # channels_last (NHWC), as training uses by default: 1.35x faster inference of a
-        # Unet-resnet18 on a 1024 x 1024 image on one CPU thread (5.77 s against 4.27 s), the
-        # same probabilities to 4e-6. A model in training (validated as it trains) keeps the
+        # channels_last (NHWC), as training uses by default: tiled inference of a Unet-resnet18
+        # on one CPU thread 1.61x faster on 512 x 512 and 1.40x on 2048 x 2048 (one run of
+        # benchmarks/bench_inference.py --large 2048: 20.6 s against 14.7 s), the same
+        # probabilities to 4e-6. A model in training (validated as it trains) keeps the
         # layout its training chose.
         import torch
 
