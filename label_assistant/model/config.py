@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+#: How a training tile's image is drawn (the values of ``TileSampler``'s ``balance``).
+TILE_SAMPLINGS = ("image", "pixel")
+
 
 class TrainingError(ValueError):
     """Training can't start: no examples, no labeled pixels, inconsistent channels."""
@@ -83,6 +86,11 @@ class TrainConfig:
     #: (gloo) with fewer GPUs. ``batch_size`` stays the total batch: each process trains on
     #: ``batch_size // nproc`` tiles of it, so it must divide.
     nproc: int = 1
+
+    def __post_init__(self) -> None:
+        if self.tile_sampling not in TILE_SAMPLINGS:  # before any image is read
+            raise TrainingError(f"tile_sampling must be {' or '.join(TILE_SAMPLINGS)}, got "
+                                f"{self.tile_sampling!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

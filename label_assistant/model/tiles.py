@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from label_assistant.labelmap import BACKGROUND, UNLABELED
+from label_assistant.model.config import TILE_SAMPLINGS
 
 
 class TileError(ValueError):
@@ -33,7 +34,7 @@ class TileError(ValueError):
 
 _PAD_MODES = ("constant", "reflect")
 #: How a tile's image is drawn: each image alike, or by its labeled pixels.
-BALANCES = ("image", "pixel")
+BALANCES = TILE_SAMPLINGS
 
 
 def _pad_to(array: np.ndarray, size: int, mode: str, value: float) -> np.ndarray:

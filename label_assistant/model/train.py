@@ -181,7 +181,7 @@ def train(
         masked_cross_entropy,
         unet_weight_map,
     )
-    from label_assistant.model.tiles import BALANCES, TileSampler, augment_batch
+    from label_assistant.model.tiles import TileSampler, augment_batch
 
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -202,9 +202,6 @@ def train(
         raise TrainingError("the training images hold no labeled pixel")
     if config.val_every < 1:
         raise TrainingError(f"val_every must be 1 or more, got {config.val_every}")
-    if config.tile_sampling not in BALANCES:
-        raise TrainingError(f"tile_sampling must be {' or '.join(BALANCES)}, got "
-                            f"{config.tile_sampling!r}")
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
