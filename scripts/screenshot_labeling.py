@@ -5,7 +5,7 @@ Run against a running ``make demo`` (defaults) or any Label Studio with the demo
     pip install playwright            # the Python package only: no browser download
     apt-get install chromium          # the browser it drives (or pass --chromium PATH)
     python scripts/screenshot_labeling.py [--shots labeling instructions quarantined tab model
-                                           next-tab suggestion clicks]
+                                           next-tab suggestion clicks box-click]
 
 It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
 (``docs/images``), PNGs quantised to 256 colours (small enough to commit):
@@ -33,6 +33,10 @@ It logs in with headless Chromium at 1440 x 900 and saves, in ``--out-dir``
   the object's four extreme points with the ``extreme`` control's own smart keypoint tool
   (Auto-Detect's second); it prints what each request to the backend held and the
   suggestions shown, and saves the end (``interactive-extreme.png``);
+- ``box-click``: on the next such task, a smart box around one object (20% wider), the
+  suggestion rejected, then one click inside the object: prints what each request held and
+  how the backend made each mask (``method``: a click inside the task's last box refines
+  that box's mask), and saves the end (``interactive-box-click.png``; not in the README);
 - ``model``: the project's Settings -> Model page, whose card names the version that serves
   the pre-labels (the backend renames its Label Studio ML backend to it: ``otsu-<hash>``
   before any model, ``v0001`` after a promotion) and the training toggle (``model-card.png``).
@@ -71,7 +75,8 @@ NEXT, QUARANTINED = "Next to label", "Quarantined"
 SHOTS = {"labeling": "labeling-screen.png", "instructions": "labeling-instructions.png",
          "quarantined": "quarantined-task.png", "tab": "quarantined-tab.png",
          "model": "model-card.png", "next-tab": "next-tab.png",
-         "suggestion": "interactive-suggestion.png", "clicks": "interactive-extreme.png"}
+         "suggestion": "interactive-suggestion.png", "clicks": "interactive-extreme.png",
+         "box-click": "interactive-box-click.png"}
 
 
 class Project:
@@ -294,6 +299,90 @@ def _clicks_then_extreme(page: Any, url: str, project: int, view: int,
     time.sleep(2)
 
 
+def _box_then_click(page: Any, url: str, project: int, view: int,
+                    task: dict[str, Any]) -> None:
+    """A smart box around one object (its bounding box, 20% wider on each side), the box's
+    suggestion rejected, then one click inside the object with the smart keypoint tool;
+    prints what each request held and, from the backend's answers, each mask's pixels and its
+    IoU with the pre-label's object, and whether the click's mask stays in the box (the
+    backend remembers a task's last box: clicks inside it refine the box's mask)."""
+    import numpy as np
+
+    from label_assistant.labelstudio.rle import decode_rle
+
+    mask = _object(task)
+    height, width = mask.shape
+    rows, cols = np.nonzero(mask)
+    margin_y = 0.2 * (rows.max() + 1 - rows.min())
+    margin_x = 0.2 * (cols.max() + 1 - cols.min())
+    y0, y1 = max(0.0, rows.min() - margin_y), min(height, rows.max() + 1 + margin_y)
+    x0, x1 = max(0.0, cols.min() - margin_x), min(width, cols.max() + 1 + margin_x)
+    fx, fy = _object_point(task)
+    sent: list[str] = []
+    answers: list[Any] = []
+    page.on("response", lambda r: answers.append(r)
+            if "/interactive-annotating" in r.url else None)
+    image = _smart_keypoints(page, url, project, view, task, 2, sent)
+
+    def screen(x: float, y: float) -> tuple[float, float]:
+        return image[0] + x / width * image[2], image[1] + y / height * image[3]
+
+    def wait(label: str, before: int) -> None:
+        deadline = time.time() + 30
+        while len(answers) == before and time.time() < deadline:
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(3000)
+        shown = page.locator(SUGGESTIONS).all_inner_texts()
+        what = _regions(sent[-1]) if len(sent) > before else "nothing"
+        print(f"task {task['id']}: {label}: sent {what}; shown {shown or 'no suggestion'}",
+              flush=True)
+
+    page.locator(".lsf-tool_smart").first.hover()
+    page.locator(".lsf-tool_smart[aria-label=rectangle-tool]").first.click()
+    _pick_label(page, 1)
+    before = len(answers)
+    page.mouse.move(*screen(x0, y0))
+    page.mouse.down()
+    page.mouse.move(*screen(x1, y1), steps=8)
+    page.mouse.up()
+    wait("box", before)
+    page.locator(".lsf-auto-accept__action_type_reject").click()
+    page.wait_for_timeout(1000)
+    page.locator(".lsf-tool_smart").first.hover()
+    page.locator(".lsf-tool_smart[aria-label=key-point-tool]").first.click()
+    _pick_label(page, 2)
+    before = len(answers)
+    page.mouse.click(*screen(fx * width, fy * height))
+    wait("click", before)
+    page.mouse.move(5, 5)
+    time.sleep(2)
+    masks, methods = [], []
+    for answer in answers:
+        try:
+            data = answer.json()["data"]
+            result = data["result"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        brush = [r for r in result if r.get("type") == "brushlabels"]
+        if brush:
+            masks.append(decode_rle(brush[0]["value"]["rle"], height, width) > 0)
+            methods.append(data.get("method", "?"))  # how the backend made it
+    inside = np.zeros_like(mask)
+    inside[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
+
+    def iou(a: Any, b: Any) -> float:
+        return float((a & b).sum() / max(1, (a | b).sum()))
+
+    for name, m, method in zip(("box", "click"), masks, methods, strict=False):
+        share = (m & inside).sum() / max(1, m.sum())
+        print(f"task {task['id']}: {name}'s mask ({method}): {int(m.sum())} px, IoU with the "
+              f"pre-label's object {iou(m, mask):.3f}, share inside the box {share:.3f}",
+              flush=True)
+    if len(masks) == 2:
+        print(f"task {task['id']}: IoU of the click's mask with the box's: "
+              f"{iou(masks[0], masks[1]):.3f}", flush=True)
+
+
 def _open_task(page: Any, url: str, project: int, view: int, task: int) -> None:
     page.goto(f"{url}/projects/{project}/data?tab={view}&task={task}")
     page.wait_for_load_state("networkidle")
@@ -365,13 +454,14 @@ def main() -> int:
                 page.wait_for_load_state("networkidle")
                 page.wait_for_selector(f"text={titles[0]}", timeout=120_000)
                 time.sleep(2)
-            elif shot in ("suggestion", "clicks"):
+            elif shot in ("suggestion", "clicks", "box-click"):
                 fresh = (project.task(args.task) if args.task
                          else project.first_task_without_draft(next_view))
                 if fresh is None:
                     raise SystemExit("screenshot: no task of Next to label has a pre-label "
                                      "and no draft")
-                act = _suggest if shot == "suggestion" else _clicks_then_extreme
+                act = {"suggestion": _suggest, "clicks": _clicks_then_extreme,
+                       "box-click": _box_then_click}[shot]
                 act(page, args.url, project.id, next_view, fresh)
             elif shot == "next-tab":
                 page.goto(f"{args.url}/projects/{project.id}/data?tab={next_view}")
