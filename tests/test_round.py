@@ -147,13 +147,52 @@ def test_a_model_champion_teaches_only_where_otsu_agrees():
     from label_assistant.model.round import weak_labels
 
     examples = _examples(2)
+    for e in examples:  # partial labels: there is something to teach
+        e.label_map[:, :2] = 255
     alone = weak_labels(_PaintsEverything(), examples)
     assert all((w == 1).all() for w in alone)  # without a prior: its mistake is taught
     checked = weak_labels(_PaintsEverything(), examples, prior=OtsuPrelabeler())
     for w, e in zip(checked, examples, strict=True):
-        cell = e.label_map == 1
+        cell = e.label_map == 1  # (the unlabeled strip holds no cell)
         assert (w[cell] == 1).mean() > 0.95  # Otsu agrees on the bright cell
         assert (w[~cell] == 255).mean() > 0.95  # and contradicts the painted background
+
+
+class _MustNotRun:
+    version = "v0002"
+
+    def label_map(self, x, where=None):
+        raise AssertionError("the champion ran on a fully labeled image")
+
+
+def test_weak_labels_skip_fully_labeled_images_without_running_the_champion():
+    from label_assistant.model.round import weak_labels
+
+    dense = _examples(1)[0]
+    partial = _examples(2)[1]
+    partial.label_map[:, :8] = 255
+    (skipped,) = weak_labels(_MustNotRun(), [dense], prior=OtsuPrelabeler())
+    assert skipped.dtype == np.uint8 and (skipped == 255).all()
+    with pytest.raises(AssertionError, match="champion ran"):
+        weak_labels(_MustNotRun(), [partial])
+
+
+def test_the_challenge_reuses_the_kept_epochs_validation_maps_and_decides_the_same():
+    from label_assistant.model.round import challenge
+
+    examples = _examples(6)
+    examples[0].label_map[:5] = 255  # partial: only its labeled tiles are exact
+    trained = train_round(examples, CLASSES, TrainConfig(**TINY, val_every=1),
+                          OtsuPrelabeler())
+    kept = trained.result.validation_maps
+    validation = trained.result.validation
+    assert kept is not None and len(kept) == len(validation) > 0
+    for m, e in zip(kept, validation, strict=True):
+        own = trained.candidate.label_map(e.image, fallback=False)[0]
+        labeled = e.label_map != 255
+        assert np.array_equal(m[labeled], own[labeled])
+    again = challenge(trained.candidate, OtsuPrelabeler(), validation, CLASSES)
+    assert again.to_dict() == trained.verdict.to_dict()
 
 
 def test_the_verdict_checks_each_validation_image_and_the_domain_keeps_what_was_won():

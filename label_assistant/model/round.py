@@ -70,6 +70,11 @@ def weak_labels(champion: Any, examples: list[Example],
     the serving model stayed at test Dice 0.75 against Otsu's 0.91 for three rounds."""
     maps = []
     for example in examples:
+        if not (example.label_map == UNLABELED).any():
+            # Fully labeled: no pixel for weak labels to teach, so the champion need not run
+            # (in a dense simulation, that was the whole champion pass of every warm round).
+            maps.append(np.full(example.label_map.shape, UNLABELED, np.uint8))
+            continue
         label_map, confidence, _ = champion.label_map(example.image)
         keep = confidence >= min_confidence
         if prior is not None:
@@ -163,7 +168,8 @@ def train_round(examples: list[Example], class_names: list[str], config: TrainCo
                           tiling=Tiling.of_config(result.config), device=config.device,
                           spec=ModelSpec.from_dict(result.spec),
                           domain=Domain.from_dict(result.domain), fallback=otsu)
-    verdict = challenge(candidate, champion, result.validation, class_names, otsu)
+    verdict = challenge(candidate, champion, result.validation, class_names, otsu,
+                        own=result.validation_maps)
     if verdict.images:  # it serves only images like the validation images it won
         domain = checked_domain(Domain.from_dict(result.domain), result.validation,
                                 verdict.images)
@@ -229,12 +235,15 @@ def checked_domain(domain: Any, validation: list[Example], checks: Any) -> Any:
 
 
 def challenge(candidate: Any, champion: Any, validation: list[Example],
-              class_names: list[str], otsu: Any = None) -> Verdict:
+              class_names: list[str], otsu: Any = None, *,
+              own: list[np.ndarray] | None = None) -> Verdict:
     """Score both on the same validation pixels and decide; the candidate as it would serve
     (Otsu on the images its domain, checks included, does not know: :func:`_serves`), the
     champion as it serves. The verdict
     also checks the candidate's own answer against ``otsu`` (the champion's Otsu when None)
-    on each validation image (:class:`~label_assistant.model.promotion.ImageCheck`)."""
+    on each validation image (:class:`~label_assistant.model.promotion.ImageCheck`).
+    ``own``: the candidate's own label maps of the validation images when training already
+    computed them (:attr:`~label_assistant.model.train.TrainResult.validation_maps`)."""
     from label_assistant.model.predictor import Predictor
 
     n_classes = len(class_names) - 1
@@ -244,8 +253,9 @@ def challenge(candidate: Any, champion: Any, validation: list[Example],
         otsu = _otsu_of(champion, isinstance(champion, Predictor), class_names)
     truths = [e.label_map for e in validation]
     labeled = [t != UNLABELED for t in truths]  # only these pixels count: only their tiles run
-    own = [candidate.label_map(e.image, where=w, fallback=False)[0]
-           for e, w in zip(validation, labeled, strict=True)]
+    if own is None or len(own) != len(validation):
+        own = [candidate.label_map(e.image, where=w, fallback=False)[0]
+               for e, w in zip(validation, labeled, strict=True)]
     otsus = [otsu.label_map(e.image, where=w)[0] for e, w in zip(validation, labeled, strict=True)]
     all_checks = image_checks([e.name for e in validation], truths, own, otsus, n_classes)
     checks = tuple(c for c in all_checks if c is not None)

@@ -62,6 +62,10 @@ class TrainResult:
     stopped_early: bool = False
     #: The examples held out for validation (the champion is scored on them too).
     validation: list[Example] = field(default_factory=list)
+    #: The kept epoch's label maps of ``validation`` (:func:`labeled_label_maps`), so that
+    #: the challenge does not run the candidate on them again; None where this process did
+    #: not validate (another rank of a distributed run, no validation images).
+    validation_maps: list[np.ndarray] | None = None
     #: The images it knows (:class:`~label_assistant.model.domain.Domain`, as a dict).
     domain: dict[str, Any] | None = None
 
@@ -105,20 +109,35 @@ def evaluate(predictor: Predictor, examples: list[Example], n_classes: int, *,
 def image_confusions(predictor: Predictor, examples: list[Example], n_classes: int, *,
                      fallback: bool = True) -> list[np.ndarray]:
     """The confusion matrix of each example's labeled pixels, predicted as ``/predict``
-    predicts (one path: :meth:`~label_assistant.model.predictor.Predictor.label_map`;
-    ``fallback`` False: a model's own answer also on images it would leave to its fallback)."""
+    predicts (see :func:`labeled_label_maps`)."""
+    return confusions_of(examples, labeled_label_maps(predictor, examples, fallback=fallback),
+                         n_classes)
+
+
+def labeled_label_maps(predictor: Predictor, examples: list[Example], *,
+                       fallback: bool = True) -> list[np.ndarray]:
+    """Each example's label map as ``/predict`` predicts it (one path:
+    :meth:`~label_assistant.model.predictor.Predictor.label_map`; ``fallback`` False: a
+    model's own answer also on images it would leave to its fallback), exact on the labeled
+    pixels (elsewhere 0 where no tile ran)."""
     options = {} if fallback else {"fallback": False}
-    confusions = []
+    maps = []
     for example in examples:
         # Only the tiles over labeled pixels run (the same predictions there). It pays only
         # where the labels sit in a part of a large image: with the simulator's oracles on the
         # DSB images of 512 px and more, 98-100% of the 512-px tiles still run
         # (benchmarks/bench_validation_tiles.py).
         labeled = example.label_map != UNLABELED
-        prediction = predictor.label_map(example.image,
-                                         where=None if labeled.all() else labeled, **options)[0]
-        confusions.append(confusion_matrix(example.label_map, prediction, n_classes))
-    return confusions
+        maps.append(predictor.label_map(example.image, where=None if labeled.all() else labeled,
+                                        **options)[0])
+    return maps
+
+
+def confusions_of(examples: list[Example], label_maps: list[np.ndarray], n_classes: int
+                  ) -> list[np.ndarray]:
+    """The confusion matrix of each example's labeled pixels against a predicted label map."""
+    return [confusion_matrix(e.label_map, m, n_classes)
+            for e, m in zip(examples, label_maps, strict=True)]
 
 
 def scores_of_confusions(confusions: list[np.ndarray]) -> dict[str, Any]:
@@ -254,6 +273,7 @@ def train(
 
     curve: list[dict[str, Any]] = []
     best_score, best_state, best_epoch, stale = -np.inf, None, 0, 0
+    best_maps: list[np.ndarray] | None = None
     stop_reason = f"ran all {config.epochs} epochs"
     step = 0
     for epoch in range(1, config.epochs + 1):
@@ -291,10 +311,12 @@ def train(
             "lr": float(scheduler.get_last_lr()[0]),
         }
         asked = False
+        maps: list[np.ndarray] | None = None  # this epoch's validation label maps
         validates = bool(val_set) and (epoch % config.val_every == 0 or epoch == config.epochs)
         if ranks.is_main:  # only rank 0 validates, and says whether to stop
             if validates:
-                val = evaluate(validator, val_set, n_classes)
+                maps = labeled_label_maps(validator, val_set)
+                val = scores_of_confusions(confusions_of(val_set, maps, n_classes))
                 entry.update(val_dice=val["dice"], val_iou=val["iou"],
                              val_mean_dice=val["mean_dice"],
                              val_mean_dice_all=val["mean_dice_all"],
@@ -311,6 +333,7 @@ def train(
         elif score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = _weights(model)
+            best_maps = maps
         else:
             stale += 1
         if ranks.is_main:
@@ -369,5 +392,6 @@ def train(
         seconds=time.perf_counter() - started,
         stopped_early=len(curve) < config.epochs,
         validation=val_set,
+        validation_maps=best_maps,
         domain=Domain.of_inputs(e.image for e in train_set + val_set).to_dict(),
     )
