@@ -37,6 +37,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, dsb_folders, print_table, write_results  # noqa: E402
@@ -55,6 +56,7 @@ def simulate_argv(args: argparse.Namespace, images: Path, masks: Path, groups: P
         "--encoder", args.encoder, "--epochs", str(args.epochs),
         "--warm-epochs", str(args.warm_epochs), "--steps-per-epoch", str(args.steps),
         *(["--val-every", str(args.val_every)] if args.val_every != 1 else []),
+        *(["--inference-tile", str(args.inference_tile)] if args.inference_tile != 512 else []),
         "--out", str(out),
     ]
 
@@ -91,6 +93,25 @@ def strategies_seconds(out: Path, started_at: float) -> float | None:
     return round(max(times) - started_at, 1)
 
 
+def round_times(out: Path) -> list[dict[str, Any]]:
+    """Per strategy, the mean seconds of a round (``round_seconds``: annotations, training,
+    the challenge, test scores and the next intake), of its training and of its test scores,
+    and the rest; rounds from runs before ``round_seconds`` was recorded are left out."""
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    table = []
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        timed = [r for r in rows if r["strategy"] == strategy and r.get("round_seconds")]
+        if not timed:
+            continue
+        mean = {k: sum(r.get(k) or 0.0 for r in timed) / len(timed)
+                for k in ("round_seconds", "train_seconds", "eval_seconds")}
+        table.append({"strategy": strategy, "rounds": len(timed),
+                      **{k: round(v, 1) for k, v in mean.items()},
+                      "rest_seconds": round(mean["round_seconds"] - mean["train_seconds"]
+                                            - mean["eval_seconds"], 1)})
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default=STRATEGIES)
@@ -107,6 +128,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps per epoch (default 10)")
     parser.add_argument("--val-every", type=int, default=1,
                         help="validate every N epochs and after the last (default 1)")
+    parser.add_argument("--inference-tile", type=int, default=1024,
+                        help="tile side for validation and test prediction (default 1024: "
+                             "the test images in 1.9x less time than at the service's 512, "
+                             "benchmarks/bench_inference_tile.py; 512 repeats the v4 run)")
     parser.add_argument("--max-side", type=int, default=100_000,
                         help="only images up to this side (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "selection_dsb",
@@ -154,7 +179,12 @@ def main() -> int:
         print_table(summary[table], ["strategy", "round", "images", "dice_mean", "dice_sd"])
         print(f"\n{title}: against random, paired by seed")
         print_table(summary[compared], versus)
+    timing = round_times(args.out / "all")
+    print("\nseconds per round (means; with --jobs processes sharing the cores)")
+    print_table(timing, ["strategy", "rounds", "round_seconds", "train_seconds",
+                         "eval_seconds", "rest_seconds"])
     path = write_results("bench_selection_dsb", summary["table"], {
+        "round_times": timing,
         "command": "label-assistant " + " ".join(final),
         "wall_seconds": round(wall, 1), "strategies_wall_seconds": strategies_wall,
         "cpu_seconds": cpu,

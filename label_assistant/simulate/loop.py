@@ -313,8 +313,10 @@ class Simulation:
         if select_next:
             next_state = self._next_round(strategy, seed, r, state, serving)
             row["next"] = next_state.to_dict()
+        # All of it: annotations, training, the challenge, test scores, the next intake.
+        row["round_seconds"] = round(time.perf_counter() - started, 3)
         self.store.append(row)
-        self._progress(row, time.perf_counter() - started)
+        self._progress(row, row["round_seconds"])
         return next_state
 
     def _registry(self, strategy: str, seed: int) -> Any:

@@ -25,7 +25,8 @@ CSV_COLUMNS = (
     "labeled_pixel_share", "test_dice", "test_dice_all", "test_iou", "serving_version",
     "candidate", "promoted", "candidate_test_dice", "candidate_val_dice_all",
     "champion_val_dice_all", "init", "train_seconds", "select_seconds", "eval_seconds",
-    "epochs_run", "prelabel_source", "prelabel_dice", "inspection_warnings", "verdict", "error",
+    "round_seconds", "epochs_run", "prelabel_source", "prelabel_dice", "inspection_warnings",
+    "verdict", "error",
 )
 
 
