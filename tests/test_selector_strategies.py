@@ -132,6 +132,28 @@ def test_sequence_plus_class_balance_takes_the_richest_image_of_each_sequence_fi
     assert parse_strategy("Class_Balance+sequence").name == "sequence+class_balance"
 
 
+def test_sequence_plus_diversity_starts_each_sequence_with_its_most_typical_image():
+    # two sequences, each a tight cluster of 4 images and one outlier far from everything
+    rng = np.random.default_rng(0)
+    a = np.array([0.0, 0.0]) + rng.normal(0, 0.1, (4, 2))
+    b = np.array([5.0, 0.0]) + rng.normal(0, 0.1, (4, 2))
+    embeddings = np.vstack([a, [[0.0, 9.0]], b, [[5.0, -9.0]]])  # outliers: rows 4 and 9
+    pool = Pool(names=[f"i{k}" for k in range(10)], sequences=["A"] * 5 + ["B"] * 5,
+                embeddings=embeddings)
+    items = rank(pool, "sequence+diversity", budget=2)
+    assert {i.sequence for i in items} == {"A", "B"}
+    assert not {i.index for i in items} & {4, 9}  # farthest-first took an outlier here
+    assert all("(first pick, its most typical image)" in i.reason for i in items)
+    # once a sequence holds an image, its next picks are the far ones again
+    again = rank(pool, "sequence+diversity", budget=4)
+    assert {i.index for i in again[2:]} == {4, 9}
+    # a smaller fresh sequence, however far, waits for the larger ones
+    far = Pool(names=[*pool.names, "c0", "c1"], sequences=[*pool.sequences, "C", "C"],
+               embeddings=np.vstack([embeddings, [[50.0, 50.0], [50.1, 50.0]]]))
+    first = rank(far, "sequence+diversity", budget=3)
+    assert [i.sequence for i in first][2] == "C" and {i.sequence for i in first[:2]} == {"A", "B"}
+
+
 # ---------------------------------------------------------------- names
 
 

@@ -216,8 +216,8 @@ class Settings:
     strategy: str = _setting(
         "LA_STRATEGY", "sequence+entropy+diversity", _strategy,
         "how unlabeled tasks are ranked after each version (without a model its model-free "
-        "part runs: one image per sequence, the most different first); chosen by "
-        "benchmarks/bench_selection_dsb.py: README \"Which images first\"")
+        "part runs: one image per sequence, its most typical, the sequences most different "
+        "first); chosen by benchmarks/bench_selection_dsb.py: README \"Which images first\"")
     sequence_field: str = _setting(
         "LA_SEQUENCE_FIELD", "sequence", _str,
         "the task data field holding an image's sequence (video, z-stack, experiment)")

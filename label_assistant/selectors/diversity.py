@@ -275,6 +275,7 @@ def greedy_select(
     tie_break: np.ndarray | None = None,
     exact_picks: int | None = EXACT_PICKS,
     tail_rounds: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    narrow: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[GreedyPick]:
     """Greedy diverse selection, the loop shared by k-center, ranked batch and strategies.
 
@@ -287,6 +288,8 @@ def greedy_select(
     ``tail_rounds(order, available) -> round of each row of order``, the same rule as rounds
     (a row's round: its sequence's labeled and chosen rows, plus the rows of its sequence
     before it in ``order``); without it each frozen pick still asks ``eligible``, O(N).
+    ``narrow(rows, available) -> rows``: the eligible rows an exact pick may take (a
+    sequence's first pick, its most typical image).
     """
     embeddings = _check_embeddings(embeddings)
     n = len(embeddings)
@@ -322,6 +325,8 @@ def greedy_select(
             pool = np.flatnonzero(mask)
             if pool.size == 0:  # the eligibility rule left nothing: fall back to all available
                 pool = np.flatnonzero(available)
+            if narrow is not None:
+                pool = narrow(pool, available)
             if tracker.n_selected == 0:
                 index = most_central(embeddings, pool, np.flatnonzero(available))
                 distance, utility = math.inf, 0.0
