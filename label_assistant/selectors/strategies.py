@@ -415,7 +415,8 @@ def _explain(
             else:
                 what = sequence if is_cluster_id(sequence) else f"sequence {sequence}"
             if before == 0 and labeled == 0:
-                typical = ", its most typical image" if spec.diversity else ""
+                typical = (", its most typical image"
+                           if spec.diversity and sequences.initial[code] > 1 else "")
                 reasons.append(f"{what} (first pick{typical})")
             elif before == 0:
                 reasons.append(f"{what} (first pick; {labeled} already labeled)")
