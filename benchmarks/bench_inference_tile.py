@@ -3,9 +3,10 @@
 Tiles overlap (64 px at 512), so an image a little larger than one tile costs several: a
 1024 x 1024 image is 9 tiles of 512 (2.25x its pixels), a 603 x 1272 one is 6. A larger tile
 runs such images in one or two passes. Timed here: an untrained Unet-resnet18 (the time does
-not depend on the weights) predicting, as ``Predictor.label_map`` does, the DSB 2018 images
-the selection benchmark tests on (``bench_selection_dsb.py``: 2 per experiment group, 256 to
-1272 px), at each tile side, the sides taking turns in each repeat, on one torch thread.
+not depend on the weights) predicting, as ``Predictor.label_map`` does, the first 2 DSB 2018
+images of each experiment group (256 to 1272 px; as many as the test split of
+``bench_selection_dsb.py`` holds), at each tile side, the sides taking turns in each repeat,
+on one torch thread.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_inference_tile.py [--tiles 512,1024]
 
@@ -26,7 +27,7 @@ from _common import ROOT, print_table, shared_data, write_results  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 
-def test_images(per_group: int) -> list:
+def group_images(per_group: int) -> list:
     """``per_group`` images of each experiment group of the DSB subset, as read."""
     from label_assistant.images import read_image
 
@@ -55,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
     tiles = [int(t) for t in args.tiles.split(",")]
     torch.set_num_threads(1)
-    images = test_images(args.per_group)
+    images = group_images(args.per_group)
     classes = ["background", "nucleus"]
     model = create_model(ModelSpec(arch="Unet", encoder="resnet18", in_channels=3,
                                    classes=tuple(classes))).eval()

@@ -252,6 +252,25 @@ def _regions(post: str) -> str:
                     for r in result) or "(none)"
 
 
+def _await_answer(page: Any, task: dict[str, Any], label: str, sent: list[str], before: int,
+                  answers: list[Any] | None = None) -> None:
+    """After an action: wait for the screen's request to the backend (``sent`` grows past
+    ``before``; at most 20 s) and its answer (``answers``, when kept, as long as ``sent``; at
+    most 30 s more, then 3 s for the screen to draw it); print what the request held and the
+    suggestions shown."""
+    deadline = time.time() + 20
+    while len(sent) == before and time.time() < deadline:
+        page.wait_for_timeout(250)
+    deadline = time.time() + 30
+    while answers is not None and len(answers) < len(sent) and time.time() < deadline:
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(3000)
+    shown = page.locator(SUGGESTIONS).all_inner_texts()
+    what = _regions(sent[-1]) if len(sent) > before else "nothing"
+    print(f"task {task['id']}: {label}: sent {what}; shown {shown or 'no suggestion'}",
+          flush=True)
+
+
 def _clicks_then_extreme(page: Any, url: str, project: int, view: int,
                          task: dict[str, Any]) -> None:
     """Two clicks on one object (the second at its pixel farthest from the first), then its
@@ -273,14 +292,7 @@ def _clicks_then_extreme(page: Any, url: str, project: int, view: int,
         before = len(sent)
         _pick_label(page, control)  # a region just made unselects the label
         page.mouse.click(image[0] + x * image[2], image[1] + y * image[3])
-        deadline = time.time() + 20
-        while len(sent) == before and time.time() < deadline:
-            page.wait_for_timeout(250)
-        page.wait_for_timeout(3000)  # the answer
-        shown = page.locator(SUGGESTIONS).all_inner_texts()
-        what = _regions(sent[-1]) if len(sent) > before else "nothing"
-        print(f"task {task['id']}: {label}: sent {what}; shown {shown or 'no suggestion'}",
-              flush=True)
+        _await_answer(page, task, label, sent, before)
 
     click(fx, fy, "click 1")
     click((cols[far] + 0.5) / width, (rows[far] + 0.5) / height, "click 2")
@@ -327,33 +339,23 @@ def _box_then_click(page: Any, url: str, project: int, view: int,
     def screen(x: float, y: float) -> tuple[float, float]:
         return image[0] + x / width * image[2], image[1] + y / height * image[3]
 
-    def wait(label: str, before: int) -> None:
-        deadline = time.time() + 30
-        while len(answers) == before and time.time() < deadline:
-            page.wait_for_timeout(250)
-        page.wait_for_timeout(3000)
-        shown = page.locator(SUGGESTIONS).all_inner_texts()
-        what = _regions(sent[-1]) if len(sent) > before else "nothing"
-        print(f"task {task['id']}: {label}: sent {what}; shown {shown or 'no suggestion'}",
-              flush=True)
-
     page.locator(".lsf-tool_smart").first.hover()
     page.locator(".lsf-tool_smart[aria-label=rectangle-tool]").first.click()
     _pick_label(page, 1)
-    before = len(answers)
+    before = len(sent)
     page.mouse.move(*screen(x0, y0))
     page.mouse.down()
     page.mouse.move(*screen(x1, y1), steps=8)
     page.mouse.up()
-    wait("box", before)
+    _await_answer(page, task, "box", sent, before, answers)
     page.locator(".lsf-auto-accept__action_type_reject").click()
     page.wait_for_timeout(1000)
     page.locator(".lsf-tool_smart").first.hover()
     page.locator(".lsf-tool_smart[aria-label=key-point-tool]").first.click()
     _pick_label(page, 2)
-    before = len(answers)
+    before = len(sent)
     page.mouse.click(*screen(fx * width, fy * height))
-    wait("click", before)
+    _await_answer(page, task, "click", sent, before, answers)
     page.mouse.move(5, 5)
     time.sleep(2)
     masks, methods = [], []

@@ -253,7 +253,7 @@ def challenge(candidate: Any, champion: Any, validation: list[Example],
         otsu = _otsu_of(champion, isinstance(champion, Predictor), class_names)
     truths = [e.label_map for e in validation]
     labeled = [t != UNLABELED for t in truths]  # only these pixels count: only their tiles run
-    if own is None or len(own) != len(validation):
+    if own is None:
         own = [candidate.label_map(e.image, where=w, fallback=False)[0]
                for e, w in zip(validation, labeled, strict=True)]
     otsus = [otsu.label_map(e.image, where=w)[0] for e, w in zip(validation, labeled, strict=True)]
