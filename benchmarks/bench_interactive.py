@@ -23,7 +23,9 @@ reads them: :meth:`~label_assistant.ml_backend.prelabels.Prelabels.probability_w
 Every object by default; ``--per-group K --seed S``: a seeded random sample of K objects of
 each experiment group of the DSB subset (its manifest's ``group``) when CPU time is short
 (the StarDist sample stays whole). Images a model was trained on are left out with
-``--exclude FILE`` (a name a line). Results per dataset and per group.
+``--exclude FILE`` (a name a line). Results per dataset and per group, and over the images
+the model serves. On an image the model does not know (the guard's domain), the model-guided
+variant is GrabCut by the service's own rule, and its row repeats GrabCut's numbers.
 
 ``guesses``: the first guess GrabCut starts from after a box, without a model, on the same
 objects as ``quality`` (every object, or ``--per-group``), boxes tight or ``--box-margin M``
@@ -313,12 +315,21 @@ def _image_rows(args: argparse.Namespace, serving: Any,
         r0, c0 = max(0, rows_.min() - pad), max(0, cols_.min() - pad)
         crop = (slice(r0, rows_.max() + pad + 1), slice(c0, cols_.max() + pad + 1))
         truth = truth_map[crop] == oid
+        measured: dict[str, Any] = {}
         for variant, probabilities in variants:
-            p = None if probabilities is None else Shifted(probabilities, r0, c0, truth.shape)
+            if probabilities is None and "grabcut" in measured:
+                # The model does not know this image: the model-guided variant is GrabCut,
+                # the same call (no probabilities); its numbers are GrabCut's, not a rerun
+                # that would differ only by OpenCV's random seeding.
+                result = measured["grabcut"]
+            else:
+                p = None if probabilities is None else Shifted(probabilities, r0, c0,
+                                                               truth.shape)
+                result = _simulate(np.ascontiguousarray(work[crop]), truth, p)
+            measured[variant] = result
             rows.append({"dataset": dataset, "group": group, "image": image_path.name,
                          "object": oid, "variant": variant, "pixels": int(truth.sum()),
-                         "model_sees_image": probabilities is not None,
-                         **_simulate(np.ascontiguousarray(work[crop]), truth, p)})
+                         "model_sees_image": probabilities is not None, **result})
     return rows
 
 
@@ -413,6 +424,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             parts += [(dataset, g, [r for r in rows if (r["dataset"], r["group"]) ==
                                     (dataset, g)]) for g in groups]
     parts.append(("all", "all", rows))
+    served = {(r["dataset"], r["image"]) for r in rows
+              if r["variant"] == "model-guided" and r["model_sees_image"]}
+    if served:  # both variants on the images the model knows, where they can differ
+        parts.append(("all", "model serves", [r for r in rows
+                                              if (r["dataset"], r["image"]) in served]))
     summary = []
     for dataset, group, chosen in parts:
         for variant in sorted({r["variant"] for r in chosen}):
