@@ -96,12 +96,52 @@ def test_versus_random_pairs_seeds():
     assert v["strategy"] == "sequence" and v["seeds"] == 3
     assert v["diff"] == pytest.approx(0.05)
     assert (v["low"], v["high"]) == (pytest.approx(0.05 - half), pytest.approx(0.05 + half))
-    assert v["significant"] and 0.04 - 1e-9 <= v["image_low"] <= v["image_high"] <= 0.06 + 1e-9
+    assert v["significant"]
+    assert v["image_low"] is None  # no per-image confusions: no bootstrap of the pooled Dice
     # the same differences with a sign flip in one seed: not significant
     rows[-1]["test_dice"] = 0.70
     (v,) = versus_random(rows, settings)
     assert v["low"] < 0 < v["high"] and not v["significant"]
 
+
+def _confusion(dice: float, foreground: int) -> list[list[int]]:
+    """A 2-class confusion matrix whose foreground Dice is ``dice`` (as many false positives
+    as false negatives)."""
+    tp = round(dice * foreground)
+    return [[10 * foreground, foreground - tp], [foreground - tp, tp]]
+
+
+def test_pooled_bootstrap_resamples_confusions():
+    """The interval beside the pooled difference bootstraps the pooled Dice (the images'
+    confusions summed), not the mean per-image Dice: the strategy wins on the large test
+    images and loses on the small ones, so its pooled interval is above 0 and its per-image
+    one below."""
+    from label_assistant.simulate.reports import (
+        CANDIDATE,
+        CANDIDATE_PER_IMAGE,
+        versus_random,
+        with_image_means,
+    )
+
+    settings = SimulationSettings(strategies=("random", "sequence"), initial=2, per_round=1,
+                                  rounds=0, seeds=(0, 1, 2))
+    sizes = (10_000,) * 6 + (100,) * 12
+    rows = []
+    for seed in settings.seeds:
+        for strategy, dice in (("random", (0.70,) * 6 + (0.90 - seed / 100,) * 12),
+                               ("sequence", (0.90 - seed / 100,) * 6 + (0.30,) * 12)):
+            cms = [_confusion(d, n) for d, n in zip(dice, sizes, strict=True)]
+            total = np.sum(cms, axis=0)
+            rows.append({"strategy": strategy, "seed": seed, "round": 0, "labeled_images": 2,
+                         "candidate_test_dice": 2 * total[1, 1] / (2 * total[1, 1]
+                                                                  + total[0, 1] + total[1, 0]),
+                         "candidate_test_image_dice": list(dice),
+                         "candidate_test_image_confusions": cms})
+    (pooled,) = versus_random(rows, settings, CANDIDATE)
+    assert pooled["diff"] > 0.15
+    assert 0 < pooled["image_low"] <= pooled["diff"] <= pooled["image_high"]
+    (per_image,) = versus_random(with_image_means(rows), settings, CANDIDATE_PER_IMAGE)
+    assert per_image["diff"] < 0 and per_image["image_high"] < 0
 
 
 def test_per_image_view_counts_each_test_image_once():
@@ -387,6 +427,12 @@ def test_groups_stratified_split_and_paired_comparison_end_to_end(dataset_dirs, 
     assert all(r["finished_at"] > 0 for r in rows)
     assert rows[-1]["strategy"] == "full-data"  # each seed's reference comes last
     assert all(len(r["test_image_dice"]) == 2 for r in rows)
+    for r in rows:  # each test image's confusion: their sum gives the pooled Dice back
+        total = np.sum(r["test_image_confusions"], axis=0)
+        assert len(r["test_image_confusions"]) == 2 and r["test_dice"] == pytest.approx(
+            2 * total[1, 1] / (2 * total[1, 1] + total[0, 1] + total[1, 0]))
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert all(v["image_low"] is not None for v in summary["versus_random"])
     assert "## Against random, what serves (test Dice difference, paired by seed)" in printed
     assert "| sequence | 0 | 2 |" in printed
     assert (out / "gain_vs_random.png").stat().st_size > 0

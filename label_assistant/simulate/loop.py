@@ -382,7 +382,9 @@ class Simulation:
                     serving_version=serving.version,
                     candidate_test_dice=candidate_test.get("test_dice"),
                     candidate_test_dice_all=candidate_test.get("test_dice_all"),
-                    candidate_test_image_dice=candidate_test.get("test_image_dice"))
+                    candidate_test_image_dice=candidate_test.get("test_image_dice"),
+                    candidate_test_image_confusions=candidate_test.get(
+                        "test_image_confusions"))
         if r == self.settings.rounds:  # the run is over: candidates that never served go
             served = {row.get("serving_version") for row in before} | {serving.version}
             for info in registry.list():
@@ -457,18 +459,22 @@ class Simulation:
 
     def _scores(self, confusions: list[np.ndarray] | None, seconds: float) -> dict[str, Any]:
         """Foreground Dice (the reference paper's number), mean Dice over all classes, IoU,
-        each test image's Dice."""
+        each test image's Dice and confusion matrix (the reports' bootstrap of the pooled
+        Dice resamples them)."""
         from label_assistant.model.train import scores_of_confusions
 
         if confusions is None:
             return {"test_dice": None, "test_dice_all": None, "test_iou": None,
-                    "test_dice_per_class": None, "test_image_dice": None}
+                    "test_dice_per_class": None, "test_image_dice": None,
+                    "test_image_confusions": None}
         metrics = scores_of_confusions(confusions)
         fg_iou = [v for v in metrics["iou"][1:] if v is not None]
         return {"test_dice": metrics["mean_dice"], "test_dice_all": metrics["mean_dice_all"],
                 "test_iou": float(np.mean(fg_iou)) if fg_iou else None,
                 "test_dice_per_class": metrics["dice"][1:],
                 "test_image_dice": metrics["image_dice"],
+                "test_image_confusions": [np.asarray(c, dtype=np.int64).tolist()
+                                          for c in confusions],
                 "eval_seconds": round(seconds, 3)}
 
     def _row(self, strategy: str, seed: int, r: int, state: RunState,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from label_assistant.files import write_atomic as _write_atomic
+from label_assistant.metrics import dice_iou_from_confusion
 from label_assistant.model.registry import json_default
 from label_assistant.reporting.plots import plot_gain, plot_learning_curves
 from label_assistant.simulate.data import Dataset
@@ -52,10 +54,13 @@ SERVING, CANDIDATE = "test_dice", "candidate_test_dice"
 #: the rows' per-image lists (:func:`with_image_means`), so older rows have it too.
 SERVING_PER_IMAGE, CANDIDATE_PER_IMAGE = "test_image_mean_dice", "candidate_test_image_mean_dice"
 
-#: Each view's per-image Dice list (the bootstrap over test images resamples it).
-IMAGE_LISTS = {SERVING: "test_image_dice", CANDIDATE: "candidate_test_image_dice",
-               SERVING_PER_IMAGE: "test_image_dice",
-               CANDIDATE_PER_IMAGE: "candidate_test_image_dice"}
+#: What the bootstrap over test images resamples in each view: the pooled views sum the
+#: resampled images' confusion matrices and take the pooled Dice of the sum (as the view's
+#: own number is taken), the per-image views average the resampled images' Dice.
+IMAGE_RESAMPLED = {SERVING: ("pooled", "test_image_confusions"),
+                   CANDIDATE: ("pooled", "candidate_test_image_confusions"),
+                   SERVING_PER_IMAGE: ("mean", "test_image_dice"),
+                   CANDIDATE_PER_IMAGE: ("mean", "candidate_test_image_dice")}
 
 
 def with_image_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -156,9 +161,10 @@ def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings,
     strategy; the test split is the same for all). ``diff``: the mean over seeds of
     (strategy - random); ``low``/``high``: its two-sided 95% t-interval over seeds (the
     decision: ``significant`` when it excludes 0; needs 2 seeds or more). ``image_low`` /
-    ``image_high``: a second view, a bootstrap interval of the mean per-image Dice
-    difference, seeds and test images resampled (hierarchical), narrower because it also
-    counts test-image variation as evidence."""
+    ``image_high``: a second view, a bootstrap interval of the same difference with seeds
+    and test images resampled (hierarchical: :func:`_image_interval`), which also counts
+    test-image variation as evidence; None where the rows lack what it resamples (rows
+    written before the per-image confusions were kept have no pooled one)."""
     from scipy import stats
 
     by_key = {(r["strategy"], r["seed"], r["round"]): r for r in rows}
@@ -186,35 +192,58 @@ def versus_random(rows: list[dict[str, Any]], settings: SimulationSettings,
                     / np.sqrt(len(diffs))
                 item.update(low=float(diffs.mean() - half), high=float(diffs.mean() + half))
                 item["significant"] = bool(item["low"] > 0 or item["high"] < 0)
-            item.update(_image_interval(pairs, IMAGE_LISTS[key], seed=rnd))
+            item.update(_image_interval(pairs, *IMAGE_RESAMPLED[key], seed=rnd))
             out.append(item)
     return out
 
 
-def _image_interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, seed: int
-                    ) -> dict[str, float]:
-    """Hierarchical bootstrap (seeds, then test images) of the mean per-image Dice difference
-    (``key``: the rows' per-image Dice)."""
+def _image_interval(pairs: list[tuple[dict[str, Any], dict[str, Any]]], statistic: str,
+                    key: str, seed: int) -> dict[str, float]:
+    """Hierarchical bootstrap (seeds, then each chosen seed's test images, both strategies on
+    the same resampled images) of the mean over seeds of the Dice difference. ``statistic``
+    "pooled": ``key`` holds each test image's confusion matrix and a resample's Dice is the
+    pooled foreground Dice of their sum; "mean": ``key`` holds each test image's Dice and a
+    resample's Dice is their mean. Empty when a pair lacks ``key``."""
     per_seed = []
     for a, b in pairs:
         da, db = a.get(key), b.get(key)
         if not da or not db or len(da) != len(db):
             return {}
-        d = np.array([x - y for x, y in zip(da, db, strict=True)
-                      if x is not None and y is not None])
-        if d.size:
-            per_seed.append(d)
+        if statistic == "pooled":
+            per_seed.append((np.asarray(da, dtype=np.int64), np.asarray(db, dtype=np.int64)))
+        else:
+            d = np.array([x - y for x, y in zip(da, db, strict=True)
+                          if x is not None and y is not None])
+            if d.size:
+                per_seed.append(d)
     if not per_seed:
         return {}
     rng = np.random.default_rng(seed)
-    means = np.empty(RESAMPLES)
-    for i in range(RESAMPLES):
-        chosen = rng.integers(len(per_seed), size=len(per_seed))
-        means[i] = np.mean([per_seed[c][rng.integers(per_seed[c].size, size=per_seed[c].size)]
-                            .mean() for c in chosen])
+    n_seeds = len(per_seed)
+    # stats[c, i, j]: seed c's difference on its own image resample for draw i, position j
+    stats = np.empty((n_seeds, RESAMPLES, n_seeds))
+    for c, values in enumerate(per_seed):
+        n_images = len(values[0]) if statistic == "pooled" else values.size
+        idx = rng.integers(n_images, size=(RESAMPLES, n_seeds, n_images))
+        if statistic == "pooled":
+            stats[c] = _pooled_dice(values[0][idx]) - _pooled_dice(values[1][idx])
+        else:
+            stats[c] = values[idx].mean(axis=-1)
+    chosen = rng.integers(n_seeds, size=(RESAMPLES, n_seeds))
+    means = np.nanmean(stats[chosen, np.arange(RESAMPLES)[:, None], np.arange(n_seeds)],
+                       axis=1)
     tail = (1 - CONFIDENCE) / 2 * 100
-    return {"image_low": float(np.percentile(means, tail)),
-            "image_high": float(np.percentile(means, 100 - tail))}
+    return {"image_low": float(np.nanpercentile(means, tail)),
+            "image_high": float(np.nanpercentile(means, 100 - tail))}
+
+
+def _pooled_dice(confusions: np.ndarray) -> np.ndarray:
+    """The pooled foreground Dice (as the rows' ``test_dice``) of per-image confusion
+    matrices summed over the images: (..., images, K+1, K+1) -> (...)."""
+    dice = dice_iou_from_confusion(confusions.sum(axis=-3))[0][..., 1:]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample without foreground
+        return np.nanmean(dice, axis=-1)
 
 
 def summarize(rows: list[dict[str, Any]], settings: SimulationSettings,
@@ -346,8 +375,9 @@ def summary_markdown(summary: dict[str, Any], settings: SimulationSettings,
             continue
         lines += ["", f"## Against {BASELINE}, {title} (test Dice difference, paired by seed)",
                   "", f"Mean over seeds of (strategy - {BASELINE}); 95% t-interval over seeds "
-                  "(significant when it excludes 0); beside it a bootstrap interval over seeds "
-                  "and test images.", "",
+                  "(significant when it excludes 0); beside it a bootstrap interval of the "
+                  "same difference over seeds and test images (\"-\" for rows without what it "
+                  "resamples).", "",
                   "| strategy | round | images | difference | 95% interval (seeds) | "
                   "significant | 95% interval (seeds x images) |",
                   "|---|---|---|---|---|---|---|"]
