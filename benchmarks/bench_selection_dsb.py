@@ -46,6 +46,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, ROOT, dsb_folders, print_table, write_results  # noqa: E402
 
+sys.path.insert(0, str(ROOT))  # the final report imports the package: no install needed
+
 STRATEGIES = "random,sequential,sequence,sequence+entropy+diversity"
 
 

@@ -31,6 +31,19 @@ def test_the_overlap_rule_is_one_rule():
     assert Tiling.of_config(Tiling(96).to_config()) == Tiling(96)
 
 
+def test_a_predictor_runs_its_model_on_its_own_device():
+    """A model built on the CPU (as a round's candidate is, from a state dict) is moved to
+    the predictor's device: on a CUDA machine the simulator's first challenge failed with
+    "Input type (torch.cuda.FloatTensor) and weight type (torch.FloatTensor)". The meta
+    device stands in for CUDA on machines without one."""
+    from label_assistant.model.factory import ModelSpec, create_model
+
+    model = create_model(ModelSpec(classes=("Background", "Cell")))
+    predictor = Predictor(model.eval(), version="candidate", class_names=["Background", "Cell"],
+                          device="meta")
+    assert {p.device.type for p in predictor.model.parameters()} == {"meta"}
+
+
 @pytest.fixture(scope="module")
 def version(tmp_path_factory):
     """A version of project 1 trained and published as the backend's job does it, and the

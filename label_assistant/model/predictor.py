@@ -120,6 +120,10 @@ class Predictor:
         # layout its training chose.
         import torch
 
+        self.device = device if device is not None else default_device()
+        # The model runs where its inputs are sent: a model built on the CPU from a state
+        # dict (a round's candidate) failed on a CUDA device before this move.
+        model = model.to(self.device)
         if not model.training:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -127,7 +131,6 @@ class Predictor:
         self.version = version
         self.class_names = list(class_names)
         self.tiling = tiling or Tiling()
-        self.device = device if device is not None else default_device()
         self.in_channels = _in_channels(model)
         #: The images the version knows, and who pre-labels the others (Otsu): see
         #: :mod:`label_assistant.model.domain`. Without either, the model labels every image.

@@ -410,8 +410,7 @@ class Simulation:
             return None, {"error": str(error)}
         model = create_model(ModelSpec.from_dict(result.spec))
         model.load_state_dict(result.state_dict)
-        model.to(self.device).eval()
-        predictor = Predictor(model, version="simulated", class_names=self.data.class_names,
+        predictor = Predictor(model.eval(), version="simulated", class_names=self.data.class_names,
                               tiling=Tiling.of_config(result.config), device=self.device)
         return predictor, {"train_seconds": round(result.seconds, 3),
                            "epochs_run": result.metrics["epochs_run"],
