@@ -437,4 +437,5 @@ def test_groups_stratified_split_and_paired_comparison_end_to_end(dataset_dirs, 
     assert "| sequence | 0 | 2 |" in printed
     assert (out / "gain_vs_random.png").stat().st_size > 0
     assert (out / "gain_vs_random_candidate.png").stat().st_size > 0
+    assert (out / "gain_vs_random_candidate_per_image.png").stat().st_size > 0
     assert "## Against random, the candidate trained on the selected images" in printed

@@ -212,8 +212,8 @@ def plot_learning_curves(out: Path, curves: dict[str, list[dict[str, Any]]],
 
 
 def plot_gain(out: Path, versus: list[dict[str, Any]], baseline: str = "random",
-              suffix: str = "") -> Path | None:
-    """``gain_vs_random{suffix}.png``: per strategy, the mean test-Dice difference to the
+              suffix: str = "", measure: str = "test Dice") -> Path | None:
+    """``gain_vs_random{suffix}.png``: per strategy, the mean difference of ``measure`` to the
     baseline by labeled images, with its 95% interval over seeds as error bars (None: nothing
     to plot)."""
     if not versus:
@@ -232,7 +232,7 @@ def plot_gain(out: Path, versus: list[dict[str, Any]], baseline: str = "random",
                     label=strategy)
     ax.axhline(0.0, color="black", linewidth=1)
     ax.set_xlabel("labeled images")
-    ax.set_ylabel(f"test Dice - {baseline} (mean, 95% interval over seeds)")
+    ax.set_ylabel(f"{measure} - {baseline}\n(mean, 95% interval over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out / f"gain_vs_random{suffix}.png"

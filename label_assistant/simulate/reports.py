@@ -106,7 +106,8 @@ def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSet
                   data: Dataset, otsu_test_dice: float | None = None) -> None:
     """results.csv, results.json, the learning curves (``dice_vs_images.png``,
     ``dice_vs_pixels.png``: what serves; ``*_candidate.png``: the candidates), the gain over
-    random (``gain_vs_random.png``, ``gain_vs_random_candidate.png``) and summary.md."""
+    random (``gain_vs_random.png``, ``gain_vs_random_candidate.png``; the candidates with
+    each test image counted once: ``gain_vs_random_candidate_per_image.png``) and summary.md."""
     out = Path(out)
     ordered = sorted(rows, key=lambda r: (r["strategy"] != FULL_DATA, r["strategy"], r["seed"],
                                           r["round"]))
@@ -123,6 +124,8 @@ def write_reports(out: Path, rows: list[dict[str, Any]], settings: SimulationSet
                          FULL_DATA, suffix="_candidate")
     plot_gain(out, summary["versus_random"], BASELINE)
     plot_gain(out, summary["versus_random_candidate"], BASELINE, suffix="_candidate")
+    plot_gain(out, summary["versus_random_candidate_per_image"], BASELINE,
+              suffix="_candidate_per_image", measure="per-image Dice")
     _write_atomic(out / "summary.md", summary_markdown(summary, settings, data))
 
 
