@@ -316,8 +316,7 @@ def test_select_project_form_writes_a_model_free_ranking(labelstudio_module, tmp
 
     assert main([*common, "--dry-run"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["strategy"], out["model_version"], out["written"]) == ("sequence+diversity", None,
-                                                                       False)
+    assert (out["strategy"], out["model_version"], out["written"]) == ("sequence", None, False)
     assert sorted(r["task"] for r in out["items"]) == ids[1:]
     assert all(RANK_FIELD not in t["data"] for t in ls.client.list_tasks(project))
 

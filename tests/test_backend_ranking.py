@@ -95,7 +95,7 @@ def test_pool_from_numbers_fills_missing_scores_and_keeps_sequences():
 def test_settings_strategy_and_sequence_field():
     s = Settings.from_env({"LA_STRATEGY": "Entropy+Sequence", "LA_SEQUENCE_FIELD": "movie"})
     assert (s.strategy, s.sequence_field) == ("sequence+entropy", "movie")
-    assert Settings.from_env({}).strategy == "sequence+entropy+diversity"
+    assert Settings.from_env({}).strategy == "sequence"
     assert s.to_env()["LA_SEQUENCE_FIELD"] == "movie"
     with pytest.raises(SettingsError, match="LA_STRATEGY"):
         Settings.from_env({"LA_STRATEGY": "entropy+nope"})
@@ -153,7 +153,7 @@ def test_labeled_tasks_count_in_their_sequence(settings):
 
 
 def test_a_labeled_task_with_an_unreadable_image_still_counts_in_its_sequence(settings):
-    """With diversity (the default) labeled images are read for their descriptors; one that
+    """With diversity labeled images are read for their descriptors; one that
     can't be read has none, and still counts in the sequence its data field names."""
     image, _ = blob_image(64, 64)
     other, _ = blob_image(64, 64, seed=3)
@@ -268,9 +268,8 @@ def test_rank_project_writes_the_order_and_asks_for_prelabels_ahead(settings):
     client = FakeClient("http://ls:8080", "tok")
     origin = Origin("http://ls:8080", "tok", "setup")
     outcome = rank_project(settings, 3, client, origin, prelabel_ahead=20)
-    # the default's model-free part: one per sequence, the most different first
-    assert (outcome.strategy, outcome.version, outcome.unlabeled) == ("sequence+diversity",
-                                                                        None, 1)
+    # the default: one per sequence, no model needed
+    assert (outcome.strategy, outcome.version, outcome.unlabeled) == ("sequence", None, 1)
     assert client.calls == [("ranking", 3, [(2, 1, 0.0, outcome.ranking[0][3])]),
                             ("predictions", 3, [2])]
     client.calls.clear()

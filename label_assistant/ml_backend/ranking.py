@@ -27,7 +27,7 @@ first tasks (:func:`refresh_prelabels`). :func:`rank_tasks`:
    (:func:`~label_assistant.selectors.sequences.cluster_ids`), computed only then, here or on
    the Dask workers alike; reasons then read ``cluster03 (first pick)``;
 4. :func:`~label_assistant.selectors.strategies.rank` orders the pool by
-   ``settings.strategy`` (default ``sequence+entropy+diversity``). The ``class_balance``
+   ``settings.strategy`` (default ``sequence``). The ``class_balance``
    score weighs the classes by the labeled pixels of the admitted annotations the serving
    version was trained and validated on (its manifest: :func:`version_labeled_counts`).
 

@@ -214,10 +214,11 @@ class Settings:
         "JSON file of training settings (`arch`, `encoder`, `epochs`, `tile`, `loss`, ...; "
         "see `label_assistant/model/config.py`)")
     strategy: str = _setting(
-        "LA_STRATEGY", "sequence+entropy+diversity", _strategy,
-        "how unlabeled tasks are ranked after each version (without a model its model-free "
-        "part runs: one image per sequence, its most typical, the sequences most different "
-        "first); chosen by benchmarks/bench_selection_dsb.py: README \"Which images first\"")
+        "LA_STRATEGY", "sequence", _strategy,
+        "how unlabeled tasks are ranked after each version (`sequence`: one image per "
+        "sequence first, random within and across sequences; needs no model); chosen by "
+        "benchmarks/bench_selection_dsb.py as the one strategy never significantly below "
+        "random: README \"Which images first\"")
     sequence_field: str = _setting(
         "LA_SEQUENCE_FIELD", "sequence", _str,
         "the task data field holding an image's sequence (video, z-stack, experiment)")
