@@ -129,7 +129,9 @@ def serve(tmp_path: Path, ls, **extra_env: str):
 
 @pytest.fixture
 def backend(tmp_path, labelstudio_module):
-    with serve(tmp_path, labelstudio_module) as running:
+    # A strategy with a score (the default, sequence, needs no model): the model's entropy
+    # must reach the reasons.
+    with serve(tmp_path, labelstudio_module, LA_STRATEGY="sequence+entropy") as running:
         yield running
 
 

@@ -211,7 +211,9 @@ def test_end_to_end_with_label_studio_jobs_on_a_worker(tmp_path, redis_server, q
 
     ls = labelstudio
     names = {w.name for w in queue_workers}
-    with serve(tmp_path, ls, LA_QUEUE=redis_server.url) as (url, workdir, log):
+    # With a score (the default, sequence, needs no model): the worker ranks with v0001.
+    with serve(tmp_path, ls, LA_QUEUE=redis_server.url, LA_STRATEGY="sequence+entropy"
+               ) as (url, workdir, log):
         project = ls.client.create_project("rq e2e", BRUSH_CONFIG)
         ids = ls.client.import_tasks(project, _tasks())
         ml = ls.client.connect_backend(project, url, basic_auth=AUTH)
