@@ -113,20 +113,18 @@ class Predictor:
                  tiling: Tiling | None = None, device: Any = None,
                  spec: ModelSpec | None = None, domain: Domain | None = None,
                  fallback: Any = None) -> None:
-        # channels_last (NHWC), as training uses by default: tiled inference of a Unet-resnet18
-        # on one CPU thread 1.61x faster on 512 x 512 and 1.40x on 2048 x 2048 (one run of
-        # benchmarks/bench_inference.py --large 2048: 20.6 s against 14.7 s), the same
-        # probabilities to 4e-6. A model in training (validated as it trains) keeps the
-        # layout its training chose.
         import torch
 
         self.device = device if device is not None else default_device()
         # The model runs where its inputs are sent: a model built on the CPU from a state
         # dict (a round's candidate) failed on a CUDA device before this move.
-        model = model.to(self.device)
-        if not model.training:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        # channels_last (NHWC), as training uses by default: tiled inference of a Unet-resnet18
+        # on one CPU thread 1.61x faster on 512 x 512 and 1.40x on 2048 x 2048 (one run of
+        # benchmarks/bench_inference.py --large 2048: 20.6 s against 14.7 s), the same
+        # probabilities to 4e-6. A model in training (validated as it trains) keeps the
+        # layout its training chose.
+        layout = {} if model.training else {"memory_format": torch.channels_last}
+        self.model = model = model.to(self.device, **layout)
         self.spec = spec  # the architecture, when known (a warm start needs to compare it)
         self.version = version
         self.class_names = list(class_names)
